@@ -1,0 +1,123 @@
+"""Typed, frozen configuration of an ingest run, recorded verbatim in ``runs.config``.
+
+``__post_init__`` only validates; nothing here has side effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from featuregraph.errors import InputError
+
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What one prompt's sweep computes and keeps (see DESIGN.md).
+
+    Attributes:
+        coefficient: ablation coefficient c; the feature's contribution is scaled by c
+            (0 = zero-ablation, 1 = no change, 2 = doubled).
+        edge_top_k: edges kept per ablation, the largest by |weight|.
+        edge_floor: edges with |weight| <= floor are dropped (downstream activation units).
+        logit_top_k: tokens kept per ablation, top-k promoted and top-k suppressed by dprob.
+        top_next_k: most likely next tokens of the clean pass stored per prompt.
+        read_position: token position edges and logits are read at; -1 = the last token.
+        batch_size: ablations per forward pass (memory, not semantics).
+    """
+
+    coefficient: float = 0.0
+    edge_top_k: int = 32
+    edge_floor: float = 1e-4
+    logit_top_k: int = 10
+    top_next_k: int = 10
+    read_position: int = -1
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.edge_top_k < 1:
+            raise InputError(f"edge_top_k must be >= 1, got {self.edge_top_k}")
+        if not self.edge_floor >= 0:
+            raise InputError(f"edge_floor must be >= 0, got {self.edge_floor}")
+        if self.logit_top_k < 1:
+            raise InputError(f"logit_top_k must be >= 1, got {self.logit_top_k}")
+        if self.top_next_k < 1:
+            raise InputError(f"top_next_k must be >= 1, got {self.top_next_k}")
+        if self.read_position < -1:
+            raise InputError(f"read_position must be -1 (last token) or >= 0, got {self.read_position}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def semantic(self) -> dict[str, Any]:
+        """The settings that change results (batch_size only changes speed)."""
+        d = dataclasses.asdict(self)
+        d.pop("batch_size")
+        return d
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A HookedTransformer to load: a hub name (``gpt2``) or a local Hugging Face folder.
+
+    The processing flags mean what they mean in ``HookedTransformer.from_pretrained``;
+    SAEs' ``model_from_pretrained_kwargs`` override them.
+    """
+
+    name_or_path: str
+    fold_ln: bool = True
+    center_writing_weights: bool = True
+    center_unembed: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name_or_path.strip():
+            raise InputError("model name or path is empty")
+
+
+@dataclass(frozen=True)
+class SaeSpec:
+    """One SAE: from an sae_lens release (``release`` + ``sae_id``) or a local folder (``path``)."""
+
+    release: str | None = None
+    sae_id: str | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        by_release = self.release is not None or self.sae_id is not None
+        if by_release == (self.path is not None):
+            raise InputError("an SAE is either --sae-release with --sae-id, or --sae PATH")
+        if by_release and not (self.release and self.sae_id):
+            raise InputError("--sae-release needs --sae-id (or --sae-layers), and vice versa")
+
+    @property
+    def source(self) -> Literal["release", "path"]:
+        return "path" if self.path is not None else "release"
+
+    def describe(self) -> str:
+        return self.path if self.path is not None else f"{self.release}/{self.sae_id}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything an ingest run was asked to do."""
+
+    model: ModelSpec
+    saes: tuple[SaeSpec, ...]
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    device: str = "auto"
+    dtype: str = "float32"
+    prepend_bos: bool | None = None  # None: as the SAEs' metadata says
+
+    def __post_init__(self) -> None:
+        if not self.saes:
+            raise InputError("no SAEs given: pass --sae PATH or --sae-release/--sae-id")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise InputError(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise InputError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,181 @@
+"""An ingest run: load, validate, sweep every prompt, and land the results in DuckDB.
+
+Order matters for "nothing half-written": prompts are read and the model and SAEs loaded
+and checked, and every prompt tokenized, *before* the database is opened. Results are
+committed in groups of whole prompts (see :func:`store.runs.write_prompt_results`), so a
+killed run loses at most the prompts in flight, and re-running the same command resumes
+the same run (found by its ``run_key``) with the prompts still missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+import featuregraph
+from ingest.config import RunConfig
+from ingest.loading import Loaded, load_all
+from ingest.prompts import RawPrompt, prompts_sha256, read_prompts, tokenize_prompts
+from ingest.sweep import Sweeper
+from store.db import open_database
+from store.runs import create_run, done_prompt_ids, find_run, finish_run, resume_run, write_prompt_results
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    run_id: int
+    db_path: str
+    n_prompts: int
+    n_swept: int  # prompts swept by this invocation (the rest had landed before)
+    seconds: float
+    resumed: bool
+
+    @property
+    def prompts_per_second(self) -> float:
+        return self.n_swept / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_key(loaded: Loaded, config: RunConfig, prompts_hash: str) -> str:
+    """Identity of a run: same model, SAEs (by weights), semantics and prompts -> same key."""
+    ident = {
+        "model": loaded.model_provenance,
+        "flags": loaded.flags,
+        "saes": [s.provenance["sha256"] for s in loaded.sites],
+        "sweep": config.sweep.semantic(),
+        "dtype": config.dtype,
+        "prepend_bos": loaded.prepend_bos,
+        "prompts": prompts_hash,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _run_row(loaded: Loaded, config: RunConfig, source: str, n_prompts: int) -> dict:
+    m = loaded.model.cfg
+    return {
+        **loaded.model_provenance,
+        "model_config": {
+            "n_layers": m.n_layers,
+            "d_model": m.d_model,
+            "d_vocab": m.d_vocab,
+            "n_ctx": m.n_ctx,
+            "model_name": m.model_name,
+            **loaded.flags,
+        },
+        "prompts_source": source,
+        "n_prompts": n_prompts,
+        "coefficient": config.sweep.coefficient,
+        "edge_top_k": config.sweep.edge_top_k,
+        "edge_floor": config.sweep.edge_floor,
+        "logit_top_k": config.sweep.logit_top_k,
+        "top_next_k": config.sweep.top_next_k,
+        "prepend_bos": loaded.prepend_bos,
+        "read_position": config.sweep.read_position,
+        "device": loaded.device,
+        "dtype": config.dtype,
+        "config": config.to_dict(),
+        "featuregraph_version": featuregraph.__version__,
+        "torch_version": torch.__version__,
+        "sae_lens_version": pkg_version("sae-lens"),
+        "transformer_lens_version": pkg_version("transformer-lens"),
+    }
+
+
+def _vocab(model) -> list[str]:
+    tok = model.tokenizer
+    n = int(model.cfg.d_vocab)
+    known = min(n, len(tok))
+    strings = tok.batch_decode([[i] for i in range(known)])
+    return strings + [f"<{i}>" for i in range(known, n)]
+
+
+def ingest(
+    db_path: str | Path,
+    prompts: str | Path | list[RawPrompt],
+    config: RunConfig,
+    progress: bool = True,
+    commit_every: int = 16,
+    commit_seconds: float = 5.0,
+    on_commit: Callable[[list[int]], None] | None = None,
+) -> IngestSummary:
+    """Sweep ``prompts`` with the model and SAEs of ``config`` into the database at ``db_path``.
+
+    ``prompts`` is a .txt/.jsonl path or a list of :class:`RawPrompt`. Results are committed
+    every ``commit_every`` prompts or ``commit_seconds`` seconds, whichever comes first.
+    """
+    source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
+    raw = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
+    loaded = load_all(config.model, config.saes, config.device, config.dtype, config.prepend_bos)
+    inputs = tokenize_prompts(loaded.model, raw, loaded.prepend_bos, source)
+    key = run_key(loaded, config, prompts_sha256(raw))
+    sweeper = Sweeper(loaded.model, loaded.sites, config.sweep, loaded.prepend_bos)
+
+    db = open_database(db_path)
+    try:
+        found = find_run(db, key)
+        if found is None:
+            run_id = create_run(
+                db,
+                key,
+                _run_row(loaded, config, source, len(inputs)),
+                [{k: s.provenance[k] for k in _SAE_COLUMNS} for s in loaded.sites],
+                _vocab(loaded.model),
+            )
+            done: set[int] = set()
+        else:
+            run_id = found[0]
+            done = done_prompt_ids(db, run_id)
+            resume_run(db, run_id, loaded.device)
+        todo = [p for p in inputs if p.prompt_id not in done]
+        log.info("run %d: %d prompts, %d to sweep", run_id, len(inputs), len(todo))
+        start = time.perf_counter()
+        pending = []
+        last_commit = time.monotonic()
+
+        def flush() -> None:
+            nonlocal pending, last_commit
+            write_prompt_results(db, run_id, pending)
+            ids = [r.prompt_id for r in pending]
+            log.info("committed prompts %s", ids)
+            if on_commit:
+                on_commit(ids)
+            pending = []
+            last_commit = time.monotonic()
+
+        status = "failed"
+        try:
+            with tqdm(total=len(todo), unit="prompt", disable=not progress, desc=f"run {run_id}") as bar:
+                for p in todo:
+                    pending.append(sweeper.sweep(p))
+                    bar.update(1)
+                    if len(pending) >= commit_every or time.monotonic() - last_commit >= commit_seconds:
+                        flush()
+                if pending:
+                    flush()
+            status = "complete"
+        finally:
+            if status != "complete":
+                # Whatever was committed stays; the next identical command resumes from there.
+                pending = []
+            finish_run(db, run_id, status)
+        return IngestSummary(
+            run_id, str(db_path), len(inputs), len(todo), time.perf_counter() - start, found is not None
+        )
+    finally:
+        db.close()
+
+
+_SAE_COLUMNS = (
+    "layer", "site_kind", "hook_name", "d_in", "d_sae", "architecture", "release", "sae_id", "path",
+    "sha256", "neuronpedia_id", "config",
+)  # fmt: skip
