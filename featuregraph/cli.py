@@ -141,6 +141,15 @@ def migrate(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) ->
         typer.echo(f"{db}: schema version {current_version(database)}")
 
 
+def _register_subcommands() -> None:
+    from query.cli import register
+
+    register(app)
+
+
+_register_subcommands()
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
