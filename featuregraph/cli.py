@@ -74,6 +74,7 @@ def ingest(
     no_fold_ln: bool = typer.Option(False, "--no-fold-ln", help="Do not fold LayerNorm weights (as from_pretrained_no_processing)."),
     no_center_writing_weights: bool = typer.Option(False, "--no-center-writing-weights"),
     no_center_unembed: bool = typer.Option(False, "--no-center-unembed"),
+    commit_every: int = typer.Option(16, "--commit-every", help="Commit results every N prompts (a crash loses at most these)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each commit."),
 ) -> None:
@@ -113,7 +114,9 @@ def ingest(
         dtype=dtype,
         prepend_bos=prepend_bos,
     )
-    summary = run_ingest(db, prompts, config, progress=not quiet)
+    if commit_every < 1:
+        raise InputError(f"--commit-every must be >= 1, got {commit_every}")
+    summary = run_ingest(db, prompts, config, progress=not quiet, commit_every=commit_every)
     verb = "resumed" if summary.resumed else "created"
     typer.echo(
         f"run {summary.run_id} {verb} in {summary.db_path}: {summary.n_swept} of {summary.n_prompts} prompts "

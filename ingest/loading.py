@@ -365,6 +365,9 @@ class _quiet:
         self._warn = warnings.catch_warnings()
         self._warn.__enter__()
         warnings.simplefilter("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
     def __exit__(self, *exc: object) -> None:
         self._warn.__exit__(*exc)

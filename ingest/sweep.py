@@ -114,12 +114,15 @@ class Sweeper:
 
         pos_mask = torch.zeros(n_tok, 1, device=self.device, dtype=clean_acts[0].dtype)
         pos_mask[first : read + 1] = 1.0
+        # After the last block nothing mixes positions: there only the read position can matter.
+        last_mask = torch.zeros_like(pos_mask)
+        last_mask[read] = 1.0
 
         act_parts, abl_parts, edge_parts, logit_parts = [], [], [], []
         for k, site in enumerate(self.sites):
             acts = clean_acts[k]
             act_parts.append((site.layer, acts))
-            masked = acts * pos_mask
+            masked = acts * (last_mask if site.layer == self.n_layers else pos_mask)
             feats = (masked != 0).any(0).nonzero()[:, 0]  # features active at an ablated position
             if feats.numel() == 0:
                 continue
