@@ -102,9 +102,8 @@ def _closest(word: str, options: list[str], limit: int = 8) -> str:
     return ", ".join(shown) + more
 
 
-def _load_release_sae(spec: SaeSpec, device: str, dtype: str) -> tuple[Any, dict[str, Any]]:
-    from sae_lens import SAE
-
+def check_release_spec(spec: SaeSpec) -> Any:
+    """Look a release/id up in sae_lens' directory (no download); return its entry."""
     directory = _pretrained_directory()
     lookup = directory.get(spec.release)
     if lookup is None:
@@ -117,6 +116,13 @@ def _load_release_sae(spec: SaeSpec, device: str, dtype: str) -> tuple[Any, dict
             f"unknown SAE id {spec.sae_id!r} in release {spec.release!r}; valid ids: "
             f"{_closest(spec.sae_id, list(lookup.saes_map))}"
         )
+    return lookup
+
+
+def _load_release_sae(spec: SaeSpec, device: str, dtype: str) -> tuple[Any, dict[str, Any]]:
+    from sae_lens import SAE
+
+    lookup = check_release_spec(spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -211,6 +217,9 @@ def _jsonable(value: Any) -> Any:
 
 def load_saes(specs: tuple[SaeSpec, ...] | list[SaeSpec], device: str, dtype: str) -> list[SaeSite]:
     """Load SAEs and order them by residual layer; two SAEs on one layer is an error."""
+    for spec in specs:  # every name is checked before anything is downloaded
+        if spec.source == "release":
+            check_release_spec(spec)
     sites = [load_sae(spec, device, dtype) for spec in specs]
     sites.sort(key=lambda s: s.layer)
     for a, b in zip(sites, sites[1:]):

@@ -64,10 +64,10 @@ def tiny_assets(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_config(assets: Path, **sweep) -> RunConfig:
+def tiny_config(assets: Path, n_saes: int = len(HOOKS), **sweep) -> RunConfig:
     return RunConfig(
         model=ModelSpec(str(assets / "model")),
-        saes=tuple(SaeSpec(path=str(assets / f"sae{i}")) for i in range(len(HOOKS))),
+        saes=tuple(SaeSpec(path=str(assets / f"sae{i}")) for i in range(n_saes)),
         sweep=SweepConfig(**sweep),
         device="cpu",
     )

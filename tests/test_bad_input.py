@@ -1,0 +1,157 @@
+"""Each bad input gives a clear one-line error naming the problem, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from featuregraph.cli import app
+from ingest import synthetic as syn
+
+runner = CliRunner()
+
+
+def _run(args: list[str]):
+    return runner.invoke(app, args)
+
+
+def _ingest_args(assets: Path, db: Path, prompts: Path | None = None, saes: list[Path] | None = None) -> list[str]:
+    args = ["ingest", str(prompts or assets / "prompts.txt"), "--db", str(db), "--model", str(assets / "model"), "-q"]
+    for s in saes if saes is not None else [assets / f"sae{i}" for i in range(3)]:
+        args += ["--sae", str(s)]
+    return args
+
+
+def _assert_one_line_error(result, pattern: str, db: Path) -> None:
+    assert result.exit_code == 2, result.output
+    out = result.output.strip()
+    assert out.startswith("Error: "), out
+    assert len(out.splitlines()) == 1, f"not one line: {out}"
+    assert "Traceback" not in out
+    import re
+
+    assert re.search(pattern, out), out
+    assert not db.exists(), "nothing may be written"
+
+
+def _sae_copy(assets: Path, tmp: Path, name: str, **cfg_changes) -> Path:
+    dst = tmp / name
+    shutil.copytree(assets / "sae0", dst)
+    cfg = json.loads((dst / "cfg.json").read_text())
+    for key, value in cfg_changes.items():
+        if key in cfg:
+            cfg[key] = value
+        else:
+            cfg["metadata"][key] = value
+    (dst / "cfg.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_wrong_sae_width(tiny_assets, tmp_path):
+    import torch
+
+    x = torch.randn(200, 16)
+    syn.make_sae("blocks.0.hook_resid_pre", 16, 32, x, 0.1).save_model(tmp_path / "narrow")
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[tmp_path / "narrow"]))
+    _assert_one_line_error(res, r"wrong SAE width: SAE .*narrow reads vectors of size 16 but model .* has d_model 32", db)
+
+
+def test_unknown_hook(tiny_assets, tmp_path):
+    sae = _sae_copy(tiny_assets, tmp_path, "deep", hook_name="blocks.7.hook_resid_pre")
+    db = tmp_path / "fg.duckdb"
+    _assert_one_line_error(_run(_ingest_args(tiny_assets, db, saes=[sae])), r"unknown hook 'blocks.7.hook_resid_pre'.*2 layers", db)
+
+
+def test_unsupported_site_kind(tiny_assets, tmp_path):
+    sae = _sae_copy(tiny_assets, tmp_path, "attn", hook_name="blocks.0.hook_attn_out")
+    db = tmp_path / "fg.duckdb"
+    _assert_one_line_error(_run(_ingest_args(tiny_assets, db, saes=[sae])), r"unsupported SAE site 'blocks.0.hook_attn_out'", db)
+
+
+def test_two_saes_on_one_hook(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[tiny_assets / "sae0", tiny_assets / "sae0"]))
+    _assert_one_line_error(res, r"two SAEs on one hook: layer 0", db)
+
+
+def test_two_saes_on_one_residual_stream(tiny_assets, tmp_path):
+    # blocks.0.hook_resid_post and blocks.1.hook_resid_pre are the same residual (layer 1).
+    post = _sae_copy(tiny_assets, tmp_path, "post0", hook_name="blocks.0.hook_resid_post")
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[post, tiny_assets / "sae1"]))
+    _assert_one_line_error(res, r"two SAEs on one residual stream: layer 1", db)
+
+
+def test_unknown_release_lists_valid_ones(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    args = ["ingest", str(tiny_assets / "prompts.txt"), "--db", str(db), "--model", "gpt2",
+            "--sae-release", "gpt2-small-res-jbb", "--sae-id", "blocks.0.hook_resid_pre"]  # fmt: skip
+    _assert_one_line_error(_run(args), r"unknown SAE release 'gpt2-small-res-jbb'; valid releases include: .*gpt2-small-res-jb", db)
+
+
+def test_unknown_sae_id_lists_valid_ones(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    args = ["ingest", str(tiny_assets / "prompts.txt"), "--db", str(db), "--model", "gpt2",
+            "--sae-release", "gpt2-small-res-jb", "--sae-layers", "5,99"]  # fmt: skip
+    _assert_one_line_error(_run(args), r"unknown SAE id 'blocks.99.hook_resid_pre' in release 'gpt2-small-res-jb'; valid ids: .*blocks.9.hook_resid_pre", db)
+
+
+@pytest.mark.parametrize("damage", ["missing", "no_weights", "bad_json", "bad_weights"])
+def test_unreadable_sae_folder(tiny_assets, tmp_path, damage):
+    folder = tmp_path / "sae"
+    if damage != "missing":
+        shutil.copytree(tiny_assets / "sae0", folder)
+    if damage == "no_weights":
+        (folder / "sae_weights.safetensors").unlink()
+    elif damage == "bad_json":
+        (folder / "cfg.json").write_text("{not json")
+    elif damage == "bad_weights":
+        (folder / "sae_weights.safetensors").write_bytes(b"\x00" * 64)
+    db = tmp_path / "fg.duckdb"
+    _assert_one_line_error(_run(_ingest_args(tiny_assets, db, saes=[folder])), r"cannot read SAE folder .*sae", db)
+
+
+def test_unreadable_model_folder(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    args = _ingest_args(tiny_assets, db)
+    args[args.index("--model") + 1] = str(tmp_path / "nowhere")
+    _assert_one_line_error(_run(args), r"cannot read model folder .*nowhere", db)
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ('{"text": "fine"}\n{"text": "   "}\n', r"p.jsonl:2: empty prompt"),
+        ('{"text": "fine"}\n{"text": "' + "word " * 60 + '"}\n', r"p.jsonl:2: prompt too long: \d+ tokens, the model's context is 32"),
+        ('{"text": "fine"}\n{"txt": "typo"}\n', r"p.jsonl:2: expected an object with a string 'text'"),
+        ('{"text": "fine"}\nnot json\n', r"p.jsonl:2: not valid JSON"),
+        ("\n\n", r"p.jsonl: no prompts in file"),
+    ],
+)
+def test_bad_prompts(tiny_assets, tmp_path, content, pattern):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(content)
+    db = tmp_path / "fg.duckdb"
+    _assert_one_line_error(_run(_ingest_args(tiny_assets, db, prompts=prompts)), pattern, db)
+
+
+def test_bad_options(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    _assert_one_line_error(_run(_ingest_args(tiny_assets, db) + ["--edge-top-k", "0"]), r"edge_top_k must be >= 1", db)
+    _assert_one_line_error(_run(_ingest_args(tiny_assets, db) + ["--device", "tpu"]), r"unknown device 'tpu'", db)
+    _assert_one_line_error(_run(_ingest_args(tiny_assets, db, saes=[])), r"no SAEs given", db)
+
+
+def test_corrupt_database_is_refused_before_any_work(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    db.write_bytes(b"garbage" * 4096)
+    res = _run(_ingest_args(tiny_assets, db))
+    assert res.exit_code == 2 and "not a readable DuckDB database" in res.output
+    assert db.read_bytes() == b"garbage" * 4096
+    res = _run(["info", str(db)])
+    assert res.exit_code == 2 and "not a readable DuckDB database" in res.output
