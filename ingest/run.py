@@ -106,12 +106,14 @@ def ingest(
     progress: bool = True,
     commit_every: int = 16,
     commit_seconds: float = 5.0,
+    prompts_per_forward: int = 8,
     on_commit: Callable[[list[int]], None] | None = None,
 ) -> IngestSummary:
     """Sweep ``prompts`` with the model and SAEs of ``config`` into the database at ``db_path``.
 
     ``prompts`` is a .txt/.jsonl path or a list of :class:`RawPrompt`. Results are committed
-    every ``commit_every`` prompts or ``commit_seconds`` seconds, whichever comes first.
+    every ``commit_every`` prompts or ``commit_seconds`` seconds, whichever comes first;
+    up to ``prompts_per_forward`` prompts of similar length share forward passes.
     """
     source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
     raw = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
@@ -136,7 +138,11 @@ def ingest(
             run_id = found[0]
             done = done_prompt_ids(db, run_id)
             resume_run(db, run_id, loaded.device)
-        todo = [p for p in inputs if p.prompt_id not in done]
+        # Groups are formed over the whole prompt list and committed whole, so a resumed
+        # run batches every remaining prompt exactly as an uninterrupted run would have.
+        groups = [[p for p in g if p.prompt_id not in done] for g in _groups(inputs, prompts_per_forward)]
+        groups = [g for g in groups if g]
+        todo = [p for g in groups for p in g]
         log.info("run %d: %d prompts, %d to sweep", run_id, len(inputs), len(todo))
         start = time.perf_counter()
         pending = []
@@ -155,9 +161,9 @@ def ingest(
         status = "failed"
         try:
             with tqdm(total=len(todo), unit="prompt", disable=not progress, desc=f"run {run_id}") as bar:
-                for p in todo:
-                    pending.append(sweeper.sweep(p))
-                    bar.update(1)
+                for group in groups:
+                    pending.extend(sweeper.sweep_many(group))
+                    bar.update(len(group))
                     if len(pending) >= commit_every or time.monotonic() - last_commit >= commit_seconds:
                         flush()
                 if pending:
@@ -173,6 +179,16 @@ def ingest(
         )
     finally:
         db.close()
+
+
+def _groups(prompts: list, size: int) -> list[list]:
+    """Consecutive groups of ``size`` prompts, each sorted by length, so padding stays small
+    while commits still follow input order closely."""
+    groups = []
+    for start in range(0, len(prompts), size * 8):
+        window = sorted(prompts[start : start + size * 8], key=lambda p: len(p.token_ids))
+        groups += [window[i : i + size] for i in range(0, len(window), size)]
+    return groups
 
 
 _SAE_COLUMNS = (

@@ -74,12 +74,12 @@ class Sweeper:
         return logits
 
     def clean_residuals(self, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Clean residual stream [pos, d_model] at every layer 0..n_layers (input of block L)."""
-        resid = self.model(tokens[None], stop_at_layer=0)
-        out = {0: resid[0]}
+        """Clean residual stream [prompts, pos, d_model] at every layer 0..n_layers (input of block L)."""
+        resid = self.model(tokens, stop_at_layer=0)
+        out = {0: resid}
         for layer in range(self.n_layers):
             resid = self.model.blocks[layer](resid)
-            out[layer + 1] = resid[0]
+            out[layer + 1] = resid
         return out
 
     def positions(self, n_tokens: int) -> tuple[int, int]:
@@ -99,146 +99,191 @@ class Sweeper:
 
     # -- the sweep ------------------------------------------------------------------
 
-    @torch.no_grad()
     def sweep(self, prompt: PromptInput) -> PromptResult:
-        """Ablate every active feature of every site for one prompt; see the module docstring."""
+        """Sweep one prompt; see :meth:`sweep_many`."""
+        return self.sweep_many([prompt])[0]
+
+    @torch.no_grad()
+    def sweep_many(self, prompts: list[PromptInput]) -> list[PromptResult]:
+        """Ablate every active feature of every site, for several prompts at once.
+
+        Prompts are right-padded to a common length: causal attention means real
+        positions never see the padding, so each prompt's numbers are those it would get
+        alone. Ablations of all the prompts share forward passes, ``batch_size`` at a time.
+        """
         cfg = self.config
-        tokens = torch.tensor(prompt.token_ids, device=self.device, dtype=torch.long)
-        n_tok = len(prompt.token_ids)
-        first, read = self.positions(n_tok)
+        dev = self.device
+        lengths = [len(p.token_ids) for p in prompts]
+        bounds = [self.positions(n) for n in lengths]
+        n_pos = max(lengths)
+        tokens = torch.zeros(len(prompts), n_pos, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            tokens[i, : lengths[i]] = torch.tensor(p.token_ids)
+        tokens = tokens.to(dev)
+        first = torch.tensor([b[0] for b in bounds], device=dev)
+        read = torch.tensor([b[1] for b in bounds], device=dev)
+        length = torch.tensor(lengths, device=dev)
+        rows = torch.arange(len(prompts), device=dev)
+
         resid = self.clean_residuals(tokens)
-        clean_logits = self._logits(resid[self.n_layers][read][None])[0]
-        clean_logp = torch.log_softmax(clean_logits, -1)
+        clean_logp = torch.log_softmax(self._logits(resid[self.n_layers][rows, read]), -1)  # [prompts, vocab]
         clean_p = clean_logp.exp()
-        clean_acts = [site.sae.encode(resid[site.layer]) for site in self.sites]  # [pos, d_sae]
+        # Downstream activations are only read at the read position.
+        clean_read = [site.sae.encode(resid[site.layer][rows, read]) for site in self.sites]
 
-        pos_mask = torch.zeros(n_tok, 1, device=self.device, dtype=clean_acts[0].dtype)
-        pos_mask[first : read + 1] = 1.0
+        pos = torch.arange(n_pos, device=dev)[None]
+        ablate_mask = (pos >= first[:, None]) & (pos <= read[:, None])  # [prompts, pos]
         # After the last block nothing mixes positions: there only the read position can matter.
-        last_mask = torch.zeros_like(pos_mask)
-        last_mask[read] = 1.0
+        read_mask = pos == read[:, None]
+        real_mask = pos < length[:, None]
 
-        act_parts, abl_parts, edge_parts, logit_parts = [], [], [], []
+        out: dict[str, list] = {"act": [], "abl": [], "edge": [], "logit": []}
         for k, site in enumerate(self.sites):
-            acts = clean_acts[k]
-            act_parts.append((site.layer, acts))
-            masked = acts * (last_mask if site.layer == self.n_layers else pos_mask)
-            feats = (masked != 0).any(0).nonzero()[:, 0]  # features active at an ablated position
-            if feats.numel() == 0:
+            acts = site.sae.encode(resid[site.layer])  # [prompts, pos, d_sae]
+            nz = (acts * real_mask[..., None]).nonzero()
+            out["act"].append((site.layer, nz[:, 0], nz[:, 1], nz[:, 2], acts[nz[:, 0], nz[:, 1], nz[:, 2]]))
+            mask = read_mask if site.layer == self.n_layers else ablate_mask
+            masked = acts * mask[..., None]
+            del acts
+            pairs = (masked != 0).any(1).nonzero()  # (prompt, feature) to ablate, prompt-major
+            if pairs.shape[0] == 0:
                 continue
-            abl_parts.append(
-                (site.layer, feats, (masked[:, feats] != 0).sum(0), masked[:, feats].abs().amax(0), acts[read, feats])
+            p_all, f_all = pairs[:, 0], pairs[:, 1]
+            coeff_all = masked[p_all, :, f_all]  # [pairs, pos]: the activation removed at each position
+            del masked
+            out["abl"].append(
+                (site.layer, p_all, f_all, (coeff_all != 0).sum(1), coeff_all.abs().amax(1), clean_read[k][p_all, f_all])
             )
             nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
-            for start in range(0, feats.numel(), cfg.batch_size):
-                f = feats[start : start + cfg.batch_size]
-                a = masked[:, f].T.contiguous()  # [batch, pos]
-                w_dec = site.sae.W_dec[f]  # [batch, d_model]
-                x = resid[site.layer][None] + (cfg.coefficient - 1.0) * a[:, :, None] * w_dec[:, None, :]
-                stop = nxt.layer if nxt is not None else self.n_layers
-                x = self._blocks(x, site.layer, stop)
+            w_dec = site.sae.W_dec
+            for start in range(0, p_all.shape[0], cfg.batch_size):
+                pb = p_all[start : start + cfg.batch_size]
+                fb = f_all[start : start + cfg.batch_size]
+                a = coeff_all[start : start + cfg.batch_size]
+                x = resid[site.layer][pb] + (cfg.coefficient - 1.0) * a[:, :, None] * w_dec[fb][:, None, :]
+                rb = read[pb]
+                br = torch.arange(pb.shape[0], device=dev)
                 if nxt is not None:
-                    weights = nxt.sae.encode(x[:, read]) - clean_acts[k + 1][read][None]
+                    x = self._blocks(x, site.layer, nxt.layer)
+                    weights = nxt.sae.encode(x[br, rb]) - clean_read[k + 1][pb]
                     kk = min(cfg.edge_top_k, weights.shape[-1])
                     idx = weights.abs().topk(kk, dim=-1).indices
-                    edge_parts.append((site.layer, nxt.layer, f, idx, weights.gather(-1, idx)))
+                    out["edge"].append((site.layer, nxt.layer, pb, fb, idx, weights.gather(-1, idx)))
                     x = self._blocks(x, nxt.layer, self.n_layers)
-                logp = torch.log_softmax(self._logits(x[:, read]), -1)
-                dlogp = logp - clean_logp[None]
-                dprob = logp.exp() - clean_p[None]
+                else:
+                    x = self._blocks(x, site.layer, self.n_layers)
+                logp = torch.log_softmax(self._logits(x[br, rb]), -1)
+                dlogp = logp - clean_logp[pb]
+                dprob = logp.exp() - clean_p[pb]
                 kk = min(cfg.logit_top_k, dprob.shape[-1] // 2)
                 idx = torch.cat([dprob.topk(kk, -1).indices, (-dprob).topk(kk, -1).indices], -1)
-                logit_parts.append((site.layer, f, idx, dlogp.gather(-1, idx), dprob.gather(-1, idx)))
+                out["logit"].append((site.layer, pb, fb, idx, dlogp.gather(-1, idx), dprob.gather(-1, idx)))
 
-        top = clean_p.topk(min(cfg.top_next_k, clean_p.shape[-1]))
-        return PromptResult(
-            prompt_id=prompt.prompt_id,
-            text=prompt.text,
-            tag=prompt.tag,
-            metadata=prompt.metadata,
-            tables={
-                "tokens": {
-                    "position": np.arange(n_tok, dtype=np.int16),
-                    "token_id": np.asarray(prompt.token_ids, dtype=np.int32),
-                    "token": np.asarray(prompt.tokens or [str(t) for t in prompt.token_ids], dtype=object),
-                },
-                "top_next_tokens": {
-                    "rank": np.arange(1, top.indices.numel() + 1, dtype=np.int16),
-                    "token_id": _np(top.indices).astype(np.int32),
-                    "prob": _np(top.values).astype(np.float32),
-                    "logp": _np(clean_logp[top.indices]).astype(np.float32),
-                },
-                "activations": _activations_table(act_parts),
-                "ablations": _ablations_table(abl_parts),
-                "edges": _edges_table(edge_parts, cfg.edge_floor),
-                "logit_effects": _logits_table(logit_parts),
-            },
-        )
+        top = clean_p.topk(min(cfg.top_next_k, clean_p.shape[-1]), -1)
+        tables = {
+            "activations": _split(_activation_columns(out["act"]), len(prompts)),
+            "ablations": _split(_ablation_columns(out["abl"]), len(prompts)),
+            "edges": _split(_edge_columns(out["edge"], cfg.edge_floor), len(prompts)),
+            "logit_effects": _split(_logit_columns(out["logit"]), len(prompts)),
+        }
+        top_ids, top_p = _np(top.indices), _np(top.values)
+        top_logp = _np(clean_logp.gather(-1, top.indices))
+        results = []
+        for i, p in enumerate(prompts):
+            results.append(
+                PromptResult(
+                    prompt_id=p.prompt_id,
+                    text=p.text,
+                    tag=p.tag,
+                    metadata=p.metadata,
+                    tables={
+                        "tokens": {
+                            "position": np.arange(lengths[i], dtype=np.int16),
+                            "token_id": np.asarray(p.token_ids, dtype=np.int32),
+                            "token": np.asarray(p.tokens or [str(t) for t in p.token_ids], dtype=object),
+                        },
+                        "top_next_tokens": {
+                            "rank": np.arange(1, top_ids.shape[1] + 1, dtype=np.int16),
+                            "token_id": top_ids[i].astype(np.int32),
+                            "prob": top_p[i].astype(np.float32),
+                            "logp": top_logp[i].astype(np.float32),
+                        },
+                        **{name: cols[i] for name, cols in tables.items()},
+                    },
+                )
+            )
+        return results
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
 
 
-def _activations_table(parts) -> dict[str, np.ndarray]:
-    layers, positions, features, values = [], [], [], []
-    for layer, acts in parts:
-        nz = acts.nonzero()
-        pos, feat = nz[:, 0], nz[:, 1]
-        vals = _np(acts[pos, feat])
-        layers.append(np.full(len(vals), layer, np.int16))
-        positions.append(_np(pos).astype(np.int16))
-        features.append(_np(feat).astype(np.int32))
-        values.append(vals.astype(np.float32))
-    return _cat(
-        {"layer": layers, "position": positions, "feature": features, "activation": values},
-        {"layer": np.int16, "position": np.int16, "feature": np.int32, "activation": np.float32},
-    )
+def _cat_device(parts: list[torch.Tensor]) -> np.ndarray:
+    """Concatenate on the device, then copy to the host once."""
+    return _np(torch.cat(parts)) if parts else np.empty(0)
 
 
-def _ablations_table(parts) -> dict[str, np.ndarray]:
-    cols: dict[str, list] = {k: [] for k in ("layer", "feature", "n_positions", "max_activation", "read_activation")}
-    for layer, feats, n_pos, amax, aread in parts:
-        cols["layer"].append(np.full(feats.numel(), layer, np.int16))
-        cols["feature"].append(_np(feats).astype(np.int32))
-        cols["n_positions"].append(_np(n_pos).astype(np.int16))
-        cols["max_activation"].append(_np(amax).astype(np.float32))
-        cols["read_activation"].append(_np(aread).astype(np.float32))
-    return _cat(
-        cols,
-        {"layer": np.int16, "feature": np.int32, "n_positions": np.int16, "max_activation": np.float32, "read_activation": np.float32},
-    )
+def _activation_columns(parts) -> dict[str, np.ndarray]:
+    return {
+        "prompt": _cat_device([p[1] for p in parts]).astype(np.int64),
+        "layer": np.concatenate([np.full(p[1].shape[0], p[0], np.int16) for p in parts]) if parts else np.empty(0, np.int16),
+        "position": _cat_device([p[2] for p in parts]).astype(np.int16),
+        "feature": _cat_device([p[3] for p in parts]).astype(np.int32),
+        "activation": _cat_device([p[4] for p in parts]).astype(np.float32),
+    }
 
 
-def _edges_table(parts, floor: float) -> dict[str, np.ndarray]:
-    cols: dict[str, list] = {k: [] for k in ("up_layer", "up_feature", "down_layer", "down_feature", "weight")}
-    for up_layer, down_layer, feats, idx, w in parts:
-        w_np = _np(w)
-        keep = np.abs(w_np) > floor
-        up = np.broadcast_to(_np(feats)[:, None], w_np.shape)
-        n = int(keep.sum())
-        cols["up_layer"].append(np.full(n, up_layer, np.int16))
-        cols["up_feature"].append(up[keep].astype(np.int32))
-        cols["down_layer"].append(np.full(n, down_layer, np.int16))
-        cols["down_feature"].append(_np(idx)[keep].astype(np.int32))
-        cols["weight"].append(w_np[keep].astype(np.float32))
-    return _cat(
-        cols,
-        {"up_layer": np.int16, "up_feature": np.int32, "down_layer": np.int16, "down_feature": np.int32, "weight": np.float32},
-    )
+def _ablation_columns(parts) -> dict[str, np.ndarray]:
+    return {
+        "prompt": _cat_device([p[1] for p in parts]).astype(np.int64),
+        "layer": np.concatenate([np.full(p[1].shape[0], p[0], np.int16) for p in parts]) if parts else np.empty(0, np.int16),
+        "feature": _cat_device([p[2] for p in parts]).astype(np.int32),
+        "n_positions": _cat_device([p[3] for p in parts]).astype(np.int16),
+        "max_activation": _cat_device([p[4] for p in parts]).astype(np.float32),
+        "read_activation": _cat_device([p[5] for p in parts]).astype(np.float32),
+    }
 
 
-def _logits_table(parts) -> dict[str, np.ndarray]:
-    cols: dict[str, list] = {k: [] for k in ("layer", "feature", "token_id", "dlogp", "dprob")}
-    for layer, feats, idx, dlogp, dprob in parts:
-        idx_np = _np(idx)
-        cols["layer"].append(np.full(idx_np.size, layer, np.int16))
-        cols["feature"].append(np.repeat(_np(feats), idx_np.shape[1]).astype(np.int32))
-        cols["token_id"].append(idx_np.reshape(-1).astype(np.int32))
-        cols["dlogp"].append(_np(dlogp).reshape(-1).astype(np.float32))
-        cols["dprob"].append(_np(dprob).reshape(-1).astype(np.float32))
-    return _cat(cols, {"layer": np.int16, "feature": np.int32, "token_id": np.int32, "dlogp": np.float32, "dprob": np.float32})
+def _edge_columns(parts, floor: float) -> dict[str, np.ndarray]:
+    if not parts:
+        return {k: np.empty(0) for k in ("prompt", "up_layer", "up_feature", "down_layer", "down_feature", "weight")}
+    k = parts[0][4].shape[1]
+    weight = _cat_device([p[5].reshape(-1) for p in parts])
+    keep = np.abs(weight) > floor
+    up_layer = np.concatenate([np.full(p[2].shape[0] * k, p[0], np.int16) for p in parts])
+    down_layer = np.concatenate([np.full(p[2].shape[0] * k, p[1], np.int16) for p in parts])
+    return {
+        "prompt": np.repeat(_cat_device([p[2] for p in parts]), k)[keep].astype(np.int64),
+        "up_layer": up_layer[keep],
+        "up_feature": np.repeat(_cat_device([p[3] for p in parts]), k)[keep].astype(np.int32),
+        "down_layer": down_layer[keep],
+        "down_feature": _cat_device([p[4].reshape(-1) for p in parts])[keep].astype(np.int32),
+        "weight": weight[keep].astype(np.float32),
+    }
 
 
-def _cat(cols: dict[str, list], dtypes: dict[str, type]) -> dict[str, np.ndarray]:
-    return {k: (np.concatenate(v) if v else np.empty(0, dtypes[k])) for k, v in cols.items()}
+def _logit_columns(parts) -> dict[str, np.ndarray]:
+    if not parts:
+        return {k: np.empty(0) for k in ("prompt", "layer", "feature", "token_id", "dlogp", "dprob")}
+    k = parts[0][3].shape[1]
+    return {
+        "prompt": np.repeat(_cat_device([p[1] for p in parts]), k).astype(np.int64),
+        "layer": np.concatenate([np.full(p[1].shape[0] * k, p[0], np.int16) for p in parts]),
+        "feature": np.repeat(_cat_device([p[2] for p in parts]), k).astype(np.int32),
+        "token_id": _cat_device([p[3].reshape(-1) for p in parts]).astype(np.int32),
+        "dlogp": _cat_device([p[4].reshape(-1) for p in parts]).astype(np.float32),
+        "dprob": _cat_device([p[5].reshape(-1) for p in parts]).astype(np.float32),
+    }
+
+
+def _split(cols: dict[str, np.ndarray], n_prompts: int) -> list[dict[str, np.ndarray]]:
+    """Split columns with a ``prompt`` index into one dict per prompt (order kept within each)."""
+    prompt = cols.pop("prompt")
+    order = np.argsort(prompt, kind="stable")
+    cuts = np.searchsorted(prompt[order], np.arange(n_prompts + 1))
+    out = []
+    for i in range(n_prompts):
+        sel = order[cuts[i] : cuts[i + 1]]
+        out.append({name: col[sel] for name, col in cols.items()})
+    return out

@@ -137,3 +137,20 @@ def test_inactive_features_cost_nothing(model_and_sites):
     abl = result.tables["ablations"]
     assert set(zip(abl["layer"].tolist(), abl["feature"].tolist())) == active
     assert (abl["n_positions"] >= 1).all()
+
+
+def test_prompts_of_different_lengths_swept_together_match_the_reference(model_and_sites):
+    """Right-padding is invisible: each prompt of a mixed-length group gets its own answer."""
+    model, sites = model_and_sites
+    g = torch.Generator().manual_seed(11)
+    prompts = [
+        PromptInput(i, f"p{i}", [0] + torch.randint(1, D_VOCAB, (n,), generator=g).tolist())
+        for i, n in enumerate([1, 4, 9, 15])
+    ]
+    config = SweepConfig(edge_top_k=10_000, edge_floor=0.0, logit_top_k=D_VOCAB // 2, batch_size=7)
+    results = Sweeper(model, sites, config, prepend_bos=True).sweep_many(prompts)
+    assert [r.prompt_id for r in results] == [0, 1, 2, 3]
+    for p, result in zip(prompts, results):
+        assert result.n_tokens == len(p.token_ids)
+        assert result.tables["activations"]["position"].max() < len(p.token_ids)
+        _compare(result, reference_sweep(model, sites, p.token_ids, 0.0, prepend_bos=True), sites)

@@ -1,0 +1,127 @@
+"""Sweep speed: the batched sweep against the plain reference, same model, SAEs and prompts.
+
+    python benchmarks/sweep_bench.py tiny                      # the tiny test model
+    python benchmarks/sweep_bench.py gpt2-shaped --prompts 2   # 12 layers, d_model 768, 24576-wide SAEs
+
+Both use random weights: speed depends on shapes and on how many features are active,
+not on what the weights mean. The GPT-2-shaped SAEs are calibrated so that about
+``--active`` features fire per token, as in gpt2-small-res-jb. Prints one JSON line and
+writes it to benchmarks/results/. Timings exclude model building and one warm-up prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ingest import synthetic as syn
+from ingest.config import SweepConfig
+from ingest.loading import SaeSite, residual_layer
+from ingest.reference import reference_sweep
+from ingest.sweep import PromptInput, Sweeper
+
+SHAPES = {
+    "tiny": dict(n_layers=3, d_model=32, n_heads=4, d_vocab=64, n_ctx=32, d_sae=48, active=4.0),
+    "gpt2-shaped": dict(n_layers=12, d_model=768, n_heads=12, d_vocab=50257, n_ctx=1024, d_sae=24576, active=50.0),
+}
+
+
+def build(shape: dict, device: str, seed: int = 0):
+    model = syn.make_model(
+        n_layers=shape["n_layers"], d_model=shape["d_model"], n_heads=shape["n_heads"],
+        d_vocab=shape["d_vocab"], n_ctx=shape["n_ctx"], seed=seed, device=device,
+    )  # fmt: skip
+    calib = syn.random_tokens(32, 17, shape["d_vocab"], bos=0, seed=seed + 1)
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(shape["n_layers"])]
+    hooks.append(f"blocks.{shape['n_layers'] - 1}.hook_resid_post")
+    density = shape["active"] / shape["d_sae"]
+    sites = []
+    for i, hook in enumerate(hooks):
+        x = syn.sample_residuals(model, hook, calib).reshape(32, 17, -1)[:, 1:].reshape(-1, shape["d_model"])
+        sae = syn.make_sae(hook, shape["d_model"], shape["d_sae"], x, density, seed=seed + 10 + i, device=device)
+        sites.append(SaeSite(residual_layer(hook), hook, sae, {}))
+    return model, sites
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("shape", choices=sorted(SHAPES))
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=8, help="tokens per prompt after BOS")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--prompts-per-forward", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--no-reference", action="store_true", help="time only the sweep (e.g. big GPU runs)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = SHAPES[args.shape]
+    t0 = time.perf_counter()
+    model, sites = build(shape, args.device)
+    build_s = time.perf_counter() - t0
+    toks = syn.random_tokens(args.prompts + 1, args.tokens + 1, shape["d_vocab"], bos=0, seed=7)
+    prompts = [PromptInput(i, "", toks[i].tolist()) for i in range(args.prompts + 1)]
+    sweeper = Sweeper(model, sites, SweepConfig(batch_size=args.batch_size), prepend_bos=True)
+
+    sweeper.sweep(prompts[-1])  # warm-up
+    _sync(args.device)
+    t = time.perf_counter()
+    n_ablations = 0
+    group = args.prompts_per_forward
+    for start in range(0, args.prompts, group):
+        n_ablations += sum(r.n_ablations for r in sweeper.sweep_many(prompts[start : min(start + group, args.prompts)]))
+    _sync(args.device)
+    sweep_s = time.perf_counter() - t
+
+    result = {
+        "shape": args.shape,
+        **{k: shape[k] for k in ("n_layers", "d_model", "d_vocab", "d_sae")},
+        "n_saes": len(sites),
+        "prompts": args.prompts,
+        "tokens_after_bos": args.tokens,
+        "ablations": n_ablations,
+        "ablations_per_prompt": n_ablations / args.prompts,
+        "batch_size": args.batch_size,
+        "prompts_per_forward": args.prompts_per_forward,
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "sweep_s": round(sweep_s, 3),
+        "sweep_prompts_per_s": round(args.prompts / sweep_s, 4),
+        "build_s": round(build_s, 1),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "torch": torch.__version__,
+    }
+    if not args.no_reference:
+        reference_sweep(model, sites, prompts[-1].token_ids, 0.0, True)  # warm-up
+        _sync(args.device)
+        t = time.perf_counter()
+        for p in prompts[:-1]:
+            reference_sweep(model, sites, p.token_ids, 0.0, True)
+        _sync(args.device)
+        ref_s = time.perf_counter() - t
+        result.update(
+            reference_s=round(ref_s, 3),
+            reference_prompts_per_s=round(args.prompts / ref_s, 4),
+            speedup=round(ref_s / sweep_s, 2),
+        )
+    line = json.dumps(result)
+    print(line)
+    out = Path(__file__).parent / "results" / f"sweep_{args.shape}_{args.device.replace(':', '')}.jsonl"
+    with out.open("a") as f:
+        f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
