@@ -29,7 +29,7 @@ HAS_MIGRATIONS_TABLE = """
 SELECT count(*) FROM duckdb_tables()
 WHERE database_name = current_database() AND table_name = 'schema_migrations'
 """
-CURRENT_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
 RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES (?, ?)"
 
 
@@ -49,47 +49,53 @@ def available_migrations() -> list[Migration]:
             found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
     found.sort(key=lambda mig: mig.version)
     versions = [mig.version for mig in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise DatabaseError(f"migrations are not numbered 1..n without gaps: {versions}")
+    if len(set(versions)) != len(versions):
+        raise DatabaseError(f"two migrations share a version number: {versions}")
     return found
 
 
 def latest_version() -> int:
-    return len(available_migrations())
+    return max((m.version for m in available_migrations()), default=0)
 
 
-def current_version(db: Database) -> int:
-    """The database's schema version: 0 for an empty database."""
+def applied_versions(db: Database) -> set[int]:
+    """Versions recorded in the database (empty for an empty database)."""
     if db.fetchone(HAS_MIGRATIONS_TABLE)[0] == 0:
         if db.fetchone(COUNT_USER_TABLES)[0] > 0:
             raise DatabaseError(f"{db.path} is a DuckDB database but not a featuregraph one")
-        return 0
-    return int(db.fetchone(CURRENT_VERSION)[0])
+        return set()
+    return {int(r[0]) for r in db.fetchall(APPLIED_VERSIONS)}
+
+
+def current_version(db: Database) -> int:
+    """The database's schema version (its newest applied migration): 0 for an empty database."""
+    return max(applied_versions(db), default=0)
 
 
 def ensure_schema(db: Database) -> int:
-    """Bring a writable database up to the latest schema; check a read-only one.
+    """Apply every migration the database lacks (writable), or check that none is lacking
+    (read-only). A database with a migration this featuregraph does not know is refused.
 
     Returns the schema version the database ends at.
     """
     migrations = available_migrations()
-    latest = len(migrations)
-    version = current_version(db)
-    if version > latest:
+    applied = applied_versions(db)
+    unknown = applied - {m.version for m in migrations}
+    if unknown:
         raise DatabaseError(
-            f"{db.path} has schema version {version}, newer than this featuregraph knows "
-            f"({latest}); upgrade featuregraph to read it"
+            f"{db.path} has schema version {max(unknown)}, newer than this featuregraph knows "
+            f"({latest_version()}); upgrade featuregraph to read it"
         )
-    if version == latest:
-        return version
-    if db.read_only:
+    pending = [m for m in migrations if m.version not in applied]
+    if pending and db.read_only:
         raise DatabaseError(
-            f"{db.path} has schema version {version}, older than this featuregraph's {latest}; "
-            "open it once for writing (e.g. `featuregraph migrate DB`) to upgrade it"
+            f"{db.path} has schema version {max(applied, default=0)}, older than this featuregraph's "
+            f"{latest_version()}; open it once for writing (e.g. `featuregraph migrate DB`) to upgrade it"
         )
-    db.execute(CREATE_MIGRATIONS_TABLE)
-    for mig in migrations[version:]:
+    if pending:
+        db.execute(CREATE_MIGRATIONS_TABLE)
+    for mig in pending:
         with db.transaction():
             db.execute(mig.sql)
             db.execute(RECORD_MIGRATION, [mig.version, f"{mig.version:04d}_{mig.name}"])
-    return latest
+    return current_version(db)
