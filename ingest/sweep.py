@@ -41,6 +41,25 @@ class PromptInput:
     metadata: dict[str, Any] | None = None
 
 
+@dataclass
+class CleanPass:
+    """A group of prompts' clean forward pass (right-padded to ``pos`` positions).
+
+    ``resid[L]`` is the residual [prompts, pos, d_model] entering block L; ``read`` the
+    read position per prompt; ``logp`` the next-token log-probabilities there
+    [prompts, d_vocab]; ``read_acts[k]`` site k's SAE activations there [prompts, d_sae].
+    """
+
+    lengths: list[int]
+    read: torch.Tensor
+    resid: dict[int, torch.Tensor]
+    logp: torch.Tensor
+    read_acts: list[torch.Tensor]
+    ablate_mask: torch.Tensor  # [prompts, pos]: positions an ablation changes
+    read_mask: torch.Tensor  # [prompts, pos]: the read position only
+    real_mask: torch.Tensor  # [prompts, pos]: not padding
+
+
 class Sweeper:
     """Runs the sweep for one model and its SAE sites (sorted by layer)."""
 
@@ -99,6 +118,82 @@ class Sweeper:
 
     # -- the sweep ------------------------------------------------------------------
 
+    @torch.no_grad()
+    def clean_pass(self, prompts: list[PromptInput]) -> "CleanPass":
+        """The clean forward pass of a group of prompts, right-padded to a common length.
+
+        Causal attention means real positions never see the padding, so every number a
+        prompt gets here is the one it would get alone.
+        """
+        dev = self.device
+        lengths = [len(p.token_ids) for p in prompts]
+        bounds = [self.positions(n) for n in lengths]
+        n_pos = max(lengths)
+        tokens = torch.zeros(len(prompts), n_pos, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            tokens[i, : lengths[i]] = torch.tensor(p.token_ids)
+        first = torch.tensor([b[0] for b in bounds], device=dev)
+        read = torch.tensor([b[1] for b in bounds], device=dev)
+        rows = torch.arange(len(prompts), device=dev)
+        resid = self.clean_residuals(tokens.to(dev))
+        logp = torch.log_softmax(self._logits(resid[self.n_layers][rows, read]), -1)
+        pos = torch.arange(n_pos, device=dev)[None]
+        return CleanPass(
+            lengths=lengths,
+            read=read,
+            resid=resid,
+            logp=logp,
+            # Downstream activations are only ever read at the read position.
+            read_acts=[site.sae.encode(resid[site.layer][rows, read]) for site in self.sites],
+            ablate_mask=(pos >= first[:, None]) & (pos <= read[:, None]),
+            read_mask=pos == read[:, None],
+            real_mask=pos < torch.tensor(lengths, device=dev)[:, None],
+        )
+
+    def ablatable(self, clean: "CleanPass", k: int, acts: torch.Tensor) -> torch.Tensor:
+        """``acts`` [prompts, pos, d_sae] of site ``k``, zeroed where ablating cannot matter.
+
+        After the last block nothing mixes positions, so at a site there only the read
+        position can matter; elsewhere every position from the first non-BOS token to the
+        read position.
+        """
+        mask = clean.read_mask if self.sites[k].layer == self.n_layers else clean.ablate_mask
+        return acts * mask[..., None]
+
+    def ablate(
+        self,
+        clean: "CleanPass",
+        k: int,
+        prompt_idx: torch.Tensor,
+        features: torch.Tensor,
+        removed: torch.Tensor,
+        scale: float | torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One batch of single-feature ablations at site ``k`` (DESIGN.md, "One ablation").
+
+        Row ``b`` adds ``scale_b * removed[b, pos] * W_dec[features[b]]`` to prompt
+        ``prompt_idx[b]``'s clean residual, where ``removed`` holds the feature's clean
+        activation at the positions to ablate and ``scale = c - 1`` (a float, or one per row
+        for coefficient sweeps). Returns the next site's activations at the read position
+        [batch, d_sae_next] (None at the last site) and the log-probabilities of the next
+        token [batch, d_vocab].
+        """
+        site = self.sites[k]
+        nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
+        if isinstance(scale, torch.Tensor):
+            scale = scale[:, None, None]
+        x = clean.resid[site.layer][prompt_idx] + scale * removed[:, :, None] * site.sae.W_dec[features][:, None, :]
+        rows = torch.arange(prompt_idx.shape[0], device=self.device)
+        read = clean.read[prompt_idx]
+        down = None
+        if nxt is not None:
+            x = self._blocks(x, site.layer, nxt.layer)
+            down = nxt.sae.encode(x[rows, read])
+            x = self._blocks(x, nxt.layer, self.n_layers)
+        else:
+            x = self._blocks(x, site.layer, self.n_layers)
+        return down, torch.log_softmax(self._logits(x[rows, read]), -1)
+
     def sweep(self, prompt: PromptInput) -> PromptResult:
         """Sweep one prompt; see :meth:`sweep_many`."""
         return self.sweep_many([prompt])[0]
@@ -107,78 +202,45 @@ class Sweeper:
     def sweep_many(self, prompts: list[PromptInput]) -> list[PromptResult]:
         """Ablate every active feature of every site, for several prompts at once.
 
-        Prompts are right-padded to a common length: causal attention means real
-        positions never see the padding, so each prompt's numbers are those it would get
-        alone. Ablations of all the prompts share forward passes, ``batch_size`` at a time.
+        The prompts' ablations share forward passes, ``batch_size`` at a time (see
+        :meth:`clean_pass` for why padding is invisible).
         """
         cfg = self.config
-        dev = self.device
-        lengths = [len(p.token_ids) for p in prompts]
-        bounds = [self.positions(n) for n in lengths]
-        n_pos = max(lengths)
-        tokens = torch.zeros(len(prompts), n_pos, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            tokens[i, : lengths[i]] = torch.tensor(p.token_ids)
-        tokens = tokens.to(dev)
-        first = torch.tensor([b[0] for b in bounds], device=dev)
-        read = torch.tensor([b[1] for b in bounds], device=dev)
-        length = torch.tensor(lengths, device=dev)
-        rows = torch.arange(len(prompts), device=dev)
-
-        resid = self.clean_residuals(tokens)
-        clean_logp = torch.log_softmax(self._logits(resid[self.n_layers][rows, read]), -1)  # [prompts, vocab]
-        clean_p = clean_logp.exp()
-        # Downstream activations are only read at the read position.
-        clean_read = [site.sae.encode(resid[site.layer][rows, read]) for site in self.sites]
-
-        pos = torch.arange(n_pos, device=dev)[None]
-        ablate_mask = (pos >= first[:, None]) & (pos <= read[:, None])  # [prompts, pos]
-        # After the last block nothing mixes positions: there only the read position can matter.
-        read_mask = pos == read[:, None]
-        real_mask = pos < length[:, None]
-
+        clean = self.clean_pass(prompts)
+        clean_logp, clean_p = clean.logp, clean.logp.exp()
         out: dict[str, list] = {"act": [], "abl": [], "edge": [], "logit": []}
         for k, site in enumerate(self.sites):
-            acts = site.sae.encode(resid[site.layer])  # [prompts, pos, d_sae]
-            nz = (acts * real_mask[..., None]).nonzero()
+            acts = site.sae.encode(clean.resid[site.layer])  # [prompts, pos, d_sae]
+            nz = (acts * clean.real_mask[..., None]).nonzero()
             out["act"].append((site.layer, nz[:, 0], nz[:, 1], nz[:, 2], acts[nz[:, 0], nz[:, 1], nz[:, 2]]))
-            mask = read_mask if site.layer == self.n_layers else ablate_mask
-            masked = acts * mask[..., None]
+            masked = self.ablatable(clean, k, acts)
             del acts
             pairs = (masked != 0).any(1).nonzero()  # (prompt, feature) to ablate, prompt-major
             if pairs.shape[0] == 0:
                 continue
             p_all, f_all = pairs[:, 0], pairs[:, 1]
-            coeff_all = masked[p_all, :, f_all]  # [pairs, pos]: the activation removed at each position
+            removed_all = masked[p_all, :, f_all]  # [pairs, pos]: the activation removed at each position
             del masked
             out["abl"].append(
-                (site.layer, p_all, f_all, (coeff_all != 0).sum(1), coeff_all.abs().amax(1), clean_read[k][p_all, f_all])
+                (site.layer, p_all, f_all, (removed_all != 0).sum(1), removed_all.abs().amax(1), clean.read_acts[k][p_all, f_all])
             )
             nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
-            w_dec = site.sae.W_dec
             for start in range(0, p_all.shape[0], cfg.batch_size):
                 pb = p_all[start : start + cfg.batch_size]
                 fb = f_all[start : start + cfg.batch_size]
-                a = coeff_all[start : start + cfg.batch_size]
-                x = resid[site.layer][pb] + (cfg.coefficient - 1.0) * a[:, :, None] * w_dec[fb][:, None, :]
-                rb = read[pb]
-                br = torch.arange(pb.shape[0], device=dev)
-                if nxt is not None:
-                    x = self._blocks(x, site.layer, nxt.layer)
-                    weights = nxt.sae.encode(x[br, rb]) - clean_read[k + 1][pb]
+                down, logp = self.ablate(clean, k, pb, fb, removed_all[start : start + cfg.batch_size], cfg.coefficient - 1.0)
+                if down is not None:
+                    weights = down - clean.read_acts[k + 1][pb]
                     kk = min(cfg.edge_top_k, weights.shape[-1])
                     idx = weights.abs().topk(kk, dim=-1).indices
                     out["edge"].append((site.layer, nxt.layer, pb, fb, idx, weights.gather(-1, idx)))
-                    x = self._blocks(x, nxt.layer, self.n_layers)
-                else:
-                    x = self._blocks(x, site.layer, self.n_layers)
-                logp = torch.log_softmax(self._logits(x[br, rb]), -1)
                 dlogp = logp - clean_logp[pb]
                 dprob = logp.exp() - clean_p[pb]
                 kk = min(cfg.logit_top_k, dprob.shape[-1] // 2)
                 idx = torch.cat([dprob.topk(kk, -1).indices, (-dprob).topk(kk, -1).indices], -1)
                 out["logit"].append((site.layer, pb, fb, idx, dlogp.gather(-1, idx), dprob.gather(-1, idx)))
 
+        lengths = clean.lengths
         top = clean_p.topk(min(cfg.top_next_k, clean_p.shape[-1]), -1)
         tables = {
             "activations": _split(_activation_columns(out["act"]), len(prompts)),
