@@ -65,3 +65,32 @@ def reference_sweep(
                 weights = nxt.sae.encode(captured["x"][0, read]) - clean_acts[k + 1][read]
             out[(site.layer, feature)] = ReferenceAblation(weights, logp - clean_logp, logp.exp() - clean_logp.exp())
     return out
+
+
+@torch.no_grad()
+def reference_joint_ablation(
+    model, sites: list[SaeSite], token_ids: list[int], features: list[tuple[int, int]], coefficient: float, prepend_bos: bool
+) -> torch.Tensor:
+    """Next-token log-probabilities [d_vocab] at the last token with every ``(layer, feature)``
+    of ``features`` ablated at once: one hook per site, each encoding the residual it sees."""
+    tokens = torch.tensor([token_ids], device=next(model.parameters()).device)
+    first = 1 if prepend_bos else 0
+    read = len(token_ids) - 1
+    hooks = []
+    for site in sites:
+        feats = [f for layer, f in features if layer == site.layer]
+        if not feats:
+            continue
+
+        def ablate(x, hook, site=site, feats=feats):
+            a = site.sae.encode(x)[..., feats].clone()  # [1, pos, n]
+            a[:, :first] = 0.0
+            if site.layer == model.cfg.n_layers:  # after the last block only the read position matters
+                keep = a[:, read].clone()
+                a.zero_()
+                a[:, read] = keep
+            return x + (coefficient - 1.0) * a @ site.sae.W_dec[feats]
+
+        hooks.append((site.hook_name, ablate))
+    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return torch.log_softmax(logits[0, read].float(), -1)

@@ -194,6 +194,35 @@ class Sweeper:
             x = self._blocks(x, site.layer, self.n_layers)
         return down, torch.log_softmax(self._logits(x[rows, read]), -1)
 
+    @torch.no_grad()
+    def ablate_sets(
+        self, clean: "CleanPass", prompt_idx: torch.Tensor, sets: list[dict[int, list[int]]], coefficient: float
+    ) -> torch.Tensor:
+        """Joint ablation: row ``b`` ablates every feature of ``sets[b]`` (site index -> features)
+        at once, in prompt ``prompt_idx[b]``; returns next-token log-probabilities [rows, d_vocab].
+
+        Sites are visited in layer order; at each, the features' activations are those of the
+        residual as it is by then (already changed by earlier sites' ablations), as a hook
+        calling the SAE's encode would see them. For a single feature this is :meth:`ablate`.
+        """
+        rows = torch.arange(prompt_idx.shape[0], device=self.device)
+        used = sorted({k for s in sets for k, feats in s.items() if feats})
+        if not used:
+            return clean.logp[prompt_idx]
+        layer = self.sites[used[0]].layer
+        x = clean.resid[layer][prompt_idx]
+        for k in used:
+            site = self.sites[k]
+            x = self._blocks(x, layer, site.layer)
+            layer = site.layer
+            chosen = torch.zeros(len(sets), site.d_sae, device=self.device, dtype=x.dtype)
+            for b, s in enumerate(sets):
+                chosen[b, s.get(k, [])] = 1.0
+            a = self.ablatable(_Rows(clean, prompt_idx), k, site.sae.encode(x)) * chosen[:, None, :]
+            x = x + (coefficient - 1.0) * (a @ site.sae.W_dec)
+        x = self._blocks(x, layer, self.n_layers)
+        return torch.log_softmax(self._logits(x[rows, clean.read[prompt_idx]]), -1)
+
     def sweep(self, prompt: PromptInput) -> PromptResult:
         """Sweep one prompt; see :meth:`sweep_many`."""
         return self.sweep_many([prompt])[0]
@@ -275,6 +304,14 @@ class Sweeper:
                 )
             )
         return results
+
+
+class _Rows:
+    """The masks of a :class:`CleanPass`, picked for some of its prompts (with repeats)."""
+
+    def __init__(self, clean: CleanPass, prompt_idx: torch.Tensor):
+        self.read_mask = clean.read_mask[prompt_idx]
+        self.ablate_mask = clean.ablate_mask[prompt_idx]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -154,3 +154,33 @@ def test_prompts_of_different_lengths_swept_together_match_the_reference(model_a
         assert result.n_tokens == len(p.token_ids)
         assert result.tables["activations"]["position"].max() < len(p.token_ids)
         _compare(result, reference_sweep(model, sites, p.token_ids, 0.0, prepend_bos=True), sites)
+
+
+def test_joint_ablation_matches_hooks_and_single_ablation(model_and_sites):
+    from ingest.reference import reference_joint_ablation
+
+    model, sites = model_and_sites
+    ids = [0, 7, 21, 33, 4, 18, 60, 9]
+    sweeper = Sweeper(model, sites, SweepConfig(batch_size=3), prepend_bos=True)
+    clean = sweeper.clean_pass([PromptInput(0, "p", ids)])
+    result = sweeper.sweep(PromptInput(0, "p", ids))
+    abl = result.tables["ablations"]
+    by_layer: dict[int, list[int]] = {}
+    for layer, feat in zip(abl["layer"].tolist(), abl["feature"].tolist()):
+        by_layer.setdefault(layer, []).append(feat)
+    index = {s.layer: k for k, s in enumerate(sites)}
+    # A path: one active feature per site; also two features at one site.
+    path = [(layer, feats[0]) for layer, feats in sorted(by_layer.items())]
+    pair = [(layer, f) for layer, feats in list(sorted(by_layer.items()))[:1] for f in feats[:2]]
+    for feats, c in ((path, 0.0), (path, 0.5), (pair, 0.0)):
+        sets = [{index[layer]: [f for l2, f in feats if l2 == layer] for layer, _ in feats}]
+        got = sweeper.ablate_sets(clean, torch.tensor([0]), sets, c)[0]
+        want = reference_joint_ablation(model, sites, ids, feats, c, prepend_bos=True)
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    # One feature alone: the same numbers as the sweep's own ablation.
+    layer, feat = path[0]
+    logp = sweeper.ablate_sets(clean, torch.tensor([0]), [{index[layer]: [feat]}], 0.0)[0]
+    le = result.tables["logit_effects"]
+    sel = (le["layer"] == layer) & (le["feature"] == feat)
+    dlogp = (logp - clean.logp[0]).numpy()
+    np.testing.assert_allclose(dlogp[le["token_id"][sel]], le["dlogp"][sel], atol=ATOL)
