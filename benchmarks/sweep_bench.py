@@ -103,6 +103,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "torch": torch.__version__,
     }
+    print(json.dumps({k: result[k] for k in ("shape", "ablations", "sweep_s", "sweep_prompts_per_s")}), flush=True)
     if not args.no_reference:
         reference_sweep(model, sites, prompts[-1].token_ids, 0.0, True)  # warm-up
         _sync(args.device)

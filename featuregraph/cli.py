@@ -54,7 +54,7 @@ def _layers(text: str) -> list[int]:
 @app.command()
 @user_errors
 def ingest(
-    prompts: Path = typer.Argument(..., help="Prompts: .txt (one per line) or .jsonl (objects with 'text', optional 'tag')."),
+    prompts: Path = typer.Argument(..., help="Prompts: .txt (one per line), .jsonl or .parquet (records with 'text', optional 'id', 'tag', 'tags', 'metadata'), or hf:DATASET?split=train&column=text&limit=N."),
     db: Path = typer.Option(Path("featuregraph.duckdb"), "--db", help="DuckDB file to write (created if missing)."),
     model: str = typer.Option("gpt2", "--model", help="transformer_lens model name, or a local Hugging Face folder."),
     sae: list[Path] = typer.Option([], "--sae", help="Local sae_lens SAE folder (cfg.json + sae_weights.safetensors). Repeatable."),
@@ -77,6 +77,12 @@ def ingest(
     commit_every: int = typer.Option(16, "--commit-every", help="Commit results every N prompts (a crash loses at most these)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each commit."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Distributed ingest on Ray with N sweep workers (one per GPU, or CPU workers); needs Ray (the distributed extra)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run the workers on (default: start a local one); implies a distributed ingest."),
+    shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="Where distributed workers write Parquet shards (default: DB.shards next to the database)."),
+    cpus_per_worker: float = typer.Option(1, "--cpus-per-worker", help="CPUs each distributed worker reserves (and torch threads it uses)."),
+    bad_prompts: Optional[str] = typer.Option(None, "--bad-prompts", help="error: stop at the first bad prompt (default without --workers); record: list it in ingest_errors and go on (default with --workers)."),
+    too_long: str = typer.Option("reject", "--too-long", help="Prompts longer than the model's context: reject (a bad prompt) or truncate (cut, flagged in metadata)."),
 ) -> None:
     """Run the ablation sweep over PROMPTS and store it in DB (re-running resumes)."""
     from ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
@@ -116,11 +122,31 @@ def ingest(
     )
     if commit_every < 1:
         raise InputError(f"--commit-every must be >= 1, got {commit_every}")
-    summary = run_ingest(db, prompts, config, progress=not quiet, commit_every=commit_every)
+    distributed = workers is not None or ray_address is not None
+    bad_prompts = bad_prompts or ("record" if distributed else "error")
+    if bad_prompts not in ("error", "record"):
+        raise InputError(f"--bad-prompts must be error or record, got {bad_prompts!r}")
+    if too_long not in ("reject", "truncate"):
+        raise InputError(f"--too-long must be reject or truncate, got {too_long!r}")
+    source = str(prompts) if str(prompts).startswith("hf:") else prompts
+    if distributed:
+        from ingest.distributed import import_ray, ingest_distributed
+
+        import_ray()  # a clear one-line error, before any loading, when Ray is missing
+        summary = ingest_distributed(
+            db, source, config, workers=workers, ray_address=ray_address, shard_dir=shard_dir,
+            bad_prompts=bad_prompts, too_long=too_long, commit_every=commit_every,
+            cpus_per_worker=cpus_per_worker, progress=not quiet,
+        )  # fmt: skip
+    else:
+        summary = run_ingest(
+            db, source, config, progress=not quiet, commit_every=commit_every, bad_prompts=bad_prompts, too_long=too_long
+        )
     verb = "resumed" if summary.resumed else "created"
     typer.echo(
         f"run {summary.run_id} {verb} in {summary.db_path}: {summary.n_swept} of {summary.n_prompts} prompts "
         f"swept in {summary.seconds:.1f}s ({summary.prompts_per_second:.2f} prompts/s)"
+        + (f"; {summary.n_left_out} prompts left out (see the ingest_errors table)" if summary.n_left_out else "")
     )
 
 
@@ -142,6 +168,119 @@ def migrate(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) ->
 
     with open_database(db) as database:
         typer.echo(f"{db}: schema version {current_version(database)}")
+
+
+def _features(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    from store.models import Node
+
+    for name in names:
+        try:
+            Node.parse(name)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    return names
+
+
+def _coefficients(text: str) -> list[float]:
+    """``"0:2:0.25"`` (start:stop:step, stop included) or ``"0,0.5,1,2"``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            n = int(round((stop - start) / step))
+            return [round(start + i * step, 10) for i in range(n + 1)]
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise InputError(f"--coefficients: expected START:STOP:STEP or a comma list, got {text!r}") from None
+
+
+@app.command()
+@user_errors
+def noise(
+    db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
+    corpus: Path = typer.Option(..., "--corpus", help="Unrelated contexts: .txt or .jsonl."),
+    run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
+    contexts: int = typer.Option(200, "--contexts", help="Contexts sampled from the corpus."),
+    context_tokens: int = typer.Option(32, "--context-tokens", help="Tokens kept per context."),
+    features: Optional[str] = typer.Option(None, "--features", help="Features to baseline, e.g. 3.12,4.7 (default: all in the run's edges)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Cross-context noise baseline of a run's features (read it through the edge_snr / logit_snr views)."""
+    from ingest.experiments import run_noise
+    from ingest.noise import NoiseSpec
+
+    spec = NoiseSpec(str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else ())
+    experiment_id, summary = run_noise(db, spec, run, device, progress=not quiet)
+    typer.echo(
+        f"noise experiment {experiment_id}: {summary['features']} features in {summary['contexts']} contexts "
+        f"({summary['features_active']} ever active; {summary['edges_with_noise']} edges with a noise floor), "
+        f"{summary['contexts_per_s']} contexts/s"
+    )
+
+
+@app.command()
+@user_errors
+def validate(
+    db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
+    path: str = typer.Option(..., "--path", help="Features to ablate together, e.g. 1.120,2.77,3.5."),
+    prompts: Path = typer.Option(..., "--prompts", help="New prompts: .txt or .jsonl (an 'answer' key is followed)."),
+    run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
+    control: str = typer.Option("random", "--control", help="zero (feature 0.. at the same layers) or random (random active features)."),
+    coefficient: float = typer.Option(0.0, "--coefficient"),
+    top_k: int = typer.Option(5, "--top-k", help="Tokens recorded per prompt and arm."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Ablate a path jointly on new prompts, next to a control of equal placement and size."""
+    from ingest.experiments import run_validation
+    from ingest.validation import ValidationSpec
+
+    spec = ValidationSpec(tuple(_features(path)), str(prompts), control, coefficient, top_k, seed)
+    experiment_id, s = run_validation(db, spec, run_id=run, device=device)
+    typer.echo(
+        f"validation experiment {experiment_id}: {s['prompts']} prompts; mean total variation path "
+        f"{s['mean_total_variation_path']:.4f} vs control {s['mean_total_variation_control']:.4f}; "
+        f"path beats control on {100 * s['path_beats_control']:.0f}%"
+    )
+
+
+@app.command()
+@user_errors
+def curve(
+    db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
+    up: str = typer.Option(..., "--up", help="Upstream feature L.F whose coefficient varies."),
+    prompt: str = typer.Option(..., "--prompt", help="The context."),
+    down: Optional[str] = typer.Option(None, "--down", help="Downstream feature L.F at the next SAE site."),
+    coefficients: str = typer.Option("0:2:0.25", "--coefficients", help="START:STOP:STEP or a comma list."),
+    token: list[str] = typer.Option([], "--token", help="Next token to follow (repeatable; default: clean top 5)."),
+    run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Response curve: scale UP by each coefficient and record DOWN's activation and next-token probabilities."""
+    from ingest.experiments import run_curve
+
+    _features(up if down is None else f"{up},{down}")
+    experiment_id, s = run_curve(db, up, down, prompt, _coefficients(coefficients), token, run, device)
+    fit = f"; down = {s['slope']:.4g} * c + {s['intercept']:.4g} (r2 {s['r2']:.4f})" if "slope" in s else ""
+    typer.echo(f"curve experiment {experiment_id}: {s['points']} coefficients{fit}")
+
+
+@app.command()
+@user_errors
+def dashboard(
+    db: Path = typer.Argument(..., help="featuregraph DuckDB file (opened read-only)."),
+    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address to listen on (0.0.0.0: every interface)."),
+    headless: bool = typer.Option(False, "--headless", help="Do not open a browser."),
+) -> None:
+    """Explore DB in a browser: graphs, recurring paths, features, noise, SQL (Streamlit)."""
+    from dashboard.launch import serve
+
+    raise typer.Exit(code=serve(db, port, address, headless))
 
 
 def _register_subcommands() -> None:

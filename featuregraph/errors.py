@@ -19,3 +19,15 @@ class LoadError(FeaturegraphError):
 
 class DatabaseError(FeaturegraphError):
     """The database is unreadable, from a newer schema, locked, or a statement failed."""
+
+
+class NotFoundError(FeaturegraphError):
+    """A run, prompt or feature asked for is not in the database."""
+
+
+class QueryTimeoutError(FeaturegraphError):
+    """A query ran past its time limit and was stopped."""
+
+
+class ReadOnlyError(FeaturegraphError):
+    """A statement that would change something was refused by a read-only entry point."""

@@ -24,10 +24,12 @@ from tqdm.auto import tqdm
 import featuregraph
 from ingest.config import RunConfig
 from ingest.loading import Loaded, load_all
-from ingest.prompts import RawPrompt, prompts_sha256, read_prompts, tokenize_prompts
+from ingest.prompts import PreparedPrompts, RawPrompt, prepare_prompts, prompts_sha256, read_prompts
 from ingest.sweep import Sweeper
-from store.db import open_database
+from store.db import Database, open_database
+from store.ingest_errors import record_ingest_errors
 from store.runs import create_run, done_prompt_ids, find_run, finish_run, resume_run, write_prompt_results
+from store.writer import WriterNote
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,19 @@ class IngestSummary:
     n_swept: int  # prompts swept by this invocation (the rest had landed before)
     seconds: float
     resumed: bool
+    n_left_out: int = 0  # prompts listed in ingest_errors (bad ones recorded, duplicates)
 
     @property
     def prompts_per_second(self) -> float:
         return self.n_swept / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_key(loaded: Loaded, config: RunConfig, prompts_hash: str) -> str:
-    """Identity of a run: same model, SAEs (by weights), semantics and prompts -> same key."""
+def run_key(loaded: Loaded, config: RunConfig, prompts_hash: str, too_long: str = "reject") -> str:
+    """Identity of a run: same model, SAEs (by weights), semantics and prompts -> same key.
+
+    How many workers sweep it, and whether bad prompts stop it or are recorded, are not
+    part of it: they do not change what lands.
+    """
     ident = {
         "model": loaded.model_provenance,
         "flags": loaded.flags,
@@ -57,7 +64,62 @@ def run_key(loaded: Loaded, config: RunConfig, prompts_hash: str) -> str:
         "prepend_bos": loaded.prepend_bos,
         "prompts": prompts_hash,
     }
+    if too_long != "reject":
+        ident["too_long"] = too_long
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything known before the database is opened: prompts read and checked, the model
+    and SAEs loaded, the run's key."""
+
+    source: str
+    loaded: Loaded
+    prompts: PreparedPrompts
+    key: str
+
+
+def prepare_run(
+    prompts: str | Path | list[RawPrompt],
+    config: RunConfig,
+    bad_prompts: str = "error",
+    too_long: str = "reject",
+    device: str | None = None,
+) -> PreparedRun:
+    """Read, load and tokenize (``device``: where to load the model, default the config's)."""
+    source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
+    raw = read_prompts(prompts, bad_prompts) if isinstance(prompts, (str, Path)) else list(prompts)
+    loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
+    prepared = prepare_prompts(
+        loaded.model, raw, loaded.prepend_bos, source, bad_prompts, too_long, config.sweep.read_position
+    )
+    return PreparedRun(source, loaded, prepared, run_key(loaded, config, prompts_sha256(raw), too_long))
+
+
+def open_run(db: Database, prep: PreparedRun, config: RunConfig, device: str) -> tuple[int, set[int], bool]:
+    """Find the run by its key (resume) or create it; record its ingest errors.
+
+    Returns ``(run_id, prompt ids already stored, resumed)``.
+    """
+    found = find_run(db, prep.key)
+    if found is None:
+        row = _run_row(prep.loaded, config, prep.source, len(prep.prompts.inputs))
+        row["device"] = device
+        run_id = create_run(
+            db,
+            prep.key,
+            row,
+            [{k: s.provenance[k] for k in _SAE_COLUMNS} for s in prep.loaded.sites],
+            _vocab(prep.loaded.model),
+        )
+        done: set[int] = set()
+    else:
+        run_id = found[0]
+        done = done_prompt_ids(db, run_id)
+        resume_run(db, run_id, device)
+    record_ingest_errors(db, run_id, [e.row() for e in prep.prompts.errors])
+    return run_id, done, found is not None
 
 
 def _run_row(loaded: Loaded, config: RunConfig, source: str, n_prompts: int) -> dict:
@@ -108,36 +170,28 @@ def ingest(
     commit_seconds: float = 5.0,
     prompts_per_forward: int = 8,
     on_commit: Callable[[list[int]], None] | None = None,
+    bad_prompts: str = "error",
+    too_long: str = "reject",
 ) -> IngestSummary:
     """Sweep ``prompts`` with the model and SAEs of ``config`` into the database at ``db_path``.
 
-    ``prompts`` is a .txt/.jsonl path or a list of :class:`RawPrompt`. Results are committed
-    every ``commit_every`` prompts or ``commit_seconds`` seconds, whichever comes first;
-    up to ``prompts_per_forward`` prompts of similar length share forward passes.
+    ``prompts`` is a .txt/.jsonl/.parquet path, an ``hf:`` dataset or a list of
+    :class:`RawPrompt`. Results are committed every ``commit_every`` prompts or
+    ``commit_seconds`` seconds, whichever comes first; up to ``prompts_per_forward`` prompts
+    of similar length share forward passes. ``bad_prompts`` and ``too_long``: see
+    :func:`ingest.prompts.prepare_prompts`.
     """
-    source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
-    raw = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
-    loaded = load_all(config.model, config.saes, config.device, config.dtype, config.prepend_bos)
-    inputs = tokenize_prompts(loaded.model, raw, loaded.prepend_bos, source)
-    key = run_key(loaded, config, prompts_sha256(raw))
+    prep = prepare_run(prompts, config, bad_prompts, too_long)
+    loaded, inputs = prep.loaded, prep.prompts.inputs
     sweeper = Sweeper(loaded.model, loaded.sites, config.sweep, loaded.prepend_bos)
 
     db = open_database(db_path)
+    note = WriterNote(db_path, {"what": "featuregraph ingest (single process)", "holds_lock": "for its whole run"})
+    if str(db_path) != ":memory:":
+        note.update()
     try:
-        found = find_run(db, key)
-        if found is None:
-            run_id = create_run(
-                db,
-                key,
-                _run_row(loaded, config, source, len(inputs)),
-                [{k: s.provenance[k] for k in _SAE_COLUMNS} for s in loaded.sites],
-                _vocab(loaded.model),
-            )
-            done: set[int] = set()
-        else:
-            run_id = found[0]
-            done = done_prompt_ids(db, run_id)
-            resume_run(db, run_id, loaded.device)
+        run_id, done, resumed = open_run(db, prep, config, loaded.device)
+        note.update(run_id=run_id)
         # Groups are formed over the whole prompt list and committed whole, so a resumed
         # run batches every remaining prompt exactly as an uninterrupted run would have.
         groups = [[p for p in g if p.prompt_id not in done] for g in _groups(inputs, prompts_per_forward)]
@@ -162,7 +216,7 @@ def ingest(
         try:
             with tqdm(total=len(todo), unit="prompt", disable=not progress, desc=f"run {run_id}") as bar:
                 for group in groups:
-                    pending.extend(sweeper.sweep_many(group))
+                    pending.extend(prep.prompts.annotate(sweeper.sweep_many(group)))
                     bar.update(len(group))
                     if len(pending) >= commit_every or time.monotonic() - last_commit >= commit_seconds:
                         flush()
@@ -175,10 +229,11 @@ def ingest(
                 pending = []
             finish_run(db, run_id, status)
         return IngestSummary(
-            run_id, str(db_path), len(inputs), len(todo), time.perf_counter() - start, found is not None
+            run_id, str(db_path), len(inputs), len(todo), time.perf_counter() - start, resumed, len(prep.prompts.errors)
         )
     finally:
         db.close()
+        note.remove()
 
 
 def _groups(prompts: list, size: int) -> list[list]:

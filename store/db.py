@@ -9,14 +9,19 @@ schema (see :data:`SCHEMA_TABLES`).
 from __future__ import annotations
 
 import logging
+import os
+import re
+import threading
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import duckdb
 import pyarrow as pa
 
-from featuregraph.errors import DatabaseError
+from featuregraph.errors import DatabaseError, QueryTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,19 @@ SCHEMA_TABLES = frozenset(
         "ablations",
         "edges",
         "logit_effects",
+        "ingest_errors",
+        "noise_contexts",
+        "noise_features",
+        "noise_edges",
+        "noise_logits",
+        "validation_results",
+        "validation_tokens",
+        "curve_points",
     }
 )
 
 _BATCH_VIEW = "__featuregraph_batch"
+_BATCH_ROWS = 8192
 
 
 def quote_identifier(name: str) -> str:
@@ -47,6 +61,27 @@ def quote_identifier(name: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _short(sql: str) -> str:
+    statement = " ".join(sql.split())
+    return statement if len(statement) <= 160 else statement[:157] + "..."
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Guard rails for one read query: a time limit in seconds and a row cap (None: no limit)."""
+
+    time_limit_s: float | None = None
+    max_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a read query; ``truncated`` when the row cap cut it short."""
+
+    table: pa.Table
+    truncated: bool
 
 
 class Database:
@@ -70,10 +105,7 @@ class Database:
                 return self.con.execute(sql)
             return self.con.execute(sql, params)
         except duckdb.Error as exc:
-            statement = " ".join(sql.split())
-            if len(statement) > 160:
-                statement = statement[:157] + "..."
-            raise DatabaseError(f"{_first_line(exc)} [in: {statement}]") from exc
+            raise DatabaseError(f"{_first_line(exc)} [in: {_short(sql)}]") from exc
 
     def fetchall(self, sql: str, params: Any = None) -> list[tuple]:
         return self.execute(sql, params).fetchall()
@@ -83,6 +115,46 @@ class Database:
 
     def arrow(self, sql: str, params: Any = None) -> pa.Table:
         return self.execute(sql, params).to_arrow_table()
+
+    def query(self, sql: str, params: Any = None, limits: QueryLimits | None = None) -> QueryResult:
+        """Run one read query under ``limits``, streaming at most ``limits.max_rows`` rows.
+
+        The query behind a dashboard or a shared entry point goes through here: past the time
+        limit DuckDB is interrupted and :class:`QueryTimeoutError` raised; past the row cap
+        the rest is dropped unread and the result marked ``truncated``.
+        """
+        limits = limits or QueryLimits()
+        log.debug("sql: %s params=%r limits=%r", sql.strip(), params, limits)
+        timer = None
+        if limits.time_limit_s is not None:
+            timer = threading.Timer(limits.time_limit_s, self.con.interrupt)
+            timer.start()
+        batches: list[pa.RecordBatch] = []
+        rows, truncated = 0, False
+        try:
+            self.con.abort()  # drop what a fetchone() left unread: DuckDB runs one result at a time
+            reader = self.con.sql(sql, params=params).to_arrow_reader(_BATCH_ROWS)
+            try:
+                for batch in reader:
+                    if limits.max_rows is not None and rows + batch.num_rows > limits.max_rows:
+                        batches.append(batch.slice(0, limits.max_rows - rows))
+                        truncated = True
+                        break
+                    batches.append(batch)
+                    rows += batch.num_rows
+                schema = reader.schema
+            finally:
+                reader.close()
+        except duckdb.InterruptException as exc:
+            raise QueryTimeoutError(
+                f"query stopped at its time limit of {limits.time_limit_s:g} s [in: {_short(sql)}]"
+            ) from exc
+        except duckdb.Error as exc:
+            raise DatabaseError(f"{_first_line(exc)} [in: {_short(sql)}]") from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return QueryResult(pa.Table.from_batches(batches, schema=schema), truncated)
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         """Bulk-insert an Arrow table whose columns match ``table``'s, by name."""
@@ -122,8 +194,62 @@ class Database:
         self.close()
 
 
-def connect(path: str | Path, read_only: bool = False) -> Database:
-    """Open the DuckDB file without looking at its schema; see :func:`open_database`."""
+LOCK_WAIT_ENV = "FEATUREGRAPH_LOCK_WAIT"
+DEFAULT_READ_WAIT_S = 15.0
+
+
+def _lock_wait(read_only: bool, wait_s: float | None) -> float:
+    """Readers wait for a writer's lock by default (a distributed ingest's merger holds it for
+    seconds at a time); writers do not, unless asked."""
+    if wait_s is not None:
+        return wait_s
+    if not read_only:
+        return 0.0
+    try:
+        return float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_READ_WAIT_S))
+    except ValueError:
+        return DEFAULT_READ_WAIT_S
+
+
+def _lock_holder(target: str, msg: str) -> str:
+    from store.writer import describe_writer
+
+    who = describe_writer(target)
+    if who:
+        return who
+    m = re.search(r"held in (.+?) \(PID (\d+)\)", msg)
+    return f"process {m.group(2)} ({m.group(1)})" if m else msg
+
+
+def _duckdb_connect(target: str, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retrying while another process holds a conflicting lock for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(target, read_only=read_only)
+        except duckdb.Error as exc:
+            msg = _first_line(exc)
+            if "lock" not in msg.lower():
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = f"; gave up after waiting {wait_s:g} s" if wait_s > 0 else ""
+                raise DatabaseError(
+                    f"{target} is in use by another process (DuckDB allows one writer, or readers "
+                    f"only): {_lock_holder(target, msg)}{waited}"
+                ) from exc
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.5)
+
+
+def connect(path: str | Path, read_only: bool = False, wait_s: float | None = None) -> Database:
+    """Open the DuckDB file without looking at its schema; see :func:`open_database`.
+
+    While another process holds a conflicting lock, retry for up to ``wait_s`` seconds
+    (default: ``FEATUREGRAPH_LOCK_WAIT`` or 15 s for readers, no wait for writers), then
+    raise a one-line :class:`DatabaseError` naming the process that holds it.
+    """
     target = str(path)
     if target != ":memory:":
         p = Path(target)
@@ -134,19 +260,14 @@ def connect(path: str | Path, read_only: bool = False) -> Database:
         if not read_only:
             p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(target, read_only=read_only)
+        con = _duckdb_connect(target, read_only, _lock_wait(read_only, wait_s))
     except duckdb.Error as exc:
         msg = _first_line(exc)
-        if "lock" in msg.lower():
-            raise DatabaseError(
-                f"{target} is in use by another process (DuckDB allows one writer, or readers "
-                f"only): {msg}"
-            ) from exc
         raise DatabaseError(f"{target} is not a readable DuckDB database (corrupt?): {msg}") from exc
     return Database(con, target, read_only)
 
 
-def open_database(path: str | Path, read_only: bool = False) -> Database:
+def open_database(path: str | Path, read_only: bool = False, wait_s: float | None = None) -> Database:
     """Open a featuregraph database, creating or upgrading its schema when writable.
 
     Raises :class:`DatabaseError` for a corrupt file, a DuckDB file that is not a
@@ -155,7 +276,7 @@ def open_database(path: str | Path, read_only: bool = False) -> Database:
     """
     from store.migrate import ensure_schema
 
-    db = connect(path, read_only=read_only)
+    db = connect(path, read_only=read_only, wait_s=wait_s)
     try:
         ensure_schema(db)
     except BaseException:

@@ -107,6 +107,8 @@ class PromptResult:
     tag: str | None = None
     metadata: dict[str, Any] | None = None
     tables: dict[str, Columns] = field(default_factory=dict)
+    external_id: str | None = None  # the prompt file's `id`
+    tags: list[str] | None = None  # the prompt file's `tags` (and `tag`)
 
     @property
     def n_tokens(self) -> int:

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from store.db import Database
 from store.models import PROMPT_TABLES, PromptResult
+from store.summary import update_summary
 
 FIND_RUN = "SELECT run_id, status FROM runs WHERE run_key = ?"
 INSERT_RUN = """
@@ -133,6 +134,8 @@ def _prompt_rows(run_id: int, results: Iterable[PromptResult]) -> pa.Table:
             "n_tokens": pa.array([r.n_tokens for r in results], pa.int16()),
             "n_ablations": pa.array([r.n_ablations for r in results], pa.int32()),
             "ingested_at": pa.array([stamp] * len(results), pa.timestamp("us")),
+            "external_id": pa.array([r.external_id for r in results], pa.string()),
+            "tags": pa.array([r.tags for r in results], pa.list_(pa.string())),
         }
     )
 
@@ -157,12 +160,33 @@ def _table_rows(run_id: int, name: str, results: list[PromptResult]) -> pa.Table
     return pa.table(columns)
 
 
+def prompt_tables(run_id: int, results: list[PromptResult]) -> dict[str, pa.Table]:
+    """The rows ``results`` add to each per-prompt table and to ``prompts``, as Arrow tables.
+
+    This is what :func:`write_prompt_results` inserts, and what a distributed ingest worker
+    writes to a Parquet shard (ingest/shards.py) for the merger to insert the same way.
+    """
+    tables = {name: _table_rows(run_id, name, results) for name in PROMPT_TABLES}
+    tables["prompts"] = _prompt_rows(run_id, results)
+    return tables
+
+
+def insert_prompt_tables(db: Database, run_id: int, tables: dict[str, pa.Table]) -> None:
+    """Insert :func:`prompt_tables` output (one or several concatenated) and fold it into the
+    summary tables. Call it inside a transaction: the caller decides what lands together."""
+    prompt_ids = tables["prompts"].column("prompt_id").to_pylist()
+    if not prompt_ids:
+        return
+    for name in PROMPT_TABLES:
+        db.insert_arrow(name, tables[name])
+    update_summary(db, run_id, prompt_ids)
+    # The prompts row goes last: its presence is what marks the prompt done.
+    db.insert_arrow("prompts", tables["prompts"])
+
+
 def write_prompt_results(db: Database, run_id: int, results: list[PromptResult]) -> None:
     """Write several prompts' results in one transaction (bulk, through Arrow)."""
     if not results:
         return
     with db.transaction():
-        for name in PROMPT_TABLES:
-            db.insert_arrow(name, _table_rows(run_id, name, results))
-        # The prompts row goes last: its presence is what marks the prompt done.
-        db.insert_arrow("prompts", _prompt_rows(run_id, results))
+        insert_prompt_tables(db, run_id, prompt_tables(run_id, results))

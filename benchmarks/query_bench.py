@@ -1,0 +1,323 @@
+"""Query-layer benchmark: a large synthetic featuregraph database, bulk-loaded, then timed.
+
+    python benchmarks/query_bench.py                      # 100k prompts, ~52M edges
+    python benchmarks/query_bench.py --prompts 1000       # quick check
+
+Steps: generate Parquet staging files (benchmarks/synthetic_graphs.py: Zipf-like feature
+popularity, planted recurring paths), bulk-load them into a fresh database (edges, prompts,
+logit effects), build edge_summary / edge_occurrences, then time the query helpers, each
+kind in its own process so that its peak memory can be read. Prints a Markdown table and
+writes the figures as JSON next to the database. The planted paths must come out on top of
+the recurring-path query; the script checks it.
+
+The database and staging files go under /tmp by default; delete them afterwards (--clean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from synthetic_graphs import GraphSpec, generate  # noqa: E402
+
+BLOCK = 262_144  # DuckDB's block size
+TABLES = ("edges", "edge_summary", "edge_occurrences", "logit_effects", "prompts", "vocab")
+
+RUN_ROW = {
+    "model": "synthetic", "model_source": "path", "model_sha256": None,
+    "model_config": {"n_layers": 12, "synthetic": True}, "prompts_source": "benchmarks/query_bench.py",
+    "n_prompts": 0, "coefficient": 0.0, "edge_top_k": 4, "edge_floor": 0.0, "logit_top_k": 1,
+    "top_next_k": 0, "prepend_bos": True, "read_position": -1, "device": "cpu", "dtype": "float32",
+    "config": {"benchmark": True}, "featuregraph_version": "bench", "torch_version": "-",
+    "sae_lens_version": "-", "transformer_lens_version": "-",
+}  # fmt: skip
+
+INSERT_EDGES = "INSERT INTO edges SELECT * FROM read_parquet($files)"
+INSERT_LOGITS = """
+INSERT INTO logit_effects SELECT * FROM read_parquet($files) ORDER BY run_id, layer, feature, prompt_id, token_id
+"""
+INSERT_PROMPTS = """
+INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, metadata, n_tokens, n_ablations, ingested_at)
+SELECT run_id, prompt_id, text, text_sha256, tag, NULL, n_tokens, n_ablations, now() FROM read_parquet($file)
+"""
+TABLE_BLOCKS = "SELECT count(DISTINCT block_id) FROM pragma_storage_info($table) WHERE persistent"
+COUNT = {t: f"SELECT count(*) FROM {t}" for t in TABLES}  # fixed names
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def load(db_path: Path, staging: Path, spec: GraphSpec) -> dict:
+    """Bulk-load the staging files into a fresh database; seconds and rows per step."""
+    from store.db import open_database
+    from store.runs import create_run, finish_run
+    from store.summary import rebuild_summary
+
+    for p in (db_path, Path(str(db_path) + ".wal")):
+        p.unlink(missing_ok=True)
+    edge_files = sorted(str(p) for p in (staging / "edges").glob("*.parquet"))
+    logit_files = sorted(str(p) for p in (staging / "logit_effects").glob("*.parquet"))
+    out: dict = {}
+    with open_database(db_path) as db:
+        saes = [
+            {"layer": layer, "site_kind": "resid", "hook_name": f"blocks.{layer}.hook_resid_pre", "d_in": 768,
+             "d_sae": spec.d_sae, "architecture": "synthetic", "release": None, "sae_id": None, "path": None,
+             "sha256": "-", "neuronpedia_id": None, "config": {}}
+            for layer in range(spec.layers)
+        ]  # fmt: skip
+        run_id = create_run(db, "benchmark", dict(RUN_ROW, n_prompts=spec.prompts), saes,
+                            [f"tok{i}" for i in range(spec.d_vocab)])
+        assert run_id == 1, "the staging files are written for run 1"
+
+        def edges() -> None:
+            with db.transaction():
+                db.execute(INSERT_EDGES, {"files": edge_files})
+            db.execute("CHECKPOINT")
+
+        out["edges_s"] = _timed(edges)
+        out["prompts_s"] = _timed(lambda: db.execute(INSERT_PROMPTS, {"file": str(staging / "prompts.parquet")}))
+        out["logit_effects_s"] = _timed(lambda: db.execute(INSERT_LOGITS, {"files": logit_files}))
+        out["summary_s"] = _timed(lambda: rebuild_summary(db))
+        out["checkpoint_s"] = _timed(lambda: db.execute("CHECKPOINT"))
+        finish_run(db, run_id, "complete")
+        out["rows"] = {t: int(db.fetchone(COUNT[t])[0]) for t in TABLES}
+        out["bytes"] = {t: int(db.fetchone(TABLE_BLOCKS, {"table": t})[0]) * BLOCK for t in TABLES}
+    out["file_bytes"] = db_path.stat().st_size
+    return out
+
+
+# -- query workers (one process per kind, for its peak memory) -----------------------------
+
+
+def _worker(kind: str, db_path: str, args: dict) -> dict:
+    import random
+
+    import query.api as api
+    from store.db import open_database
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times: list[float] = []
+    rows = 0
+    extra: dict = {}
+    with open_database(db_path, read_only=True) as db:
+        rng = random.Random(0)
+        n_prompts = int(db.fetchone("SELECT count(*) FROM prompts")[0])
+        if kind == "prompt_graph":
+            for prompt in [rng.randrange(n_prompts) for _ in range(args.get("n", 20))]:
+                start = time.perf_counter()
+                rows += api.prompt_graph(db, prompt, k=10, min_path=2).height
+                times.append(time.perf_counter() - start)
+        elif kind == "neighbourhood":
+            for feature in args["features"]:
+                start = time.perf_counter()
+                nb = api.neighbourhood(db, feature, top_edges=20, top_tokens=10)
+                times.append(time.perf_counter() - start)
+                rows += nb.edges.height + nb.logits.height
+        elif kind == "recurring":
+            for _ in range(args.get("repeat", 3)):
+                start = time.perf_counter()
+                frame = api.recurring_paths(db, n_edges=args["n_edges"], min_support=args["min_support"])
+                times.append(time.perf_counter() - start)
+            rows = frame.height
+            extra["top"] = frame.head(args.get("top", 40)).select("path", "signs", "support").to_dicts()
+        elif kind == "path_prompts":
+            for path in args["paths"]:
+                start = time.perf_counter()
+                rows += api.path_prompts(db, path).height
+                times.append(time.perf_counter() - start)
+        elif kind == "compare":
+            for _ in range(args.get("n", 10)):
+                a, b = rng.randrange(n_prompts), rng.randrange(n_prompts)
+                start = time.perf_counter()
+                rows += api.compare_prompts(db, a, b).height
+                times.append(time.perf_counter() - start)
+        else:
+            raise SystemExit(f"unknown worker kind {kind}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"kind": kind, "times": times, "rows": rows, "peak_rss_mib": peak / 1024,
+            "rss_before_mib": rss_before / 1024, **extra}
+
+
+def run_worker(kind: str, db_path: Path, args: dict) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--db", str(db_path), "--worker-args", json.dumps(args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"worker {kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def planted_windows(planted: list[dict], n_edges: int) -> dict[str, int]:
+    """Every n_edges-long window of the planted paths -> the prompts it was planted in."""
+    out = {}
+    for p in planted:
+        nodes = [f"{p['start_layer'] + i}.{f}" for i, f in enumerate(p["features"])]
+        for s in range(len(p["signs"]) - n_edges + 1):
+            out[" -> ".join(nodes[s : s + n_edges + 1])] = p["prompts"]
+    return out
+
+
+def check_planted(top: list[dict], planted: list[dict], n_edges: int) -> dict:
+    windows = planted_windows(planted, n_edges)
+    head = [r["path"] for r in top[: len(windows)]]
+    found = sum(1 for path in head if path in windows)
+    supports_ok = all(r["support"] >= windows[r["path"]] for r in top[: len(windows)] if r["path"] in windows)
+    return {"planted_windows": len(windows), "in_top": found, "all_on_top": found == len(windows),
+            "supports_at_least_planted": supports_ok}
+
+
+def summarize(times: list[float]) -> dict:
+    ordered = sorted(times)
+    return {"median_s": statistics.median(ordered), "p95_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            "max_s": ordered[-1], "n": len(ordered)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=100_000)
+    parser.add_argument("--db", type=Path, default=Path("/tmp/featuregraph-bench.duckdb"))
+    parser.add_argument("--staging", type=Path, default=None, help="default: <db>.staging")
+    parser.add_argument("--reuse-staging", action="store_true", help="skip generation if staging files exist")
+    parser.add_argument("--skip-load", action="store_true", help="time queries on an existing database")
+    parser.add_argument("--clean", action="store_true", help="delete the database and staging files at the end")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(_worker(args.worker, str(args.db), json.loads(args.worker_args))))
+        return
+
+    staging = args.staging or Path(str(args.db) + ".staging")
+    spec = GraphSpec(prompts=args.prompts, chunk=min(5_000, args.prompts))
+    report: dict = {"machine": machine(), "spec": spec.__dict__}
+    if args.reuse_staging and (staging / "planted.json").exists():
+        gen = json.loads((staging / "planted.json").read_text())
+        report["generate_s"] = None
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        start = time.perf_counter()
+        gen = json.loads(generate(staging, spec).to_json())
+        report["generate_s"] = time.perf_counter() - start
+    planted = gen["planted"]
+    report["planted"] = [{"nodes": [f"{p['start_layer'] + i}.{f}" for i, f in enumerate(p["features"])],
+                          "signs": p["signs"], "prompts": p["prompts"]} for p in planted]
+
+    if not args.skip_load:
+        print(f"loading {gen['edge_rows']:,} edges into {args.db} ...", file=sys.stderr)
+        report["load"] = load(args.db, staging, spec)
+        print(json.dumps(report["load"], indent=1), file=sys.stderr)
+
+    n = args.prompts
+    hubs = hub_features(args.db, 10)
+    planted_nodes = [node for p in report["planted"] for node in p["nodes"][1:3]][:10]
+    supports = sorted({max(2, n // 100), max(2, n // 200), max(2, n // 1000)}, reverse=True)
+    jobs = [("prompt_graph", {"n": 20}),
+            ("neighbourhood", {"features": hubs + planted_nodes}),
+            ("compare", {"n": 10}),
+            ("path_prompts", {"paths": [" -> ".join(p["nodes"]) for p in report["planted"]]})]
+    jobs += [("recurring", {"n_edges": 3, "min_support": s, "repeat": 3}) for s in supports]
+    jobs += [("recurring", {"n_edges": 6, "min_support": supports[1], "repeat": 3, "top": 10})]
+    report["queries"] = []
+    for kind, wargs in jobs:
+        print(f"timing {kind} {wargs if kind == 'recurring' else ''}", file=sys.stderr)
+        res = run_worker(kind, args.db, wargs)
+        res.update(summarize(res.pop("times")), args={k: v for k, v in wargs.items() if k not in ("features", "paths")})
+        if kind == "recurring":
+            res["planted_check"] = check_planted(res["top"], planted, wargs["n_edges"])
+        report["queries"].append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != "top"}), file=sys.stderr)
+
+    out = Path(str(args.db) + ".report.json")
+    out.write_text(json.dumps(report, indent=1))
+    print(markdown(report))
+    if args.clean:
+        shutil.rmtree(staging, ignore_errors=True)
+        for p in (args.db, Path(str(args.db) + ".wal")):
+            p.unlink(missing_ok=True)
+
+
+def hub_features(db_path: Path, k: int) -> list[str]:
+    """The k features with the most out-edges (the Zipf head)."""
+    from store.db import open_database
+
+    with open_database(db_path, read_only=True) as db:
+        rows = db.fetchall(
+            "SELECT up_layer, up_feature FROM edge_summary GROUP BY ALL ORDER BY sum(n) DESC LIMIT $k", {"k": k}
+        )
+    return [f"{layer}.{feature}" for layer, feature in rows]
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import duckdb
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "duckdb": duckdb.__version__,
+            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
+
+
+def markdown(r: dict) -> str:
+    lines = [f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, {r['machine']['memory_gib']} GiB, "
+             f"DuckDB {r['machine']['duckdb']}", ""]
+    if "load" in r:
+        ld = r["load"]
+        e = ld["rows"]["edges"]
+        lines += [
+            f"edges: {e:,}; prompts: {ld['rows']['prompts']:,}; edge_summary: {ld['rows']['edge_summary']:,}; "
+            f"edge_occurrences: {ld['rows']['edge_occurrences']:,}; logit_effects: {ld['rows']['logit_effects']:,}",
+            "",
+            "| step | seconds | rate |",
+            "|---|---|---|",
+            f"| load edges (incl. checkpoint) | {ld['edges_s']:.1f} | {e / ld['edges_s'] / 1e6:.2f} M edge rows/s |",
+            f"| build edge_summary + edge_occurrences | {ld['summary_s']:.1f} | {e / ld['summary_s'] / 1e6:.2f} M edge rows/s |",
+            f"| edges + summary end to end | {ld['edges_s'] + ld['summary_s']:.1f} | "
+            f"{e / (ld['edges_s'] + ld['summary_s']) / 1e6:.2f} M edge rows/s |",
+            f"| logit_effects (sorted) | {ld['logit_effects_s']:.1f} | |",
+            "",
+            "| table | bytes | bytes per edge row |",
+            "|---|---|---|",
+        ]
+        for t, b in ld["bytes"].items():
+            lines.append(f"| {t} | {b / 2**20:,.0f} MiB | {b / e:.2f} |")
+        lines.append(f"| whole file | {ld['file_bytes'] / 2**20:,.0f} MiB | {ld['file_bytes'] / e:.2f} |")
+        lines.append("")
+    lines += ["| query | median | p95 | max | peak RSS | rows | notes |", "|---|---|---|---|---|---|---|"]
+    for q in r["queries"]:
+        note = ""
+        if "planted_check" in q:
+            c = q["planted_check"]
+            note = f"planted windows on top: {c['in_top']}/{c['planted_windows']}"
+        name = q["kind"] + (f" {q['args']}" if q["kind"] == "recurring" else "")
+        lines.append(f"| {name} | {q['median_s'] * 1e3:.0f} ms | {q['p95_s'] * 1e3:.0f} ms | {q['max_s'] * 1e3:.0f} ms "
+                     f"| {q['peak_rss_mib']:.0f} MiB | {q['rows']} | {note} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

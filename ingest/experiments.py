@@ -1,0 +1,128 @@
+"""Running experiments on a stored run and landing them in its database.
+
+Each command reads what it needs with a read-only connection, computes without holding the
+database, and writes the experiment in one short transaction at the end, so readers (and the
+dashboard) are never blocked for long and a crash leaves no partial experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import featuregraph
+from featuregraph.errors import InputError
+from ingest.noise import NoiseSpec, noise_baseline, sample_contexts
+from ingest.prompts import RawPrompt, read_prompts, tokenize_prompts
+from ingest.reload import RunContext, load_run, resolve_run
+from ingest.validation import CurveSpec, ValidationSpec, response_curve, validate
+from store.db import open_database
+from store.experiments import edge_features, edge_targets, logit_targets, run_edge_floor, write_experiment
+from store.models import Node
+from store.runs import now
+
+
+def _provenance(ctx: RunContext, started) -> dict[str, Any]:
+    return {
+        "device": ctx.loaded.device,
+        "featuregraph_version": featuregraph.__version__,
+        "torch_version": torch.__version__,
+        "started_at": started,
+    }
+
+
+def _first_token(ctx: RunContext, text: str) -> int:
+    ids = ctx.loaded.model.tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+        raise InputError(f"token {text!r} is empty once tokenized")
+    return int(ids[0])
+
+
+def run_noise(
+    db_path: str | Path, spec: NoiseSpec, run_id: int | None = None, device: str | None = None, progress: bool = True
+) -> tuple[int, dict]:
+    """Noise baseline for a run's features in ``spec.corpus``; returns (experiment_id, summary)."""
+    started = now()
+    corpus = read_prompts(spec.corpus)
+    with open_database(db_path, read_only=True) as db:
+        run_id = resolve_run(db, run_id)
+        features = [(n.layer, n.feature) for n in map(Node.parse, spec.features)] or edge_features(db, run_id)
+        e_targets, l_targets = edge_targets(db, run_id), logit_targets(db, run_id)
+        floor = run_edge_floor(db, run_id)
+        ctx = load_run(db, run_id, device)
+    if not features:
+        raise InputError(f"run {run_id} has no edges yet, so no features to baseline; pass --features")
+    for layer, f in features:
+        ctx.site_index(Node(layer, f))
+    contexts = sample_contexts(ctx, corpus, spec)
+    t = time.perf_counter()
+    tables = noise_baseline(ctx, contexts, features, e_targets, l_targets, floor, progress=progress)
+    seconds = time.perf_counter() - t
+    summary = {
+        "contexts": len(contexts),
+        "features": len(features),
+        "features_active": int((tables["noise_features"]["n_active"] > 0).sum()),
+        "edges_with_noise": len(tables["noise_edges"]["mean"]),
+        "seconds": round(seconds, 3),
+        "contexts_per_s": round(len(contexts) / seconds, 3) if seconds > 0 else None,
+    }
+    with open_database(db_path) as db:
+        experiment_id = write_experiment(db, run_id, "noise", dataclasses.asdict(spec), summary, _provenance(ctx, started), tables)
+    return experiment_id, summary
+
+
+def run_validation(
+    db_path: str | Path,
+    spec: ValidationSpec,
+    prompts: list[RawPrompt] | None = None,
+    run_id: int | None = None,
+    device: str | None = None,
+) -> tuple[int, dict]:
+    """Validate a feature set on new prompts against a control; returns (experiment_id, summary).
+
+    A prompt's expected answer may be given as ``answer`` in its .jsonl line (its first token counts).
+    """
+    started = now()
+    raw = prompts if prompts is not None else read_prompts(spec.prompts_source)
+    with open_database(db_path, read_only=True) as db:
+        run_id = resolve_run(db, run_id)
+        ctx = load_run(db, run_id, device)
+    inputs = tokenize_prompts(ctx.loaded.model, raw, ctx.loaded.prepend_bos, spec.prompts_source)
+    answers = [
+        _first_token(ctx, str(p.metadata["answer"])) if p.metadata and p.metadata.get("answer") is not None else None
+        for p in raw
+    ]
+    tables, summary = validate(ctx, spec, inputs, answers)
+    with open_database(db_path) as db:
+        experiment_id = write_experiment(
+            db, run_id, "validation", dataclasses.asdict(spec), summary, _provenance(ctx, started), tables
+        )
+    return experiment_id, summary
+
+
+def run_curve(
+    db_path: str | Path,
+    up: str,
+    down: str | None,
+    prompt: str,
+    coefficients: list[float],
+    tokens: list[str] | None = None,
+    run_id: int | None = None,
+    device: str | None = None,
+) -> tuple[int, dict]:
+    """Response curve of ``up`` (and ``down``, at the next site) on one prompt."""
+    started = now()
+    with open_database(db_path, read_only=True) as db:
+        run_id = resolve_run(db, run_id)
+        ctx = load_run(db, run_id, device)
+    token_ids = tuple(_first_token(ctx, t) for t in tokens or [])
+    spec = CurveSpec(up=up, down=down, prompt=prompt, coefficients=tuple(coefficients), tokens=token_ids)
+    (prompt_input,) = tokenize_prompts(ctx.loaded.model, [RawPrompt(prompt, 1)], ctx.loaded.prepend_bos, "--prompt")
+    tables, summary = response_curve(ctx, spec, prompt_input)
+    with open_database(db_path) as db:
+        experiment_id = write_experiment(db, run_id, "curve", dataclasses.asdict(spec), summary, _provenance(ctx, started), tables)
+    return experiment_id, summary

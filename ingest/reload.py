@@ -1,0 +1,75 @@
+"""Reloading a stored run's model and SAEs, for experiments on it (noise, validation, curves)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from featuregraph.errors import InputError, LoadError
+from ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+from ingest.loading import Loaded, load_all
+from ingest.sweep import Sweeper
+from store.db import Database
+from store.models import Node
+
+RUN_CONFIG = "SELECT config FROM runs WHERE run_id = ?"
+RUN_SAES = "SELECT layer, sha256 FROM run_saes WHERE run_id = ? ORDER BY layer"
+LATEST_RUN = "SELECT max(run_id) FROM runs"
+
+
+@dataclass
+class RunContext:
+    """A run's configuration with its model and SAEs loaded, ready to ablate."""
+
+    run_id: int
+    config: RunConfig
+    loaded: Loaded
+
+    def sweeper(self, **overrides) -> Sweeper:
+        sweep = SweepConfig(**{**self.config.sweep.__dict__, **overrides})
+        return Sweeper(self.loaded.model, self.loaded.sites, sweep, self.loaded.prepend_bos)
+
+    def site_index(self, node: Node) -> int:
+        for k, site in enumerate(self.loaded.sites):
+            if site.layer == node.layer:
+                if not 0 <= node.feature < site.d_sae:
+                    raise InputError(f"feature {node} is out of range: layer {node.layer}'s SAE has {site.d_sae} features")
+                return k
+        layers = ", ".join(str(s.layer) for s in self.loaded.sites)
+        raise InputError(f"no SAE at layer {node.layer} in run {self.run_id} (layers: {layers})")
+
+
+def resolve_run(db: Database, run_id: int | None) -> int:
+    """The given run id if it exists, else (None) the newest run."""
+    if run_id is None:
+        latest = db.fetchone(LATEST_RUN)[0]
+        if latest is None:
+            raise InputError(f"{db.path} holds no runs yet: ingest prompts first")
+        return int(latest)
+    if db.fetchone(RUN_CONFIG, [run_id]) is None:
+        raise InputError(f"no run {run_id} in {db.path}")
+    return run_id
+
+
+def run_config_from_json(raw: dict) -> RunConfig:
+    return RunConfig(
+        model=ModelSpec(**raw["model"]),
+        saes=tuple(SaeSpec(**s) for s in raw["saes"]),
+        sweep=SweepConfig(**raw["sweep"]),
+        device=raw["device"],
+        dtype=raw["dtype"],
+        prepend_bos=raw["prepend_bos"],
+    )
+
+
+def load_run(db: Database, run_id: int, device: str | None = None) -> RunContext:
+    """Load run ``run_id``'s model and SAEs as recorded, checking the SAE weights are unchanged."""
+    config = run_config_from_json(json.loads(db.fetchone(RUN_CONFIG, [run_id])[0]))
+    loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
+    stored = dict(db.fetchall(RUN_SAES, [run_id]))
+    for site in loaded.sites:
+        if stored.get(site.layer) != site.provenance["sha256"]:
+            raise LoadError(
+                f"the SAE at layer {site.layer} is not the one run {run_id} used (its weights changed since)"
+            )
+    return RunContext(run_id, config, loaded)

@@ -1,0 +1,337 @@
+"""The query layer from Python: one small function per SQL helper, returning polars frames.
+
+Each function checks its inputs (feature names ``L.F``, that the run and prompt exist), then
+calls the macro of the same name (migrations/0003_query_macros.sql, documented in
+docs/sql.md) with every value bound as a parameter. Pass ``limits`` (a time limit and a row
+cap; :data:`DASHBOARD_LIMITS` for interactive use) to run it through
+:meth:`store.db.Database.query`'s guard rails; a result cut by the row cap is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import polars as pl
+
+from featuregraph.errors import InputError, NotFoundError
+from store.db import Database, QueryLimits
+from store.models import Node
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_LIMITS = QueryLimits(time_limit_s=10.0, max_rows=10_000)
+MAX_PATH_EDGES = 6
+
+PROMPT_GRAPH = """
+SELECT * FROM prompt_graph($prompt, run := $run, k := $k, min_path := $min_path, min_weight := $min_weight)
+"""
+RECURRING_PATHS = """
+SELECT * FROM recurring_paths(n_edges := $n_edges, min_support := $min_support, run := $run,
+    min_layer := $min_layer, max_layer := $max_layer, sign_pattern := $sign_pattern,
+    min_weight := $min_weight, prompt_tag := $prompt_tag)
+"""
+RECURRING_PATHS_LIMITED = RECURRING_PATHS + " LIMIT $limit"
+PATH_PROMPTS = """
+SELECT * FROM path_prompts($path_nodes, run := $run, sign_pattern := $sign_pattern,
+    min_weight := $min_weight, prompt_tag := $prompt_tag)
+"""
+FEATURE_EDGES = "SELECT * FROM feature_edges($node, run := $run, top := $top)"
+FEATURE_LOGITS = "SELECT * FROM feature_logits($node, run := $run, top := $top)"
+TOP_CONTEXTS = "SELECT * FROM top_contexts($node, run := $run, top := $top)"
+COMPARE_PROMPTS = """
+SELECT * FROM compare_prompts($prompt_a, $prompt_b, run := $run, min_weight := $min_weight)
+"""
+
+RUN_IDS = "SELECT run_id FROM runs ORDER BY run_id"
+PROMPT_RUNS = "SELECT run_id FROM prompts WHERE prompt_id = $prompt AND ($run IS NULL OR run_id = $run)"
+SAE_LAYERS = "SELECT layer, d_sae FROM run_saes WHERE $run IS NULL OR run_id = $run ORDER BY layer"
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """A feature across prompts: its in- and out-edges, and its logit effects."""
+
+    edges: pl.DataFrame
+    logits: pl.DataFrame
+
+
+# -- input checks ------------------------------------------------------------------------------
+
+
+def parse_node(value: str | Node) -> Node:
+    """``"5.10603"`` (or a :class:`Node`) -> Node; :class:`InputError` for anything else."""
+    if isinstance(value, Node):
+        return value
+    try:
+        return Node.parse(str(value))
+    except ValueError:
+        raise InputError(
+            f"unknown feature format {str(value)!r}: write features as LAYER.FEATURE, e.g. 5.10603"
+        ) from None
+
+
+_PATH_SPLIT = re.compile(r"\s*(?:->|,|\s)\s*")
+
+
+def parse_path(value: str | Iterable[str | Node]) -> list[Node]:
+    """``"5.1 -> 6.2 -> 7.3"`` (or ``"5.1,6.2,7.3"``, or a list) -> its features, 2 to 7 of them."""
+    parts = [p for p in _PATH_SPLIT.split(value.strip()) if p] if isinstance(value, str) else list(value)
+    nodes = [parse_node(p) for p in parts]
+    if not 2 <= len(nodes) <= MAX_PATH_EDGES + 1:
+        raise InputError(f"a path has 2 to {MAX_PATH_EDGES + 1} features, got {len(nodes)}")
+    return nodes
+
+
+_SIGN_CHARS = {"+": 1, "-": -1, "*": 0, "0": 0, ".": 0}
+
+
+def parse_signs(value: str | Sequence[int] | None, n_edges: int) -> list[int] | None:
+    """``"+-*"`` or ``[1, -1, 0]`` -> a sign pattern of ``n_edges`` entries (0: either sign)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if any(c not in _SIGN_CHARS for c in value):
+            raise InputError(f"sign pattern {value!r}: use + (promotes), - (suppresses) or * (either), one per edge")
+        signs = [_SIGN_CHARS[c] for c in value]
+    else:
+        signs = [int(s) for s in value]
+        if any(s not in (-1, 0, 1) for s in signs):
+            raise InputError(f"sign pattern {list(value)!r}: entries are -1, +1 or 0 (either)")
+    if len(signs) != n_edges:
+        raise InputError(f"sign pattern {value!r} has {len(signs)} entries for {n_edges} edges")
+    return signs
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise InputError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _support(value: int) -> int:
+    if value < 2:
+        raise InputError(f"min_support must be >= 2 (a path seen in one prompt does not recur), got {value}")
+    return value
+
+
+def _nonnegative(name: str, value: float) -> float:
+    if not value >= 0:
+        raise InputError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+def check_run(db: Database, run: int | None) -> None:
+    """:class:`NotFoundError` unless ``run`` is None or a run of the database."""
+    if run is None:
+        return
+    runs = [r[0] for r in db.fetchall(RUN_IDS)]
+    if run not in runs:
+        known = ", ".join(map(str, runs)) or "none"
+        raise NotFoundError(f"no run {run} in {db.path} (runs: {known})")
+
+
+def check_prompt(db: Database, prompt: int, run: int | None) -> None:
+    """:class:`NotFoundError` unless some run (or ``run``) has prompt ``prompt``."""
+    check_run(db, run)
+    if not db.fetchall(PROMPT_RUNS, {"prompt": prompt, "run": run}):
+        where = f"run {run}" if run is not None else db.path
+        raise NotFoundError(f"no prompt {prompt} in {where} (prompt ids are 0-based positions in the prompt file)")
+
+
+def check_node(db: Database, node: Node, run: int | None) -> None:
+    """:class:`NotFoundError` unless some SAE of the run(s) has ``node``'s layer and feature."""
+    check_run(db, run)
+    saes = db.fetchall(SAE_LAYERS, {"run": run})
+    if not saes:
+        return  # nothing recorded about the SAEs (e.g. a bulk-loaded database): nothing to check
+    sizes = {layer: d_sae for layer, d_sae in saes}
+    if node.layer not in sizes:
+        layers = ", ".join(map(str, sorted(sizes)))
+        raise NotFoundError(f"no SAE at layer {node.layer} for feature {node} (layers: {layers})")
+    if node.feature >= sizes[node.layer]:
+        raise NotFoundError(f"feature {node} is out of range: layer {node.layer} has {sizes[node.layer]} features")
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def fetch(db: Database, sql: str, params: dict | None = None, limits: QueryLimits | None = None) -> pl.DataFrame:
+    """Run ``sql`` through the guard rails and return a polars frame."""
+    result = db.query(sql, params, limits)
+    if result.truncated:
+        log.info("result cut at the row cap of %d rows", limits.max_rows if limits else 0)
+    return pl.from_arrow(result.table)
+
+
+# -- the helpers -------------------------------------------------------------------------------
+
+
+def prompt_graph(
+    db: Database,
+    prompt: int,
+    run: int | None = None,
+    k: int = 10,
+    min_path: int = 2,
+    min_weight: float = 0.0,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """One prompt's graph pruned the seed's way: top ``k`` edges per upstream feature by
+    |weight| (at least ``min_weight``), then only edges on paths of >= ``min_path`` edges."""
+    params = {
+        "prompt": prompt,
+        "run": run,
+        "k": _positive("k", k),
+        "min_path": _positive("min_path", min_path),
+        "min_weight": _nonnegative("min_weight", min_weight),
+    }
+    check_prompt(db, prompt, run)
+    return fetch(db, PROMPT_GRAPH, params, limits)
+
+
+def recurring_paths(
+    db: Database,
+    n_edges: int = 3,
+    min_support: int = 2,
+    run: int | None = None,
+    min_layer: int | None = None,
+    max_layer: int | None = None,
+    signs: str | Sequence[int] | None = None,
+    min_weight: float = 0.0,
+    tag: str | None = None,
+    limit: int | None = None,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """Chains of ``n_edges`` edges (2-6) through consecutive layers, same features and signs,
+    found in at least ``min_support`` prompts; most supported first."""
+    if not 2 <= n_edges <= MAX_PATH_EDGES:
+        raise InputError(f"n_edges must be between 2 and {MAX_PATH_EDGES}, got {n_edges}")
+    params = {
+        "n_edges": n_edges,
+        "min_support": _support(min_support),
+        "run": run,
+        "min_layer": min_layer,
+        "max_layer": max_layer,
+        "sign_pattern": parse_signs(signs, n_edges),
+        "min_weight": _nonnegative("min_weight", min_weight),
+        "prompt_tag": tag,
+    }
+    check_run(db, run)
+    if limit is None:
+        return fetch(db, RECURRING_PATHS, params, limits)
+    return fetch(db, RECURRING_PATHS_LIMITED, {**params, "limit": _positive("limit", limit)}, limits)
+
+
+def path_prompts(
+    db: Database,
+    path: str | Iterable[str | Node],
+    run: int | None = None,
+    signs: str | Sequence[int] | None = None,
+    min_weight: float = 0.0,
+    tag: str | None = None,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """The prompts in which every edge of ``path`` occurs, with the edge weights in each."""
+    nodes = parse_path(path)
+    params = {
+        "path_nodes": [str(n) for n in nodes],
+        "run": run,
+        "sign_pattern": parse_signs(signs, len(nodes) - 1),
+        "min_weight": _nonnegative("min_weight", min_weight),
+        "prompt_tag": tag,
+    }
+    for node in nodes:
+        check_node(db, node, run)
+    return fetch(db, PATH_PROMPTS, params, limits)
+
+
+def feature_edges(
+    db: Database,
+    feature: str | Node,
+    run: int | None = None,
+    top: int | None = 20,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """In- and out-edges of ``feature`` across prompts: count, mean, std, sign consistency."""
+    node = parse_node(feature)
+    check_node(db, node, run)
+    params = {"node": str(node), "run": run, "top": None if top is None else _positive("top", top)}
+    return fetch(db, FEATURE_EDGES, params, limits)
+
+
+def feature_logits(
+    db: Database,
+    feature: str | Node,
+    run: int | None = None,
+    top: int = 10,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """Tokens that ablating ``feature`` promotes and suppresses most on average."""
+    node = parse_node(feature)
+    check_node(db, node, run)
+    params = {"node": str(node), "run": run, "top": _positive("top", top)}
+    return fetch(db, FEATURE_LOGITS, params, limits)
+
+
+def neighbourhood(
+    db: Database,
+    feature: str | Node,
+    run: int | None = None,
+    top_edges: int | None = 20,
+    top_tokens: int = 10,
+    limits: QueryLimits | None = None,
+) -> Neighbourhood:
+    """A feature's in- and out-edges and its aggregated logit effects."""
+    return Neighbourhood(
+        feature_edges(db, feature, run, top_edges, limits),
+        feature_logits(db, feature, run, top_tokens, limits),
+    )
+
+
+def top_contexts(
+    db: Database,
+    feature: str | Node,
+    run: int | None = None,
+    top: int = 10,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """The prompts where ``feature`` activates most, with its activation at every token."""
+    node = parse_node(feature)
+    check_node(db, node, run)
+    params = {"node": str(node), "run": run, "top": _positive("top", top)}
+    return fetch(db, TOP_CONTEXTS, params, limits)
+
+
+def compare_prompts(
+    db: Database,
+    prompt_a: int,
+    prompt_b: int,
+    run: int | None = None,
+    min_weight: float = 0.0,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """Edges of two prompts side by side: ``shared``, ``only_a`` and ``only_b``."""
+    params = {"prompt_a": prompt_a, "prompt_b": prompt_b, "run": run, "min_weight": _nonnegative("min_weight", min_weight)}
+    check_prompt(db, prompt_a, run)
+    check_prompt(db, prompt_b, run)
+    return fetch(db, COMPARE_PROMPTS, params, limits)
+
+
+__all__ = [
+    "DASHBOARD_LIMITS",
+    "Neighbourhood",
+    "compare_prompts",
+    "feature_edges",
+    "feature_logits",
+    "fetch",
+    "neighbourhood",
+    "parse_node",
+    "parse_path",
+    "parse_signs",
+    "path_prompts",
+    "prompt_graph",
+    "recurring_paths",
+    "top_contexts",
+]

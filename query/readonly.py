@@ -1,0 +1,58 @@
+"""``featuregraph sql``: any read query against a database, opened read-only.
+
+Two locks: the database is opened ``read_only`` (DuckDB itself refuses to change it), and
+only one SELECT (or EXPLAIN of one) is accepted, so neither COPY ... TO, ATTACH, SET nor
+INSTALL can write files, other databases or settings. Refusals are one-line
+:class:`ReadOnlyError`\\ s; the query runs under :class:`store.db.QueryLimits`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from featuregraph.errors import DatabaseError, InputError, ReadOnlyError
+from store.db import Database, QueryLimits, open_database
+
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
+
+
+def _statement_types(db: Database, sql: str) -> list[str]:
+    try:
+        return [s.type.name for s in db.con.extract_statements(sql)]
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(first) from exc
+
+
+def check_read_only(db: Database, sql: str) -> None:
+    """Refuse anything but a single SELECT, or EXPLAIN [ANALYZE] of one."""
+    types = _statement_types(db, sql)
+    if not types:
+        raise InputError("no SQL statement given")
+    if len(types) > 1:
+        raise ReadOnlyError(f"one statement at a time, got {len(types)}")
+    kind = types[0]
+    if kind == "EXPLAIN":
+        inner = _statement_types(db, _EXPLAIN.sub("", sql, count=1))
+        if inner == ["SELECT"]:
+            return
+        kind = f"EXPLAIN of {inner[0] if inner else 'nothing'}"
+    if kind != "SELECT":
+        raise ReadOnlyError(
+            f"featuregraph sql is read-only: {kind} statements are refused (only SELECT and EXPLAIN SELECT run)"
+        )
+
+
+def run_sql(path: str | Path, sql: str, params: list | dict | None = None, limits: QueryLimits | None = None) -> tuple[pl.DataFrame, bool]:
+    """Run one read query on the database at ``path`` (opened read-only): (frame, truncated)."""
+    with open_database(path, read_only=True) as db:
+        check_read_only(db, sql)
+        result = db.query(sql, params, limits)
+    return pl.from_arrow(result.table), result.truncated
+
+
+__all__ = ["check_read_only", "run_sql"]

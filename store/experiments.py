@@ -1,0 +1,97 @@
+"""Experiments on a run (noise baselines, path validation, response curves): reading what they
+need from the run, and writing their results.
+
+An experiment lands in one transaction: its ``experiments`` row (with spec and summary) and all
+its result rows together, so a crash never leaves half an experiment.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from store.db import Database
+from store.runs import now
+
+INSERT_EXPERIMENT = """
+INSERT INTO experiments (run_id, kind, status, spec, summary, device, featuregraph_version, torch_version,
+                         started_at, finished_at)
+VALUES ($run_id, $kind, 'complete', $spec, $summary, $device, $featuregraph_version, $torch_version,
+        $started_at, $finished_at)
+RETURNING experiment_id
+"""
+EDGE_FEATURES = """
+SELECT DISTINCT layer, feature FROM (
+    SELECT up_layer AS layer, up_feature AS feature FROM edges WHERE run_id = $run_id
+    UNION ALL
+    SELECT down_layer, down_feature FROM edges WHERE run_id = $run_id
+) ORDER BY layer, feature
+"""
+EDGE_TARGETS = """
+SELECT DISTINCT up_layer, up_feature, down_layer, down_feature FROM edges WHERE run_id = ?
+ORDER BY ALL
+"""
+LOGIT_TARGETS = "SELECT DISTINCT layer, feature, token_id FROM logit_effects WHERE run_id = ? ORDER BY ALL"
+RUN_EDGE_FLOOR = "SELECT edge_floor FROM runs WHERE run_id = ?"
+
+
+def edge_features(db: Database, run_id: int) -> list[tuple[int, int]]:
+    """Every feature that appears in the run's edges, upstream or downstream."""
+    return [(int(a), int(b)) for a, b in db.fetchall(EDGE_FEATURES, {"run_id": run_id})]
+
+
+def edge_targets(db: Database, run_id: int) -> np.ndarray:
+    """Distinct (up_layer, up_feature, down_layer, down_feature) of the run's edges, [n, 4]."""
+    rows = db.fetchall(EDGE_TARGETS, [run_id])
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def logit_targets(db: Database, run_id: int) -> np.ndarray:
+    """Distinct (layer, feature, token_id) of the run's logit effects, [n, 3]."""
+    rows = db.fetchall(LOGIT_TARGETS, [run_id])
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def run_edge_floor(db: Database, run_id: int) -> float:
+    return float(db.fetchone(RUN_EDGE_FLOOR, [run_id])[0])
+
+
+def write_experiment(
+    db: Database,
+    run_id: int,
+    kind: str,
+    spec: dict[str, Any],
+    summary: dict[str, Any],
+    provenance: dict[str, Any],
+    tables: dict[str, dict[str, Any]],
+) -> int:
+    """Insert an experiment and its result tables (name -> columns, without the id columns)
+    in one transaction; return the experiment_id."""
+    with db.transaction():
+        experiment_id = int(
+            db.fetchone(
+                INSERT_EXPERIMENT,
+                {
+                    "run_id": run_id,
+                    "kind": kind,
+                    "spec": json.dumps(spec, sort_keys=True),
+                    "summary": json.dumps(summary, sort_keys=True),
+                    "finished_at": now(),
+                    **provenance,
+                },
+            )[0]
+        )
+        for name, cols in tables.items():
+            n = len(next(iter(cols.values()))) if cols else 0
+            data = {
+                "run_id": pa.array(np.full(n, run_id, np.int32)),
+                "experiment_id": pa.array(np.full(n, experiment_id, np.int32)),
+            }
+            for col, values in cols.items():
+                # Lists: None -> NULL; numpy float arrays: NaN -> NULL.
+                data[col] = pa.array(values, from_pandas=True) if isinstance(values, np.ndarray) else pa.array(list(values))
+            db.insert_arrow(name, pa.table(data))
+    return experiment_id

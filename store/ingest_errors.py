@@ -1,0 +1,47 @@
+"""``ingest_errors``: the prompts of a run that were not swept, and why (migration 0006)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from store.db import Database
+
+DELETE_RUN_ERRORS = "DELETE FROM ingest_errors WHERE run_id = ?"
+RUN_ERRORS = """
+SELECT prompt_index, external_id, source_line, reason, detail, excerpt
+FROM ingest_errors WHERE run_id = ? ORDER BY prompt_index
+"""
+
+COLUMNS = ("prompt_index", "external_id", "source_line", "reason", "detail", "excerpt")
+
+
+def record_ingest_errors(db: Database, run_id: int, errors: Iterable[dict[str, Any]]) -> None:
+    """Make ``errors`` the run's ingest errors, replacing what was recorded before.
+
+    One transaction, and idempotent: the errors of a run follow from its prompts and
+    policies alone, so a resumed run records exactly what an uninterrupted one did.
+    """
+    rows = list(errors)
+    data = pa.table(
+        {
+            "run_id": pa.array([run_id] * len(rows), pa.int32()),
+            "prompt_index": pa.array([r["prompt_index"] for r in rows], pa.int32()),
+            "external_id": pa.array([r.get("external_id") for r in rows], pa.string()),
+            "source_line": pa.array([r.get("source_line") for r in rows], pa.int32()),
+            "reason": pa.array([r["reason"] for r in rows], pa.string()),
+            "detail": pa.array([r["detail"] for r in rows], pa.string()),
+            "excerpt": pa.array([r.get("excerpt") for r in rows], pa.string()),
+        }
+    )
+    with db.transaction():
+        db.execute(DELETE_RUN_ERRORS, [run_id])
+        db.insert_arrow("ingest_errors", data)
+
+
+def run_ingest_errors(db: Database, run_id: int) -> list[dict[str, Any]]:
+    return [dict(zip(COLUMNS, row, strict=True)) for row in db.fetchall(RUN_ERRORS, [run_id])]
+
+
+__all__ = ["record_ingest_errors", "run_ingest_errors"]

@@ -1,0 +1,148 @@
+"""The per-edge summary (``edge_summary``) and the recurring-edge index (``edge_occurrences``).
+
+Both are derived from ``edges`` (migrations/0002_edge_summary.sql describes them):
+
+- ``edge_summary``: one row per signed edge of a run, with ``n`` (prompts it occurs in with
+  that sign), the sum and the sum of squares of its weight, and the first prompt it occurs in;
+- ``edge_occurrences``: every occurrence of a signed edge with ``n >= 2``.
+
+:func:`update_summary` folds newly written prompts into both and is called by
+:func:`store.runs.write_prompt_results` inside its transaction, so they are never behind
+``edges``. New occurrences are appended unsorted (``n_sorted`` NULL); :func:`rebuild_summary`
+derives both tables from ``edges`` from scratch, sorted for the query layer (bulk loads and
+``featuregraph optimize`` use it).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from store.db import Database
+
+_KEYS = ("run_id", "up_layer", "up_feature", "down_layer", "down_feature", "sign")
+_ON = " AND ".join(f"s.{k} = g.{k}" for k in _KEYS)  # fixed column names, not input
+
+# The new prompts' edges, signed. Their prompt ids arrive as a registered Arrow table.
+STAGE_NEW_EDGES = """
+CREATE OR REPLACE TEMP TABLE __fg_new_edges AS
+SELECT e.run_id, e.prompt_id, e.up_layer, e.up_feature, e.down_layer, e.down_feature,
+       fg_sign(e.weight) AS sign, e.weight
+FROM edges e
+WHERE e.run_id = $run_id AND e.prompt_id IN (SELECT prompt_id FROM __fg_new_prompts)
+"""
+
+# The new edges aggregated per signed edge, next to what the summary held before.
+STAGE_NEW_SUMMARY = f"""
+CREATE OR REPLACE TEMP TABLE __fg_new_summary AS
+SELECT g.*, coalesce(s.n, 0) AS old_n, s.first_prompt_id AS old_first_prompt_id,
+       s.sum_weight AS old_sum_weight
+FROM (
+    SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
+           count(*)::INTEGER AS n, sum(weight::DOUBLE) AS sum_weight,
+           sum(weight::DOUBLE * weight::DOUBLE) AS sum_sq_weight, min(prompt_id) AS first_prompt_id
+    FROM __fg_new_edges
+    GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, sign
+) g
+LEFT JOIN edge_summary s ON {_ON}
+"""
+
+# An edge seen once before and again now: its first occurrence joins edge_occurrences.
+BACKFILL_OCCURRENCES = """
+INSERT INTO edge_occurrences
+    (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight)
+SELECT run_id, NULL, up_layer, up_feature, down_layer, down_feature, sign, old_first_prompt_id,
+       CAST(old_sum_weight AS REAL)
+FROM __fg_new_summary
+WHERE old_n = 1
+"""
+
+APPEND_OCCURRENCES = f"""
+INSERT INTO edge_occurrences
+    (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight)
+SELECT g.run_id, NULL, g.up_layer, g.up_feature, g.down_layer, g.down_feature, g.sign, g.prompt_id, g.weight
+FROM __fg_new_edges g
+JOIN __fg_new_summary s ON {_ON}
+WHERE s.old_n + s.n >= 2
+"""
+
+MERGE_SUMMARY = f"""
+MERGE INTO edge_summary s
+USING __fg_new_summary g ON {_ON}
+WHEN MATCHED THEN UPDATE SET
+    n = s.n + g.n,
+    sum_weight = s.sum_weight + g.sum_weight,
+    sum_sq_weight = s.sum_sq_weight + g.sum_sq_weight,
+    first_prompt_id = least(s.first_prompt_id, g.first_prompt_id)
+WHEN NOT MATCHED THEN INSERT
+    (run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
+     first_prompt_id, n_sorted)
+    VALUES (g.run_id, g.up_layer, g.up_feature, g.down_layer, g.down_feature, g.sign, g.n, g.sum_weight,
+            g.sum_sq_weight, g.first_prompt_id, NULL)
+"""
+
+DROP_STAGING = """
+DROP TABLE IF EXISTS __fg_new_edges;
+DROP TABLE IF EXISTS __fg_new_summary;
+"""
+
+# From scratch, for one run or (run_id NULL) all of them; the same statements as migration 0002.
+DELETE_SUMMARY = "DELETE FROM edge_summary WHERE $run_id IS NULL OR run_id = $run_id"
+DELETE_OCCURRENCES = "DELETE FROM edge_occurrences WHERE $run_id IS NULL OR run_id = $run_id"
+BUILD_SUMMARY = """
+INSERT INTO edge_summary
+SELECT run_id, up_layer, up_feature, down_layer, down_feature, fg_sign(weight) AS sign,
+       count(*), sum(weight::DOUBLE), sum(weight::DOUBLE * weight::DOUBLE), min(prompt_id),
+       CASE WHEN count(*) >= 2 THEN count(*) END
+FROM edges
+WHERE $run_id IS NULL OR run_id = $run_id
+GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, fg_sign(weight)
+ORDER BY run_id, up_layer, up_feature, down_layer, down_feature, sign
+"""
+BUILD_OCCURRENCES = """
+INSERT INTO edge_occurrences
+SELECT e.run_id, s.n_sorted, e.up_layer, e.up_feature, e.down_layer, e.down_feature, s.sign,
+       e.prompt_id, e.weight
+FROM edges e
+JOIN edge_summary s
+    ON s.run_id = e.run_id AND s.up_layer = e.up_layer AND s.up_feature = e.up_feature
+   AND s.down_layer = e.down_layer AND s.down_feature = e.down_feature
+   AND s.sign = fg_sign(e.weight) AND s.n >= 2
+WHERE $run_id IS NULL OR e.run_id = $run_id
+ORDER BY e.run_id, s.n_sorted DESC, e.up_layer, e.up_feature, e.down_layer, e.down_feature, s.sign,
+         e.prompt_id
+"""
+
+_PROMPTS_VIEW = "__fg_new_prompts"
+
+
+def update_summary(db: Database, run_id: int, prompt_ids: list[int]) -> None:
+    """Fold the edges of ``prompt_ids`` (just written, not yet summarised) into the summary.
+
+    Call it inside the transaction that wrote them, once per prompt: a prompt folded in
+    twice would be counted twice.
+    """
+    if not prompt_ids:
+        return
+    db.con.register(_PROMPTS_VIEW, pa.table({"prompt_id": pa.array(prompt_ids, pa.int32())}))
+    try:
+        db.execute(STAGE_NEW_EDGES, {"run_id": run_id})
+        db.execute(STAGE_NEW_SUMMARY)
+        db.execute(BACKFILL_OCCURRENCES)
+        db.execute(APPEND_OCCURRENCES)
+        db.execute(MERGE_SUMMARY)
+        db.execute(DROP_STAGING)
+    finally:
+        db.con.unregister(_PROMPTS_VIEW)
+
+
+def rebuild_summary(db: Database, run_id: int | None = None) -> None:
+    """Derive ``edge_summary`` and ``edge_occurrences`` from ``edges`` (one run, or all), sorted."""
+    params = {"run_id": run_id}
+    with db.transaction():
+        db.execute(DELETE_OCCURRENCES, params)
+        db.execute(DELETE_SUMMARY, params)
+        db.execute(BUILD_SUMMARY, params)
+        db.execute(BUILD_OCCURRENCES, params)
+
+
+__all__ = ["update_summary", "rebuild_summary"]
