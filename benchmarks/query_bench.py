@@ -81,8 +81,13 @@ def load(db_path: Path, staging: Path, spec: GraphSpec) -> dict:
              "sha256": "-", "neuronpedia_id": None, "config": {}}
             for layer in range(spec.layers)
         ]  # fmt: skip
-        run_id = create_run(db, "benchmark", dict(RUN_ROW, n_prompts=spec.prompts), saes,
-                            [f"tok{i}" for i in range(spec.d_vocab)])
+        run_id = create_run(
+            db,
+            "benchmark",
+            dict(RUN_ROW, n_prompts=spec.prompts),
+            saes,
+            [f"tok{i}" for i in range(spec.d_vocab)],
+        )
         assert run_id == 1, "the staging files are written for run 1"
 
         def edges() -> None:
@@ -91,7 +96,9 @@ def load(db_path: Path, staging: Path, spec: GraphSpec) -> dict:
             db.execute("CHECKPOINT")
 
         out["edges_s"] = _timed(edges)
-        out["prompts_s"] = _timed(lambda: db.execute(INSERT_PROMPTS, {"file": str(staging / "prompts.parquet")}))
+        out["prompts_s"] = _timed(
+            lambda: db.execute(INSERT_PROMPTS, {"file": str(staging / "prompts.parquet")})
+        )
         out["logit_effects_s"] = _timed(lambda: db.execute(INSERT_LOGITS, {"files": logit_files}))
         out["summary_s"] = _timed(lambda: rebuild_summary(db))
         out["checkpoint_s"] = _timed(lambda: db.execute("CHECKPOINT"))
@@ -105,57 +112,84 @@ def load(db_path: Path, staging: Path, spec: GraphSpec) -> dict:
 # -- query workers (one process per kind, for its peak memory) -----------------------------
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: ru_maxrss would include the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _worker(kind: str, db_path: str, args: dict) -> dict:
+    """Time one kind of query in a fresh process: each call twice, ``cold`` (first touch of
+    its data in this process: DuckDB's buffer pool starts empty, the OS page cache is warm)
+    and ``warm`` (the same call again)."""
     import random
 
     import query.api as api
     from store.db import open_database
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times: list[float] = []
+    rss_before = _peak_rss_mib()
+    cold: list[float] = []
+    warm: list[float] = []
+    warm_cpu: list[float] = []  # CPU seconds of this process (all DuckDB threads) per warm call
     rows = 0
     extra: dict = {}
     with open_database(db_path, read_only=True) as db:
         rng = random.Random(0)
-        n_prompts = int(db.fetchone("SELECT count(*) FROM prompts")[0])
+        n_prompts = int(db.fetchall("SELECT count(*) FROM prompts")[0][0])
+
+        def twice(fn):
+            nonlocal rows
+            for times in (cold, warm):
+                start, cpu = time.perf_counter(), time.process_time()
+                result = fn()
+                times.append(time.perf_counter() - start)
+            warm_cpu.append(time.process_time() - cpu)
+            rows += result.height if hasattr(result, "height") else result.edges.height + result.logits.height
+            return result
+
         if kind == "prompt_graph":
             for prompt in [rng.randrange(n_prompts) for _ in range(args.get("n", 20))]:
-                start = time.perf_counter()
-                rows += api.prompt_graph(db, prompt, k=10, min_path=2).height
-                times.append(time.perf_counter() - start)
+                twice(lambda p=prompt: api.prompt_graph(db, p, k=10, min_path=2))
         elif kind == "neighbourhood":
             for feature in args["features"]:
-                start = time.perf_counter()
-                nb = api.neighbourhood(db, feature, top_edges=20, top_tokens=10)
-                times.append(time.perf_counter() - start)
-                rows += nb.edges.height + nb.logits.height
+                twice(lambda f=feature: api.neighbourhood(db, f, top_edges=20, top_tokens=10))
         elif kind == "recurring":
-            for _ in range(args.get("repeat", 3)):
-                start = time.perf_counter()
-                frame = api.recurring_paths(db, n_edges=args["n_edges"], min_support=args["min_support"])
-                times.append(time.perf_counter() - start)
+            frame = twice(
+                lambda: api.recurring_paths(db, n_edges=args["n_edges"], min_support=args["min_support"])
+            )
+            for _ in range(args.get("repeat", 3) - 2):
+                start, cpu = time.perf_counter(), time.process_time()
+                api.recurring_paths(db, n_edges=args["n_edges"], min_support=args["min_support"])
+                warm.append(time.perf_counter() - start)
+                warm_cpu.append(time.process_time() - cpu)
             rows = frame.height
             extra["top"] = frame.head(args.get("top", 40)).select("path", "signs", "support").to_dicts()
         elif kind == "path_prompts":
             for path in args["paths"]:
-                start = time.perf_counter()
-                rows += api.path_prompts(db, path).height
-                times.append(time.perf_counter() - start)
+                twice(lambda p=path: api.path_prompts(db, p))
         elif kind == "compare":
             for _ in range(args.get("n", 10)):
                 a, b = rng.randrange(n_prompts), rng.randrange(n_prompts)
-                start = time.perf_counter()
-                rows += api.compare_prompts(db, a, b).height
-                times.append(time.perf_counter() - start)
+                twice(lambda a=a, b=b: api.compare_prompts(db, a, b))
         else:
             raise SystemExit(f"unknown worker kind {kind}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"kind": kind, "times": times, "rows": rows, "peak_rss_mib": peak / 1024,
-            "rss_before_mib": rss_before / 1024, **extra}
+    return {"kind": kind, "cold": cold, "warm": warm, "warm_cpu": warm_cpu, "rows": rows, "peak_rss_mib": _peak_rss_mib(),
+            "rss_before_mib": rss_before, **extra}  # fmt: skip
 
 
 def run_worker(kind: str, db_path: Path, args: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--db", str(db_path), "--worker-args", json.dumps(args)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--db",
+        str(db_path),
+        "--worker-args",
+        json.dumps(args),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"worker {kind} failed:\n{proc.stderr[-3000:]}")
@@ -180,24 +214,36 @@ def check_planted(top: list[dict], planted: list[dict], n_edges: int) -> dict:
     head = [r["path"] for r in top[: len(windows)]]
     found = sum(1 for path in head if path in windows)
     supports_ok = all(r["support"] >= windows[r["path"]] for r in top[: len(windows)] if r["path"] in windows)
-    return {"planted_windows": len(windows), "in_top": found, "all_on_top": found == len(windows),
-            "supports_at_least_planted": supports_ok}
+    return {
+        "planted_windows": len(windows),
+        "in_top": found,
+        "all_on_top": found == len(windows),
+        "supports_at_least_planted": supports_ok,
+    }
 
 
 def summarize(times: list[float]) -> dict:
     ordered = sorted(times)
-    return {"median_s": statistics.median(ordered), "p95_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-            "max_s": ordered[-1], "n": len(ordered)}
+    return {
+        "median_s": statistics.median(ordered),
+        "p95_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max_s": ordered[-1],
+        "n": len(ordered),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=int, default=100_000)
     parser.add_argument("--db", type=Path, default=Path("/tmp/featuregraph-bench.duckdb"))
     parser.add_argument("--staging", type=Path, default=None, help="default: <db>.staging")
     parser.add_argument("--reuse-staging", action="store_true", help="skip generation if staging files exist")
     parser.add_argument("--skip-load", action="store_true", help="time queries on an existing database")
-    parser.add_argument("--clean", action="store_true", help="delete the database and staging files at the end")
+    parser.add_argument(
+        "--clean", action="store_true", help="delete the database and staging files at the end"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -218,8 +264,14 @@ def main() -> None:
         gen = json.loads(generate(staging, spec).to_json())
         report["generate_s"] = time.perf_counter() - start
     planted = gen["planted"]
-    report["planted"] = [{"nodes": [f"{p['start_layer'] + i}.{f}" for i, f in enumerate(p["features"])],
-                          "signs": p["signs"], "prompts": p["prompts"]} for p in planted]
+    report["planted"] = [
+        {
+            "nodes": [f"{p['start_layer'] + i}.{f}" for i, f in enumerate(p["features"])],
+            "signs": p["signs"],
+            "prompts": p["prompts"],
+        }
+        for p in planted
+    ]
 
     if not args.skip_load:
         print(f"loading {gen['edge_rows']:,} edges into {args.db} ...", file=sys.stderr)
@@ -230,22 +282,35 @@ def main() -> None:
     hubs = hub_features(args.db, 10)
     planted_nodes = [node for p in report["planted"] for node in p["nodes"][1:3]][:10]
     supports = sorted({max(2, n // 100), max(2, n // 200), max(2, n // 1000)}, reverse=True)
-    jobs = [("prompt_graph", {"n": 20}),
-            ("neighbourhood", {"features": hubs + planted_nodes}),
-            ("compare", {"n": 10}),
-            ("path_prompts", {"paths": [" -> ".join(p["nodes"]) for p in report["planted"]]})]
+    jobs = [
+        ("prompt_graph", {"n": 20}),
+        ("neighbourhood", {"features": random_features(args.db, 20), "label": "random features"}),
+        ("neighbourhood", {"features": hubs + planted_nodes, "label": "10 hubs + 10 planted-path features"}),
+        ("compare", {"n": 10}),
+        ("path_prompts", {"paths": [" -> ".join(p["nodes"]) for p in report["planted"]]}),
+    ]
     jobs += [("recurring", {"n_edges": 3, "min_support": s, "repeat": 3}) for s in supports]
     jobs += [("recurring", {"n_edges": 6, "min_support": supports[1], "repeat": 3, "top": 10})]
     report["queries"] = []
     for kind, wargs in jobs:
         print(f"timing {kind} {wargs if kind == 'recurring' else ''}", file=sys.stderr)
         res = run_worker(kind, args.db, wargs)
-        res.update(summarize(res.pop("times")), args={k: v for k, v in wargs.items() if k not in ("features", "paths")})
+        res.update(
+            cold=summarize(res.pop("cold")),
+            warm=summarize(res.pop("warm")),
+            warm_cpu=summarize(res.pop("warm_cpu")),
+            args={k: v for k, v in wargs.items() if k not in ("features", "paths")},
+        )
         if kind == "recurring":
             res["planted_check"] = check_planted(res["top"], planted, wargs["n_edges"])
         report["queries"].append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "top"}), file=sys.stderr)
 
+    if not args.skip_load:
+        print("timing ingest through the store writer", file=sys.stderr)
+        report["writer"] = writer_ingest(args.db, spec, groups=4, group=16)
+        print(json.dumps(report["writer"]), file=sys.stderr)
+    report["machine"]["load_avg_at_end"] = os.getloadavg()
     out = Path(str(args.db) + ".report.json")
     out.write_text(json.dumps(report, indent=1))
     print(markdown(report))
@@ -255,13 +320,60 @@ def main() -> None:
             p.unlink(missing_ok=True)
 
 
+def random_features(db_path: Path, k: int) -> list[str]:
+    """k features drawn uniformly from those with at least one out-edge."""
+    from store.db import open_database
+
+    with open_database(db_path, read_only=True) as db:
+        rows = db.fetchall(
+            "SELECT DISTINCT up_layer, up_feature FROM edge_summary USING SAMPLE reservoir(1000 ROWS) REPEATABLE (7)"
+        )
+    return [f"{layer}.{feature}" for layer, feature in sorted(rows)[:: max(1, len(rows) // k)][:k]]
+
+
+def writer_ingest(db_path: Path, spec: GraphSpec, groups: int, group: int) -> dict:
+    """Append ``groups`` x ``group`` new prompts through store.runs.write_prompt_results (the
+    ingest's own writer, which also updates edge_summary / edge_occurrences): seconds per group."""
+    import numpy as np
+    from synthetic_graphs import _chunk, _popularity, plant_paths
+
+    from store.db import open_database
+    from store.models import PROMPT_TABLES, PromptResult
+    from store.runs import write_prompt_results
+
+    rng = np.random.default_rng(spec.seed + 1)
+    perm = np.stack([rng.permutation(spec.d_sae) for _ in range(spec.layers)])
+    paths = plant_paths(spec, rng, perm)
+    first = spec.prompts
+    edges, _, _ = _chunk(spec, rng, _popularity(spec), perm, paths, first, groups * group)
+    cols = {c: edges.column(c).to_numpy() for c in edges.column_names}
+    empty = {name: {c: np.empty(0, t) for c, t in spec_.items()} for name, spec_ in PROMPT_TABLES.items()}
+    results = []
+    for pid in range(first, first + groups * group):
+        mask = cols["prompt_id"] == pid
+        tables = dict(empty, edges={c: cols[c][mask] for c in PROMPT_TABLES["edges"]})
+        tables["tokens"] = {"position": np.array([0], np.int16), "token_id": np.array([0], np.int32),
+                            "token": np.array(["tok0"], object)}  # fmt: skip
+        results.append(PromptResult(pid, f"synthetic prompt {pid}", "web", None, tables))
+    times = []
+    with open_database(db_path) as db:
+        for g in range(groups):
+            start = time.perf_counter()
+            write_prompt_results(db, 1, results[g * group : (g + 1) * group])
+            times.append(time.perf_counter() - start)
+    n_edges = int(edges.num_rows)
+    return {"groups": groups, "prompts_per_group": group, "edge_rows": n_edges, "seconds": times,
+            "edge_rows_per_s": n_edges / sum(times)}  # fmt: skip
+
+
 def hub_features(db_path: Path, k: int) -> list[str]:
     """The k features with the most out-edges (the Zipf head)."""
     from store.db import open_database
 
     with open_database(db_path, read_only=True) as db:
         rows = db.fetchall(
-            "SELECT up_layer, up_feature FROM edge_summary GROUP BY ALL ORDER BY sum(n) DESC LIMIT $k", {"k": k}
+            "SELECT up_layer, up_feature FROM edge_summary GROUP BY ALL ORDER BY sum(n) DESC LIMIT $k",
+            {"k": k},
         )
     return [f"{layer}.{feature}" for layer, feature in rows]
 
@@ -278,13 +390,22 @@ def machine() -> dict:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import duckdb
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "duckdb": duckdb.__version__,
-            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "duckdb": duckdb.__version__,
+        "python": platform.python_version(),
+        "load_avg_at_start": os.getloadavg(),
+    }
 
 
 def markdown(r: dict) -> str:
-    lines = [f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, {r['machine']['memory_gib']} GiB, "
-             f"DuckDB {r['machine']['duckdb']}", ""]
+    lines = [
+        f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, {r['machine']['memory_gib']} GiB, "
+        f"DuckDB {r['machine']['duckdb']}",
+        "",
+    ]
     if "load" in r:
         ld = r["load"]
         e = ld["rows"]["edges"]
@@ -307,15 +428,32 @@ def markdown(r: dict) -> str:
             lines.append(f"| {t} | {b / 2**20:,.0f} MiB | {b / e:.2f} |")
         lines.append(f"| whole file | {ld['file_bytes'] / 2**20:,.0f} MiB | {ld['file_bytes'] / e:.2f} |")
         lines.append("")
-    lines += ["| query | median | p95 | max | peak RSS | rows | notes |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| query | cold median | cold p95 | warm median | warm p95 | warm CPU median | peak RSS | rows | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for q in r["queries"]:
         note = ""
         if "planted_check" in q:
             c = q["planted_check"]
             note = f"planted windows on top: {c['in_top']}/{c['planted_windows']}"
         name = q["kind"] + (f" {q['args']}" if q["kind"] == "recurring" else "")
-        lines.append(f"| {name} | {q['median_s'] * 1e3:.0f} ms | {q['p95_s'] * 1e3:.0f} ms | {q['max_s'] * 1e3:.0f} ms "
-                     f"| {q['peak_rss_mib']:.0f} MiB | {q['rows']} | {note} |")
+        if q["args"].get("label"):
+            name += f" ({q['args']['label']})"
+        c, w = q["cold"], q["warm"]
+        lines.append(
+            f"| {name} | {c['median_s'] * 1e3:.0f} ms | {c['p95_s'] * 1e3:.0f} ms | {w['median_s'] * 1e3:.0f} ms "
+            f"| {w['p95_s'] * 1e3:.0f} ms | {q['warm_cpu']['median_s'] * 1e3:.0f} ms | {q['peak_rss_mib']:.0f} MiB "
+            f"| {q['rows']} | {note} |"
+        )
+    if "writer" in r:
+        w = r["writer"]
+        lines += ["", f"store writer (write_prompt_results, {w['prompts_per_group']} prompts per transaction, summary "
+                      f"kept up to date) into the loaded database: {w['edge_rows']:,} edge rows in "
+                      f"{sum(w['seconds']):.1f} s = {w['edge_rows_per_s'] / 1e3:.0f} k edge rows/s"]  # fmt: skip
+    m = r["machine"]
+    lines += ["", f"1-minute load average: {m['load_avg_at_start'][0]:.1f} at start, "
+                  f"{m.get('load_avg_at_end', [float('nan')])[0]:.1f} at end"]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -131,12 +131,14 @@ def _chunk(spec, rng, cdf, perm, paths, first: int, count: int):
     weights = [magnitude * flip * _pair_sign(layer.ravel(), up.ravel(), down.ravel())]
     # Planted edges come first so that de-duplication keeps them.
     p_keys, p_w = [], []
-    for path, hit in zip(paths, planted_in):
+    for path, hit in zip(paths, planted_in, strict=True):
         for i in range(len(path.signs)):
             k = ((hit.astype(np.int64) + first) << 40) | (np.int64(path.start_layer + i) << 34)
             k |= (np.int64(path.features[i]) << 17) | np.int64(path.features[i + 1])
             p_keys.append(k)
-            p_w.append((path.signs[i] * (0.8 + 0.15 * np.abs(rng.standard_normal(len(hit))))).astype(np.float32))
+            p_w.append(
+                (path.signs[i] * (0.8 + 0.15 * np.abs(rng.standard_normal(len(hit))))).astype(np.float32)
+            )
     all_keys = np.concatenate(p_keys + keys)
     all_w = np.concatenate(p_w + weights)
     uniq, idx = np.unique(all_keys, return_index=True)

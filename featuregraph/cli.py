@@ -283,6 +283,37 @@ def dashboard(
     raise typer.Exit(code=serve(db, port, address, headless))
 
 
+@app.command()
+@user_errors
+def demo(
+    db: Path = typer.Option(Path("featuregraph-demo.duckdb"), "--db", help="DuckDB file to write (created if missing)."),
+    per_tag: Optional[int] = typer.Option(None, "--per-tag", help="Only the first N prompts of each task (default: all)."),
+    noise_contexts: int = typer.Option(100, "--noise-contexts", help="Filler contexts for the noise baseline."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    open_dashboard: Optional[bool] = typer.Option(
+        None, "--open/--no-open", help="Open the dashboard afterwards (default: when run in a terminal)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline."""
+    from demo.run import run_demo
+
+    s = run_demo(db, per_tag, noise_contexts, device, progress=not quiet, say=typer.echo)
+    tags = ", ".join(f"{n} {t}" for t, n in s.prompts_per_tag.items())
+    typer.echo(f"run {s.run_id} in {s.db_path}: {tags} prompts; {s.edges:,} edges")
+    if s.noise_experiment is not None:
+        typer.echo(f"noise baseline: experiment {s.noise_experiment} (see the edge_snr and logit_snr views)")
+    for tag, paths in s.paths_per_tag.items():
+        shown = "; ".join(f"{p} in {n} prompts" for p, n in paths) or "none recurring"
+        typer.echo(f"top recurring 2-edge paths, {tag}: {shown}")
+    typer.echo(f"explore it: featuregraph dashboard {s.db_path}   or   featuregraph sql {s.db_path} \"SELECT ...\"")
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if open_dashboard or (open_dashboard is None and interactive):
+        from dashboard.launch import serve
+
+        raise typer.Exit(code=serve(db, 8501, "127.0.0.1", False))
+
+
 def _register_subcommands() -> None:
     from query.cli import register
 

@@ -286,18 +286,38 @@ steps AS (
     WHERE CASE WHEN len(path_nodes) BETWEEN 2 AND 7 THEN true
                ELSE error('a path has 2 to 7 features, got ' || len(path_nodes)) END
 ),
+-- The path's edges as the summary knows them: one lookup per step, with constants, so that
+-- zone maps skip the rest of edge_summary (a path has at most 7 features).
+candidates AS (
+    SELECT 1 AS step, * FROM edge_summary
+    WHERE len(path_nodes) > 1 AND up_layer = TRY_CAST(split_part(path_nodes[1], '.', 1) AS SMALLINT) AND up_feature = TRY_CAST(split_part(path_nodes[1], '.', 2) AS INTEGER)
+      AND down_layer = TRY_CAST(split_part(path_nodes[2], '.', 1) AS SMALLINT) AND down_feature = TRY_CAST(split_part(path_nodes[2], '.', 2) AS INTEGER)
+    UNION ALL
+    SELECT 2 AS step, * FROM edge_summary
+    WHERE len(path_nodes) > 2 AND up_layer = TRY_CAST(split_part(path_nodes[2], '.', 1) AS SMALLINT) AND up_feature = TRY_CAST(split_part(path_nodes[2], '.', 2) AS INTEGER)
+      AND down_layer = TRY_CAST(split_part(path_nodes[3], '.', 1) AS SMALLINT) AND down_feature = TRY_CAST(split_part(path_nodes[3], '.', 2) AS INTEGER)
+    UNION ALL
+    SELECT 3 AS step, * FROM edge_summary
+    WHERE len(path_nodes) > 3 AND up_layer = TRY_CAST(split_part(path_nodes[3], '.', 1) AS SMALLINT) AND up_feature = TRY_CAST(split_part(path_nodes[3], '.', 2) AS INTEGER)
+      AND down_layer = TRY_CAST(split_part(path_nodes[4], '.', 1) AS SMALLINT) AND down_feature = TRY_CAST(split_part(path_nodes[4], '.', 2) AS INTEGER)
+    UNION ALL
+    SELECT 4 AS step, * FROM edge_summary
+    WHERE len(path_nodes) > 4 AND up_layer = TRY_CAST(split_part(path_nodes[4], '.', 1) AS SMALLINT) AND up_feature = TRY_CAST(split_part(path_nodes[4], '.', 2) AS INTEGER)
+      AND down_layer = TRY_CAST(split_part(path_nodes[5], '.', 1) AS SMALLINT) AND down_feature = TRY_CAST(split_part(path_nodes[5], '.', 2) AS INTEGER)
+    UNION ALL
+    SELECT 5 AS step, * FROM edge_summary
+    WHERE len(path_nodes) > 5 AND up_layer = TRY_CAST(split_part(path_nodes[5], '.', 1) AS SMALLINT) AND up_feature = TRY_CAST(split_part(path_nodes[5], '.', 2) AS INTEGER)
+      AND down_layer = TRY_CAST(split_part(path_nodes[6], '.', 1) AS SMALLINT) AND down_feature = TRY_CAST(split_part(path_nodes[6], '.', 2) AS INTEGER)
+    UNION ALL
+    SELECT 6 AS step, * FROM edge_summary
+    WHERE len(path_nodes) > 6 AND up_layer = TRY_CAST(split_part(path_nodes[6], '.', 1) AS SMALLINT) AND up_feature = TRY_CAST(split_part(path_nodes[6], '.', 2) AS INTEGER)
+      AND down_layer = TRY_CAST(split_part(path_nodes[7], '.', 1) AS SMALLINT) AND down_feature = TRY_CAST(split_part(path_nodes[7], '.', 2) AS INTEGER)
+),
 known AS MATERIALIZED (
-    SELECT t.step, s.*
-    FROM steps t
-    JOIN edge_summary s ON s.up_layer = t.up_layer AND s.up_feature = t.up_feature
-                       AND s.down_layer = t.down_layer AND s.down_feature = t.down_feature
-    WHERE (run IS NULL OR s.run_id = run) AND t.want_sign IN (0, s.sign)
-      -- the same edges as constants (a path has at most 7 features), so that zone maps skip
-      -- the rest of edge_summary before the join
-      AND s.up_feature IN (
-          TRY_CAST(split_part(path_nodes[1], '.', 2) AS INTEGER), TRY_CAST(split_part(path_nodes[2], '.', 2) AS INTEGER),
-          TRY_CAST(split_part(path_nodes[3], '.', 2) AS INTEGER), TRY_CAST(split_part(path_nodes[4], '.', 2) AS INTEGER),
-          TRY_CAST(split_part(path_nodes[5], '.', 2) AS INTEGER), TRY_CAST(split_part(path_nodes[6], '.', 2) AS INTEGER))
+    SELECT c.*
+    FROM candidates c
+    JOIN steps t ON t.step = c.step
+    WHERE (run IS NULL OR c.run_id = run) AND t.want_sign IN (0, c.sign)
 ),
 -- (LIMITs cap the planner's estimates of the few path edges; see recurring_paths)
 hits AS (
@@ -339,12 +359,10 @@ WITH sides AS (
            sum_weight, sum_sq_weight
     FROM edge_summary
     WHERE up_layer = fg_layer(node) AND up_feature = fg_feature(node) AND (run IS NULL OR run_id = run)
-      AND 2 * n >= min_count  -- (one of a neighbour's two signs holds at least half its prompts)
     UNION ALL
     SELECT 'in', run_id, up_layer, up_feature, sign, n, sum_weight, sum_sq_weight
     FROM edge_summary
     WHERE down_layer = fg_layer(node) AND down_feature = fg_feature(node) AND (run IS NULL OR run_id = run)
-      AND 2 * n >= min_count
 ),
 agg AS (
     SELECT run_id, direction, layer, feature,
@@ -376,29 +394,23 @@ WITH le AS (
     FROM logit_effects
     WHERE layer = fg_layer(node) AND feature = fg_feature(node) AND (run IS NULL OR run_id = run)
 ),
-ablated AS (SELECT run_id, count(DISTINCT prompt_id) AS n_ablations FROM le GROUP BY run_id),
-tokens_agg AS (
-    SELECT t.run_id, t.token_id, count(*) AS n_prompts, a.n_ablations,
-           sum(t.dlogp) / a.n_ablations AS mean_dlogp,
-           sum(t.dprob) / a.n_ablations AS mean_dprob
-    FROM le t JOIN ablated a ON a.run_id = t.run_id
-    GROUP BY t.run_id, t.token_id, a.n_ablations
-),
-ranked AS (
-    SELECT 'promoted' AS direction, *,
-           row_number() OVER (PARTITION BY run_id ORDER BY mean_dprob DESC, token_id) AS token_rank
-    FROM tokens_agg WHERE mean_dprob > 0
-    UNION ALL
-    SELECT 'suppressed', *,
-           row_number() OVER (PARTITION BY run_id ORDER BY mean_dprob ASC, token_id)
-    FROM tokens_agg WHERE mean_dprob < 0
+per_token AS (
+    SELECT run_id, token_id, count(*) AS n_prompts,
+           max(n_ablations) AS n_ablations,
+           sum(dlogp) / max(n_ablations) AS mean_dlogp,
+           sum(dprob) / max(n_ablations) AS mean_dprob
+    FROM (SELECT *, count(DISTINCT prompt_id) OVER (PARTITION BY run_id) AS n_ablations FROM le)
+    GROUP BY run_id, token_id
+    HAVING sum(dprob) <> 0
+    QUALIFY row_number() OVER (PARTITION BY run_id, sum(dprob) > 0 ORDER BY abs(sum(dprob)) DESC, token_id) <= top
 )
-SELECT r.run_id, r.direction, r.token_rank, r.token_id, v.token, r.n_prompts, r.n_ablations,
-       r.mean_dlogp, r.mean_dprob
-FROM ranked r
-LEFT JOIN vocab v ON v.run_id = r.run_id AND v.token_id = r.token_id
-WHERE r.token_rank <= top
-ORDER BY r.run_id, r.direction, r.token_rank;
+SELECT t.run_id, CASE WHEN t.mean_dprob > 0 THEN 'promoted' ELSE 'suppressed' END AS direction,
+       row_number() OVER (PARTITION BY t.run_id, t.mean_dprob > 0 ORDER BY abs(t.mean_dprob) DESC, t.token_id)
+           AS token_rank,
+       t.token_id, v.token, t.n_prompts, t.n_ablations, t.mean_dlogp, t.mean_dprob
+FROM per_token t
+LEFT JOIN vocab v ON v.run_id = t.run_id AND v.token_id = t.token_id
+ORDER BY t.run_id, direction, token_rank;
 
 -- Top-activating contexts of a feature -----------------------------------------------------
 -- The `top` prompts (per run) where the feature's clean activation peaks highest, with the

@@ -38,7 +38,7 @@ PATH_PROMPTS = """
 SELECT * FROM path_prompts($path_nodes, run := $run, sign_pattern := $sign_pattern,
     min_weight := $min_weight, prompt_tag := $prompt_tag)
 """
-FEATURE_EDGES = "SELECT * FROM feature_edges($node, run := $run, top := $top)"
+FEATURE_EDGES = "SELECT * FROM feature_edges($node, run := $run, top := $top, min_count := $min_count)"
 FEATURE_LOGITS = "SELECT * FROM feature_logits($node, run := $run, top := $top)"
 TOP_CONTEXTS = "SELECT * FROM top_contexts($node, run := $run, top := $top)"
 COMPARE_PROMPTS = """
@@ -94,7 +94,9 @@ def parse_signs(value: str | Sequence[int] | None, n_edges: int) -> list[int] | 
         return None
     if isinstance(value, str):
         if any(c not in _SIGN_CHARS for c in value):
-            raise InputError(f"sign pattern {value!r}: use + (promotes), - (suppresses) or * (either), one per edge")
+            raise InputError(
+                f"sign pattern {value!r}: use + (promotes), - (suppresses) or * (either), one per edge"
+            )
         signs = [_SIGN_CHARS[c] for c in value]
     else:
         signs = [int(s) for s in value]
@@ -138,7 +140,9 @@ def check_prompt(db: Database, prompt: int, run: int | None) -> None:
     check_run(db, run)
     if not db.fetchall(PROMPT_RUNS, {"prompt": prompt, "run": run}):
         where = f"run {run}" if run is not None else db.path
-        raise NotFoundError(f"no prompt {prompt} in {where} (prompt ids are 0-based positions in the prompt file)")
+        raise NotFoundError(
+            f"no prompt {prompt} in {where} (prompt ids are 0-based positions in the prompt file)"
+        )
 
 
 def check_node(db: Database, node: Node, run: int | None) -> None:
@@ -152,13 +156,17 @@ def check_node(db: Database, node: Node, run: int | None) -> None:
         layers = ", ".join(map(str, sorted(sizes)))
         raise NotFoundError(f"no SAE at layer {node.layer} for feature {node} (layers: {layers})")
     if node.feature >= sizes[node.layer]:
-        raise NotFoundError(f"feature {node} is out of range: layer {node.layer} has {sizes[node.layer]} features")
+        raise NotFoundError(
+            f"feature {node} is out of range: layer {node.layer} has {sizes[node.layer]} features"
+        )
 
 
 # -- running -----------------------------------------------------------------------------------
 
 
-def fetch(db: Database, sql: str, params: dict | None = None, limits: QueryLimits | None = None) -> pl.DataFrame:
+def fetch(
+    db: Database, sql: str, params: dict | None = None, limits: QueryLimits | None = None
+) -> pl.DataFrame:
     """Run ``sql`` through the guard rails and return a polars frame."""
     result = db.query(sql, params, limits)
     if result.truncated:
@@ -252,12 +260,19 @@ def feature_edges(
     feature: str | Node,
     run: int | None = None,
     top: int | None = 20,
+    min_count: int = 1,
     limits: QueryLimits | None = None,
 ) -> pl.DataFrame:
-    """In- and out-edges of ``feature`` across prompts: count, mean, std, sign consistency."""
+    """In- and out-edges of ``feature`` across prompts: count, mean, std, sign consistency;
+    the ``top`` neighbours per direction (None: all) seen in at least ``min_count`` prompts."""
     node = parse_node(feature)
     check_node(db, node, run)
-    params = {"node": str(node), "run": run, "top": None if top is None else _positive("top", top)}
+    params = {
+        "node": str(node),
+        "run": run,
+        "top": None if top is None else _positive("top", top),
+        "min_count": _positive("min_count", min_count),
+    }
     return fetch(db, FEATURE_EDGES, params, limits)
 
 
@@ -285,8 +300,8 @@ def neighbourhood(
 ) -> Neighbourhood:
     """A feature's in- and out-edges and its aggregated logit effects."""
     return Neighbourhood(
-        feature_edges(db, feature, run, top_edges, limits),
-        feature_logits(db, feature, run, top_tokens, limits),
+        feature_edges(db, feature, run, top=top_edges, limits=limits),
+        feature_logits(db, feature, run, top=top_tokens, limits=limits),
     )
 
 
@@ -313,7 +328,12 @@ def compare_prompts(
     limits: QueryLimits | None = None,
 ) -> pl.DataFrame:
     """Edges of two prompts side by side: ``shared``, ``only_a`` and ``only_b``."""
-    params = {"prompt_a": prompt_a, "prompt_b": prompt_b, "run": run, "min_weight": _nonnegative("min_weight", min_weight)}
+    params = {
+        "prompt_a": prompt_a,
+        "prompt_b": prompt_b,
+        "run": run,
+        "min_weight": _nonnegative("min_weight", min_weight),
+    }
     check_prompt(db, prompt_a, run)
     check_prompt(db, prompt_b, run)
     return fetch(db, COMPARE_PROMPTS, params, limits)

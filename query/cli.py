@@ -16,7 +16,9 @@ import typer
 FORMAT_HELP = "table, csv, json or parquet (parquet needs --out)."
 
 
-def _emit(frame, fmt: str, out: Optional[Path], max_rows: Optional[int], truncated: bool | None = None) -> None:
+def _emit(
+    frame, fmt: str, out: Optional[Path], max_rows: Optional[int], truncated: bool | None = None
+) -> None:
     from query.output import write
 
     text = write(frame, fmt, out)
@@ -29,8 +31,15 @@ def _emit(frame, fmt: str, out: Optional[Path], max_rows: Optional[int], truncat
         typer.echo(f"{frame.height} rows written to {out}", err=True)
 
 
-def _run(db_path: Path, fn: Callable, fmt: str, out: Optional[Path], max_rows: Optional[int],
-         time_limit: Optional[float], **kwargs) -> None:
+def _run(
+    db_path: Path,
+    fn: Callable,
+    fmt: str,
+    out: Optional[Path],
+    max_rows: Optional[int],
+    time_limit: Optional[float],
+    **kwargs,
+) -> None:
     from store.db import QueryLimits, open_database
 
     limits = QueryLimits(time_limit_s=time_limit, max_rows=max_rows)
@@ -63,39 +72,80 @@ def register(app: typer.Typer) -> None:
         prompt: int = typer.Argument(..., help="Prompt id (0-based position in the prompt file)."),
         run: Optional[int] = run_opt,
         k: int = typer.Option(10, "--k", help="Edges kept per upstream feature, largest |weight| first."),
-        min_path: int = typer.Option(2, "--min-path", help="Keep only edges on paths of at least this many edges."),
+        min_path: int = typer.Option(
+            2, "--min-path", help="Keep only edges on paths of at least this many edges."
+        ),
         min_weight: float = typer.Option(0.0, "--min-weight", help="Drop edges with |weight| below this."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """One prompt's graph, pruned the seed's way (top-k per ablated feature, then long paths)."""
         from query.api import prompt_graph
 
-        _run(db, prompt_graph, fmt, out, max_rows, time_limit, prompt=prompt, run=run, k=k,
-             min_path=min_path, min_weight=min_weight)
+        _run(
+            db,
+            prompt_graph,
+            fmt,
+            out,
+            max_rows,
+            time_limit,
+            prompt=prompt,
+            run=run,
+            k=k,
+            min_path=min_path,
+            min_weight=min_weight,
+        )
 
     @query_app.command("recurring")
     @user_errors
     def recurring_cmd(
         db: Path = db_arg,
         edges: int = typer.Option(3, "--edges", help="Edges per path, 2 to 6."),
-        min_support: int = typer.Option(2, "--min-support", help="Keep paths found in at least this many prompts."),
+        min_support: int = typer.Option(
+            2, "--min-support", help="Keep paths found in at least this many prompts."
+        ),
         run: Optional[int] = run_opt,
-        min_layer: Optional[int] = typer.Option(None, "--min-layer", help="Paths start at or after this layer."),
-        max_layer: Optional[int] = typer.Option(None, "--max-layer", help="Paths end at or before this layer."),
-        signs: Optional[str] = typer.Option(None, "--signs", help="Sign pattern, one of + - * per edge, e.g. '+-*'."),
-        min_weight: float = typer.Option(0.0, "--min-weight", help="Count an edge only where |weight| >= this."),
+        min_layer: Optional[int] = typer.Option(
+            None, "--min-layer", help="Paths start at or after this layer."
+        ),
+        max_layer: Optional[int] = typer.Option(
+            None, "--max-layer", help="Paths end at or before this layer."
+        ),
+        signs: Optional[str] = typer.Option(
+            None, "--signs", help="Sign pattern, one of + - * per edge, e.g. '+-*'."
+        ),
+        min_weight: float = typer.Option(
+            0.0, "--min-weight", help="Count an edge only where |weight| >= this."
+        ),
         tag: Optional[str] = typer.Option(None, "--tag", help="Only prompts with this tag."),
         limit: Optional[int] = typer.Option(50, "--limit", help="Most supported paths to show."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Recurring paths: the same chain of features and signs in many prompts, by support."""
         from query.api import recurring_paths
 
-        _run(db, recurring_paths, fmt, out, max_rows, time_limit, n_edges=edges, min_support=min_support,
-             run=run, min_layer=min_layer, max_layer=max_layer, signs=signs, min_weight=min_weight, tag=tag,
-             limit=limit)
+        _run(
+            db,
+            recurring_paths,
+            fmt,
+            out,
+            max_rows,
+            time_limit,
+            n_edges=edges,
+            min_support=min_support,
+            run=run,
+            min_layer=min_layer,
+            max_layer=max_layer,
+            signs=signs,
+            min_weight=min_weight,
+            tag=tag,
+            limit=limit,
+        )
 
     @query_app.command("path-prompts")
     @user_errors
@@ -106,14 +156,27 @@ def register(app: typer.Typer) -> None:
         signs: Optional[str] = typer.Option(None, "--signs", help="Sign pattern, one of + - * per edge."),
         min_weight: float = typer.Option(0.0, "--min-weight", help="Require |weight| >= this on every edge."),
         tag: Optional[str] = typer.Option(None, "--tag", help="Only prompts with this tag."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Prompts that contain a path, with the weight of each of its edges."""
         from query.api import path_prompts
 
-        _run(db, path_prompts, fmt, out, max_rows, time_limit, path=path, run=run, signs=signs,
-             min_weight=min_weight, tag=tag)
+        _run(
+            db,
+            path_prompts,
+            fmt,
+            out,
+            max_rows,
+            time_limit,
+            path=path,
+            run=run,
+            signs=signs,
+            min_weight=min_weight,
+            tag=tag,
+        )
 
     @query_app.command("neighbourhood")
     @user_errors
@@ -122,13 +185,29 @@ def register(app: typer.Typer) -> None:
         feature: str = typer.Argument(..., help="Feature as LAYER.FEATURE, e.g. 5.10603."),
         run: Optional[int] = run_opt,
         top: Optional[int] = typer.Option(20, "--top", help="Neighbours per direction (in, out)."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        min_count: int = typer.Option(
+            1, "--min-count", help="Only neighbours seen in at least this many prompts."
+        ),
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """A feature's in- and out-edges across prompts: count, mean, std, sign consistency."""
         from query.api import feature_edges
 
-        _run(db, feature_edges, fmt, out, max_rows, time_limit, feature=feature, run=run, top=top)
+        _run(
+            db,
+            feature_edges,
+            fmt,
+            out,
+            max_rows,
+            time_limit,
+            feature=feature,
+            run=run,
+            top=top,
+            min_count=min_count,
+        )
 
     @query_app.command("logits")
     @user_errors
@@ -137,7 +216,9 @@ def register(app: typer.Typer) -> None:
         feature: str = typer.Argument(..., help="Feature as LAYER.FEATURE, e.g. 5.10603."),
         run: Optional[int] = run_opt,
         top: int = typer.Option(10, "--top", help="Tokens per direction (promoted, suppressed)."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Tokens that ablating a feature promotes and suppresses most, averaged over prompts."""
@@ -152,7 +233,9 @@ def register(app: typer.Typer) -> None:
         feature: str = typer.Argument(..., help="Feature as LAYER.FEATURE, e.g. 5.10603."),
         run: Optional[int] = run_opt,
         top: int = typer.Option(10, "--top", help="Prompts to show."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Top-activating contexts of a feature, with its activation at every token."""
@@ -168,21 +251,35 @@ def register(app: typer.Typer) -> None:
         prompt_b: int = typer.Argument(..., help="Second prompt id."),
         run: Optional[int] = run_opt,
         min_weight: float = typer.Option(0.0, "--min-weight", help="Ignore edges with |weight| below this."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Two prompts' graphs side by side: shared edges and each one's own."""
         from query.api import compare_prompts
 
-        _run(db, compare_prompts, fmt, out, max_rows, time_limit, prompt_a=prompt_a, prompt_b=prompt_b,
-             run=run, min_weight=min_weight)
+        _run(
+            db,
+            compare_prompts,
+            fmt,
+            out,
+            max_rows,
+            time_limit,
+            prompt_a=prompt_a,
+            prompt_b=prompt_b,
+            run=run,
+            min_weight=min_weight,
+        )
 
     @app.command("sql")
     @user_errors
     def sql_cmd(
         db: Path = db_arg,
         sql: str = typer.Argument(..., help="One SELECT (macros such as recurring_paths(...) included)."),
-        fmt: str = fmt_opt, out: Optional[Path] = out_opt, max_rows: Optional[int] = rows_opt,
+        fmt: str = fmt_opt,
+        out: Optional[Path] = out_opt,
+        max_rows: Optional[int] = rows_opt,
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Run one read-only SQL query on DB; anything that would write is refused."""
@@ -194,7 +291,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("optimize")
     @user_errors
-    def optimize_cmd(db: Path = typer.Argument(..., help="featuregraph DuckDB file (needs the write lock).")) -> None:
+    def optimize_cmd(
+        db: Path = typer.Argument(..., help="featuregraph DuckDB file (needs the write lock)."),
+    ) -> None:
         """Sort DB's tables for the queries and rebuild the edge summary (see docs/sql.md)."""
         from featuregraph.errors import DatabaseError
         from store.db import open_database

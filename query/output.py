@@ -19,8 +19,9 @@ def _flat(frame: pl.DataFrame) -> pl.DataFrame:
     if not nested:
         return frame
     return frame.with_columns(
-        pl.col(name).map_elements(lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v),
-                                  return_dtype=pl.String)
+        pl.col(name).map_elements(
+            lambda v: json.dumps(v.to_list() if isinstance(v, pl.Series) else v), return_dtype=pl.String
+        )
         for name in nested
     )
 
@@ -28,8 +29,14 @@ def _flat(frame: pl.DataFrame) -> pl.DataFrame:
 def render(frame: pl.DataFrame, fmt: str) -> str:
     """``frame`` as text in ``fmt`` (table, csv or json)."""
     if fmt == "table":
-        with pl.Config(tbl_rows=max(frame.height, 1), tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200,
-                       fmt_table_cell_list_len=8, tbl_hide_dataframe_shape=True):
+        with pl.Config(
+            tbl_rows=max(frame.height, 1),
+            tbl_cols=-1,
+            fmt_str_lengths=80,
+            tbl_width_chars=200,
+            fmt_table_cell_list_len=8,
+            tbl_hide_dataframe_shape=True,
+        ):
             return str(frame)
     if fmt == "csv":
         return _flat(frame).write_csv()

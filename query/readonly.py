@@ -47,7 +47,9 @@ def check_read_only(db: Database, sql: str) -> None:
         )
 
 
-def run_sql(path: str | Path, sql: str, params: list | dict | None = None, limits: QueryLimits | None = None) -> tuple[pl.DataFrame, bool]:
+def run_sql(
+    path: str | Path, sql: str, params: list | dict | None = None, limits: QueryLimits | None = None
+) -> tuple[pl.DataFrame, bool]:
     """Run one read query on the database at ``path`` (opened read-only): (frame, truncated)."""
     with open_database(path, read_only=True) as db:
         check_read_only(db, sql)

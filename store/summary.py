@@ -8,7 +8,9 @@ Both are derived from ``edges`` (migrations/0002_edge_summary.sql describes them
 
 :func:`update_summary` folds newly written prompts into both and is called by
 :func:`store.runs.write_prompt_results` inside its transaction, so they are never behind
-``edges``. New occurrences are appended unsorted (``n_sorted`` NULL); :func:`rebuild_summary`
+``edges``. Its cost is one lookup of the transaction's signed edges in ``edge_summary`` (a
+scan of its key columns: about a second per transaction at 30M summary rows on 2 cores), so
+large databases want large commit groups. New occurrences are appended unsorted (``n_sorted`` NULL); :func:`rebuild_summary`
 derives both tables from ``edges`` from scratch, sorted for the query layer (bulk loads and
 ``featuregraph optimize`` use it).
 """
@@ -35,7 +37,7 @@ WHERE e.run_id = $run_id AND e.prompt_id IN (SELECT prompt_id FROM __fg_new_prom
 STAGE_NEW_SUMMARY = f"""
 CREATE OR REPLACE TEMP TABLE __fg_new_summary AS
 SELECT g.*, coalesce(s.n, 0) AS old_n, s.first_prompt_id AS old_first_prompt_id,
-       s.sum_weight AS old_sum_weight
+       s.sum_weight AS old_sum_weight, s.rowid AS summary_row
 FROM (
     SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
            count(*)::INTEGER AS n, sum(weight::DOUBLE) AS sum_weight,
@@ -65,19 +67,26 @@ JOIN __fg_new_summary s ON {_ON}
 WHERE s.old_n + s.n >= 2
 """
 
-MERGE_SUMMARY = f"""
-MERGE INTO edge_summary s
-USING __fg_new_summary g ON {_ON}
-WHEN MATCHED THEN UPDATE SET
-    n = s.n + g.n,
-    sum_weight = s.sum_weight + g.sum_weight,
-    sum_sq_weight = s.sum_sq_weight + g.sum_sq_weight,
-    first_prompt_id = least(s.first_prompt_id, g.first_prompt_id)
-WHEN NOT MATCHED THEN INSERT
+# Known edges are updated in place by row id (the lookup above already found them); a MERGE
+# would look every key up in edge_summary a second time.
+UPDATE_SUMMARY = """
+UPDATE edge_summary SET
+    n = edge_summary.n + g.n,
+    sum_weight = edge_summary.sum_weight + g.sum_weight,
+    sum_sq_weight = edge_summary.sum_sq_weight + g.sum_sq_weight,
+    first_prompt_id = least(edge_summary.first_prompt_id, g.first_prompt_id)
+FROM __fg_new_summary g
+WHERE edge_summary.rowid = g.summary_row
+"""
+
+INSERT_SUMMARY = """
+INSERT INTO edge_summary
     (run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
      first_prompt_id, n_sorted)
-    VALUES (g.run_id, g.up_layer, g.up_feature, g.down_layer, g.down_feature, g.sign, g.n, g.sum_weight,
-            g.sum_sq_weight, g.first_prompt_id, NULL)
+SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
+       first_prompt_id, NULL
+FROM __fg_new_summary
+WHERE summary_row IS NULL
 """
 
 DROP_STAGING = """
@@ -129,7 +138,8 @@ def update_summary(db: Database, run_id: int, prompt_ids: list[int]) -> None:
         db.execute(STAGE_NEW_SUMMARY)
         db.execute(BACKFILL_OCCURRENCES)
         db.execute(APPEND_OCCURRENCES)
-        db.execute(MERGE_SUMMARY)
+        db.execute(UPDATE_SUMMARY)
+        db.execute(INSERT_SUMMARY)
         db.execute(DROP_STAGING)
     finally:
         db.con.unregister(_PROMPTS_VIEW)

@@ -98,7 +98,9 @@ def write_graph(db: Database, run_id: int, graph: dict[int, tuple[str, list[Edge
     """Write ``graph`` in groups of ``group`` prompts (one transaction each, like an ingest)."""
     ids = sorted(graph)
     for start in range(0, len(ids), group):
-        write_prompt_results(db, run_id, [prompt_result(p, graph[p][1], graph[p][0]) for p in ids[start : start + group]])
+        write_prompt_results(
+            db, run_id, [prompt_result(p, graph[p][1], graph[p][0]) for p in ids[start : start + group]]
+        )
 
 
 def hand_database(path: Path | str) -> Path:

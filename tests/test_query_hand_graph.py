@@ -31,12 +31,14 @@ def paths(frame: pl.DataFrame) -> list[tuple[str, list[int], int]]:
 
 
 def approx(values, expected, tol=1e-6):
-    return len(values) == len(expected) and all(math.isclose(a, b, abs_tol=tol) for a, b in zip(values, expected))
+    return len(values) == len(expected) and all(
+        math.isclose(a, b, abs_tol=tol) for a, b in zip(values, expected, strict=True)
+    )
 
 
 def same_paths(a: pl.DataFrame, b: pl.DataFrame) -> bool:
     return paths(a) == paths(b) and all(
-        approx(x, y) for x, y in zip(a["mean_weights"].to_list(), b["mean_weights"].to_list())
+        approx(x, y) for x, y in zip(a["mean_weights"].to_list(), b["mean_weights"].to_list(), strict=True)
     )
 
 
@@ -53,7 +55,11 @@ def test_recurring_two_edge_paths_and_their_support(hand_db):
         ("1.2 -> 2.3 -> 3.4", [-1, 1], 2),
     ]
     first = frame.row(0, named=True)
-    assert first["nodes"] == ["0.1", "1.2", "2.3"] and first["features"] == [1, 2, 3] and first["start_layer"] == 0
+    assert (
+        first["nodes"] == ["0.1", "1.2", "2.3"]
+        and first["features"] == [1, 2, 3]
+        and first["start_layer"] == 0
+    )
     assert approx(first["mean_weights"], [(0.5 + 0.6 + 0.2) / 3, (-0.4 - 0.2 - 0.5) / 3])
 
 
@@ -98,7 +104,9 @@ def test_recurring_paths_per_run(tmp_path):
         both = api.recurring_paths(db, n_edges=3, min_support=2)
         assert sorted(both["run_id"].to_list()) == [1, 2]
         only2 = api.recurring_paths(db, n_edges=3, min_support=2, run=run2)
-        assert paths(only2) == [("0.1 -> 1.2 -> 2.3 -> 3.4", [1, -1, 1], 2)] and only2["run_id"].to_list() == [2]
+        assert paths(only2) == [("0.1 -> 1.2 -> 2.3 -> 3.4", [1, -1, 1], 2)] and only2[
+            "run_id"
+        ].to_list() == [2]
 
 
 def test_recurring_paths_stay_exact_across_optimize_and_later_ingests(tmp_path):
@@ -134,7 +142,9 @@ def test_path_prompts_lists_prompts_with_weights(hand_db):
     assert sorted(rows) == [0, 1, 2]
     assert approx(rows[2], [0.7, 0.3, 0.2])
     assert frame["prompt_id"].to_list() == [0, 2, 1]  # by smallest |weight| on the path, largest first
-    assert api.path_prompts(hand_db, "0.1 -> 1.2 -> 2.3 -> 3.4", signs="+-+")["prompt_id"].sort().to_list() == [0, 1]
+    assert api.path_prompts(hand_db, "0.1 -> 1.2 -> 2.3 -> 3.4", signs="+-+")[
+        "prompt_id"
+    ].sort().to_list() == [0, 1]
     assert api.path_prompts(hand_db, ["0.1", "1.2", "2.3"], tag="b")["prompt_id"].to_list() == [2, 3]
     assert api.path_prompts(hand_db, "0.1,1.2,2.3", min_weight=0.3)["prompt_id"].to_list() == [0, 2]
     # 2.6 -> 3.7 occurs once (it lives in edge_summary only): still found.
@@ -149,7 +159,9 @@ def test_path_prompts_after_optimize_and_more_prompts(tmp_path):
         frame = api.path_prompts(db, "1.5 -> 2.6 -> 3.7")
         assert frame["prompt_id"].to_list() == [4, 2]
         assert approx(frame["weights"][0].to_list(), [0.3, -0.2])
-        assert api.path_prompts(db, "0.1 -> 1.2 -> 2.3 -> 3.4", signs="+-+")["prompt_id"].sort().to_list() == [0, 1, 4, 5]
+        assert api.path_prompts(db, "0.1 -> 1.2 -> 2.3 -> 3.4", signs="+-+")[
+            "prompt_id"
+        ].sort().to_list() == [0, 1, 4, 5]
 
 
 # -- one prompt's graph --------------------------------------------------------------------
@@ -211,6 +223,9 @@ def test_feature_edges_counts_means_spread_and_sign_consistency(hand_db):
     # 0.1 has two out-neighbours: 1.2 (4 prompts) before 1.5 (2); top=1 keeps the first.
     assert api.feature_edges(hand_db, "0.1")["neighbour"].to_list() == ["1.2", "1.5"]
     assert api.feature_edges(hand_db, "0.1", top=1)["neighbour"].to_list() == ["1.2"]
+    # min_count counts both signs: 1.2 -> 2.3 has 3 negative and 1 positive prompts.
+    assert api.feature_edges(hand_db, "1.2", min_count=4)["neighbour"].to_list() == ["2.3", "0.1"]
+    assert api.feature_edges(hand_db, "0.1", min_count=3)["neighbour"].to_list() == ["1.2"]
 
 
 def test_edge_stats_view_matches_the_raw_edges(hand_db):
@@ -218,7 +233,9 @@ def test_edge_stats_view_matches_the_raw_edges(hand_db):
         (r[0], r[1], r[2]): (r[3], r[4], r[5])
         for r in hand_db.fetchall("SELECT up, down, sign, n, mean_weight, std_weight FROM edge_stats")
     }
-    assert got[("1.2", "2.3", -1)][0] == 3 and math.isclose(got[("1.2", "2.3", -1)][1], -1.1 / 3, abs_tol=1e-6)
+    assert got[("1.2", "2.3", -1)][0] == 3 and math.isclose(
+        got[("1.2", "2.3", -1)][1], -1.1 / 3, abs_tol=1e-6
+    )
     assert got[("1.2", "2.3", 1)] == (1, pytest.approx(0.3), None)
     assert len(got) == 7
 
@@ -244,7 +261,10 @@ def feature_db(tmp_path_factory):
 
 def test_feature_logits_averages_over_ablations(feature_db):
     frame = api.feature_logits(feature_db, "1.2")
-    rows = [(r["direction"], r["token_rank"], r["token"], r["n_prompts"], r["n_ablations"]) for r in frame.iter_rows(named=True)]
+    rows = [
+        (r["direction"], r["token_rank"], r["token"], r["n_prompts"], r["n_ablations"])
+        for r in frame.iter_rows(named=True)
+    ]
     # token 3: dprob 0.02 and 0.01 over 2 ablations; token 6: -0.03 in one of 2; token 5: -0.01 in one.
     assert rows == [("promoted", 1, "t3", 2, 2), ("suppressed", 1, "t6", 1, 2), ("suppressed", 2, "t5", 1, 2)]
     assert approx(frame["mean_dprob"].to_list(), [0.015, -0.015, -0.005])
@@ -290,7 +310,7 @@ def test_incremental_summary_equals_a_rebuild(tmp_path):
         rebuild_summary(db)
         rebuilt = (db.fetchall(SUMMARY), db.fetchall(OCCURRENCES))
     assert [r[:8] for r in incremental[0]] == [r[:8] for r in rebuilt[0]]
-    for a, b in zip(incremental[0], rebuilt[0]):
+    for a, b in zip(incremental[0], rebuilt[0], strict=True):
         assert a[8:] == pytest.approx(b[8:], abs=1e-6)
     assert incremental[1] == rebuilt[1]
     # 7 signed edges of HAND_GRAPH, none new in LATER_PROMPTS; occurrences of the n >= 2 ones.

@@ -4,7 +4,7 @@ brute force in Python over the raw rows (edges, activations)."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 from conftest import PROMPTS, tiny_config
@@ -24,15 +24,28 @@ def swept(tmp_path_factory, tiny_assets):
     incrementally, with edges recurring across commits)."""
     root = tmp_path_factory.mktemp("swept")
     prompts = root / "prompts.txt"
-    more = ["The quick brown fox jumps", "Copyright (C) 2024", "When Mary and John went", "Parentheses (like these)"]
+    more = [
+        "The quick brown fox jumps",
+        "Copyright (C) 2024",
+        "When Mary and John went",
+        "Parentheses (like these)",
+    ]
     prompts.write_text("\n".join(syn.TOKENIZER_TEXT + PROMPTS + more) + "\n")
-    ingest(root / "sweep.duckdb", prompts, tiny_config(tiny_assets, edge_top_k=8), progress=False, commit_every=2,
-           too_long="truncate")
+    ingest(
+        root / "sweep.duckdb",
+        prompts,
+        tiny_config(tiny_assets, edge_top_k=8),
+        progress=False,
+        commit_every=2,
+        too_long="truncate",
+    )
     return root / "sweep.duckdb"
 
 
 def raw_edges(db):
-    return db.fetchall("SELECT run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, weight FROM edges")
+    return db.fetchall(
+        "SELECT run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, weight FROM edges"
+    )
 
 
 def brute_chains(edges, n_edges: int, min_support: int) -> dict[tuple, set[int]]:
@@ -46,18 +59,11 @@ def brute_chains(edges, n_edges: int, min_support: int) -> dict[tuple, set[int]]
         starting = defaultdict(list)
         for e in es:
             starting[(e[0], e[1])].append(e)
-
-        def grow(chain):
-            if len(chain) == n_edges:
-                start = chain[0][0]
-                out[(start, tuple([chain[0][1]] + [e[2] for e in chain]), tuple(e[3] for e in chain))].add(p)
-                return
-            last = chain[-1]
-            for e in starting[(last[0] + 1, last[2])]:
-                grow(chain + [e])
-
-        for e in es:
-            grow([e])
+        chains = [[e] for e in es]
+        for _ in range(n_edges - 1):
+            chains = [c + [e] for c in chains for e in starting[(c[-1][0] + 1, c[-1][2])]]
+        for c in chains:
+            out[(c[0][0], tuple([c[0][1]] + [e[2] for e in c]), tuple(e[3] for e in c))].add(p)
     return {k: v for k, v in out.items() if len(v) >= min_support}
 
 
@@ -71,8 +77,10 @@ def test_summary_matches_the_raw_edges(swept):
             a[1] += w
             a[2] += w * w
             a[3] = min(a[3], p)
-        rows = db.fetchall("SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, "
-                           "sum_sq_weight, first_prompt_id FROM edge_summary")
+        rows = db.fetchall(
+            "SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, "
+            "sum_sq_weight, first_prompt_id FROM edge_summary"
+        )
         assert len(rows) == len(agg)
         for *key, n, s, ss, first in rows:
             want = agg[tuple(key)]
@@ -88,7 +96,10 @@ def test_recurring_paths_match_brute_force(swept):
         expected = brute_chains(raw_edges(db), 2, 2)
         frame = api.recurring_paths(db, n_edges=2, min_support=2)
         assert api.recurring_paths(db, n_edges=3, min_support=2).height == 0
-    got = {(r["start_layer"], tuple(r["features"]), tuple(r["signs"])): r["support"] for r in frame.iter_rows(named=True)}
+    got = {
+        (r["start_layer"], tuple(r["features"]), tuple(r["signs"])): r["support"]
+        for r in frame.iter_rows(named=True)
+    }
     assert got == {k: len(v) for k, v in expected.items()}
     assert len(got) > 0
     assert frame["support"].to_list() == sorted(frame["support"].to_list(), reverse=True)
@@ -113,6 +124,7 @@ def test_prompt_graph_matches_brute_force(swept):
             by_up[(e[2], e[3])].append(e)
         for es in by_up.values():
             kept += sorted(es, key=lambda e: -abs(e[6]))[:k]
+
         # longest path through each kept edge (layers only increase, so this terminates)
         def longest_in(node):
             ins = [e for e in kept if (e[4], e[5]) == node]
@@ -134,21 +146,25 @@ def test_prompt_graph_matches_brute_force(swept):
 def test_neighbourhood_and_contexts_match_brute_force(swept):
     with open_database(swept, read_only=True) as db:
         edges = raw_edges(db)
-        layer, feature = max(((e[2], e[3]) for e in edges), key=lambda lf: sum(1 for e in edges if e[2:4] == lf))
+        layer, feature = Counter((e[2], e[3]) for e in edges).most_common(1)[0][0]
         node = f"{layer}.{feature}"
         outs = defaultdict(list)
         for e in edges:
             if (e[2], e[3]) == (layer, feature):
                 outs[f"{e[4]}.{e[5]}"].append(e[6])
         frame = api.feature_edges(db, node, top=None).filter(direction="out")
-        assert {r["neighbour"]: r["n"] for r in frame.iter_rows(named=True)} == {k: len(v) for k, v in outs.items()}
+        assert {r["neighbour"]: r["n"] for r in frame.iter_rows(named=True)} == {
+            k: len(v) for k, v in outs.items()
+        }
         for r in frame.iter_rows(named=True):
             ws = outs[r["neighbour"]]
             assert math.isclose(r["mean_weight"], sum(ws) / len(ws), rel_tol=1e-5, abs_tol=1e-7)
             assert r["sign_consistency"] == max(sum(w > 0 for w in ws), sum(w < 0 for w in ws)) / len(ws)
 
-        acts = db.fetchall("SELECT prompt_id, position, activation FROM activations WHERE layer = ? AND feature = ?",
-                           [layer, feature])
+        acts = db.fetchall(
+            "SELECT prompt_id, position, activation FROM activations WHERE layer = ? AND feature = ?",
+            [layer, feature],
+        )
         best = defaultdict(float)
         for p, _, a in acts:
             best[p] = max(best[p], a)
@@ -167,9 +183,13 @@ def test_optimize_keeps_every_answer(swept, tmp_path):
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(swept.read_bytes())
     with open_database(copy) as db:
-        before = (api.recurring_paths(db, 2, 2).select("path", "signs", "support").rows(),
-                  api.prompt_graph(db, 5).select("up", "down", "weight").sort("up", "down").rows())
+        before = (
+            api.recurring_paths(db, 2, 2).select("path", "signs", "support").rows(),
+            api.prompt_graph(db, 5).select("up", "down", "weight").sort("up", "down").rows(),
+        )
         optimize(db)
-        after = (api.recurring_paths(db, 2, 2).select("path", "signs", "support").rows(),
-                 api.prompt_graph(db, 5).select("up", "down", "weight").sort("up", "down").rows())
+        after = (
+            api.recurring_paths(db, 2, 2).select("path", "signs", "support").rows(),
+            api.prompt_graph(db, 5).select("up", "down", "weight").sort("up", "down").rows(),
+        )
     assert before == after

@@ -1,0 +1,122 @@
+"""Where the dashboard's data comes from: the query layer, through a short-lived read-only
+connection and a cache.
+
+Each script run (one interaction) opens the database read-only at most once, on its first
+cache miss, and closes it when the run ends (:func:`reader_scope`), so the dashboard never
+keeps an ingest from taking the write lock for longer than a page takes to draw. Results are
+cached under the database file's modification stamp: a new ingest commit makes them stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import streamlit as st
+
+from dashboard.launch import DB_ENV
+from featuregraph.errors import DatabaseError
+from query import api, pages
+from store.db import Database, QueryLimits
+
+LIMITS = api.DASHBOARD_LIMITS
+log = logging.getLogger(__name__)
+
+# What the pages may ask for: name -> function(db, *args, limits=..., **kwargs).
+QUERIES: dict[str, Callable[..., Any]] = {
+    "prompt_graph": api.prompt_graph,
+    "recurring_paths": api.recurring_paths,
+    "path_prompts": api.path_prompts,
+    "feature_edges": api.feature_edges,
+    "feature_logits": api.feature_logits,
+    "top_contexts": api.top_contexts,
+    **{name: getattr(pages, name) for name in pages.__all__ if callable(getattr(pages, name))},
+}
+UNLIMITED = {
+    "row_counts",
+    "schema_version",
+    "longest_paths",
+    "open_reader",
+    "database_stamp",
+    "neuronpedia_url",
+}
+
+
+def database_path() -> Path:
+    """The database this dashboard shows: ``--db PATH`` after the script's ``--``, else $FEATUREGRAPH_DB."""
+    argv = sys.argv[1:]
+    if "--db" in argv and argv.index("--db") + 1 < len(argv):
+        return Path(argv[argv.index("--db") + 1])
+    value = os.environ.get(DB_ENV)
+    if not value:
+        raise DatabaseError(
+            f"no database given: start the dashboard with `featuregraph dashboard DB` (or set {DB_ENV})"
+        )
+    return Path(value)
+
+
+class _Scope(threading.local):
+    path: Path | None = None
+    db: Database | None = None
+
+
+_scope = _Scope()
+
+
+@contextmanager
+def reader_scope(path: Path) -> Iterator[None]:
+    """For one script run: open the database on first use, close it at the end."""
+    _scope.path, _scope.db = path, None
+    try:
+        yield
+    finally:
+        if _scope.db is not None:
+            _scope.db.close()
+        _scope.path, _scope.db = None, None
+
+
+def _db() -> Database:
+    if _scope.db is None:
+        if _scope.path is None:
+            raise RuntimeError("query outside reader_scope")
+        _scope.db = pages.open_reader(_scope.path)
+    return _scope.db
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _cached(path: str, stamp: tuple, name: str, args: tuple, kwargs: tuple) -> Any:
+    fn = QUERIES[name]
+    extra = {} if name in UNLIMITED else {"limits": LIMITS}
+    return fn(_db(), *args, **dict(kwargs), **extra)
+
+
+def stamp() -> tuple:
+    path = _scope.path
+    if path is None:
+        raise RuntimeError("query outside reader_scope")
+    if not path.exists():
+        raise DatabaseError(f"no database at {path}")
+    return pages.database_stamp(path)
+
+
+def load(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Run query ``name`` of :data:`QUERIES` (cached while the database file is unchanged)."""
+    start = time.perf_counter()
+    result = _cached(str(_scope.path), stamp(), name, args, tuple(sorted(kwargs.items())))
+    log.debug("%s%r: %.3f s", name, args, time.perf_counter() - start)
+    return result
+
+
+def load_fresh(name: str, *args: Any, limits: QueryLimits | None = None, **kwargs: Any) -> Any:
+    """Run query ``name`` without the cache (the SQL console)."""
+    stamp()
+    return QUERIES[name](_db(), *args, limits=limits or LIMITS, **kwargs)
+
+
+__all__ = ["DB_ENV", "QUERIES", "database_path", "load", "load_fresh", "reader_scope", "stamp"]

@@ -1,0 +1,77 @@
+"""Screenshots of every dashboard page, for the README.
+
+    python -m dashboard.screenshots DB [OUT_DIR] [--prompt N] [--feature L.F]
+
+Serves the dashboard on DB (dashboard/browser.py), opens each page in headless Chromium, waits
+until it settles and saves ``OUT_DIR/<page>.png`` (default docs/screenshots), reduced to a
+256-colour palette to keep the files small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from urllib.parse import urlencode
+
+from dashboard.browser import chromium, served, wait_idle
+
+VIEWPORT = {"width": 1280, "height": 1000}
+OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def _save(png: bytes, path: Path) -> None:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def take(db: Path, out: Path, shots: list[tuple[str, dict, int]]) -> list[Path]:
+    """``shots``: (page, query parameters, viewport height); returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with served(db) as url, chromium() as browser:
+        for name, params, height in shots:
+            page = browser.new_page(viewport={**VIEWPORT, "height": height})
+            page.goto(f"{url}/?{urlencode({'page': name, **params})}")
+            wait_idle(page, quiet_s=1.0)
+            if name == "graph":
+                page.wait_for_selector("svg g.node", timeout=60_000)
+                page.wait_for_timeout(500)
+            if name == "sql":  # show a result, not just the form
+                page.get_by_role("button", name="Run").click()
+                page.wait_for_selector("text=Download CSV", timeout=60_000)
+                wait_idle(page, quiet_s=1.0)
+            path = out / f"{name}.png"
+            _save(page.screenshot(), path)
+            written.append(path)
+            page.close()
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("db", type=Path)
+    parser.add_argument("out", type=Path, nargs="?", default=OUT)
+    parser.add_argument("--prompt", type=int, default=0)
+    parser.add_argument("--feature", default=None)
+    parser.add_argument("--graph-height", type=int, default=1500)
+    args = parser.parse_args()
+    feature = {"feature": args.feature} if args.feature else {}
+    shots = [
+        ("overview", {}, 1000),
+        ("graph", {"prompt": args.prompt}, args.graph_height),
+        ("paths", {}, 1100),
+        ("feature", feature, 1000),
+        ("noise", {}, 1200),
+        ("sql", {}, 900),
+    ]
+    for path in take(args.db.resolve(), args.out, shots):
+        print(f"{path} ({path.stat().st_size // 1024} KiB)")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Prompt graph: one prompt's causal graph, drawn as in the method's figures."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import polars as pl
+import streamlit as st
+
+from dashboard import nav
+from dashboard.data import load
+from dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot
+from query.pages import SNR_MEASURES
+from store.models import Node
+
+ANY = "(any)"
+SNR_LABELS = {"z": "|z| vs noise", "ratio": "|w| / noise p95"}
+
+
+def _prompt_label(row: dict) -> str:
+    text = row["text"] if len(row["text"]) <= 80 else row["text"][:79] + "\u2026"
+    tag = f" [{row['tag']}]" if row.get("tag") else ""
+    return f"#{row['prompt_id']}{tag} {text}"
+
+
+def pick_prompt(run: int) -> int | None:
+    """Tag filter, text search and a prompt select bound to ``?prompt=``."""
+    tags = load("prompts_per_tag", run)["tag"].to_list()
+    left, right = st.columns([1, 2])
+    tag = left.selectbox("Tag", [ANY, *tags], key="graph_tag")
+    search = right.text_input(
+        "Search prompt text", key="graph_search", placeholder="substring, case-insensitive"
+    )
+    found = load("find_prompts", run, search.strip() or None, None if tag == ANY else tag, 200)
+    labels = {row["prompt_id"]: _prompt_label(row) for row in found.iter_rows(named=True)}
+    wanted = nav.int_param("prompt")
+    if wanted is not None and wanted not in labels:
+        extra = load("prompt", run, wanted)
+        if extra.height:
+            labels = {wanted: _prompt_label(extra.row(0, named=True)), **labels}
+    if not labels:
+        st.info("No prompt matches.")
+        return None
+    if found.height == 200:
+        st.caption("Showing the first 200 matching prompts: narrow the search to see others.")
+    return nav.bound_select("Prompt", "prompt", list(labels), format_func=labels.get)
+
+
+def _controls(run: int) -> dict:
+    cols = st.columns(4)
+    opts = {
+        "k": cols[0].slider("Top-k edges per feature", 1, 32, 3, key="graph_k"),
+        "min_path": cols[1].slider("Minimum path length (edges)", 1, 6, 2, key="graph_min_path"),
+        "min_weight": cols[2].number_input(
+            "Minimum |weight|", min_value=0.0, value=0.0, step=0.001, format="%.4f", key="graph_min_weight"
+        ),
+        "max_edges": cols[3].slider("Edges drawn at most", 5, 300, 30, key="graph_max_edges"),
+    }
+    noise = load("experiments", run, "noise").filter(pl.col("status") == "complete")
+    opts["experiment"], opts["min_snr"], opts["measure"] = None, 0.0, "z"
+    if noise.height:
+        cols = st.columns(4)
+        ids = noise["experiment_id"].to_list()
+        opts["experiment"] = cols[0].selectbox(
+            "Noise experiment", ids, format_func=lambda i: f"noise #{i}", key="graph_noise"
+        )
+        opts["measure"] = cols[1].radio(
+            "Signal-to-noise", list(SNR_MEASURES), format_func=SNR_LABELS.get, key="graph_measure", horizontal=True,
+            help="; ".join(f"{SNR_LABELS[k]}: {v}" for k, v in SNR_MEASURES.items()),
+        )  # fmt: skip
+        opts["min_snr"] = cols[2].number_input(
+            "Minimum signal-to-noise", min_value=0.0, value=0.0, step=0.5, key="graph_min_snr",
+            help="0 keeps every edge (and shows no noise figures); above 0, edges below it or without a noise "
+            "figure are dropped, and the edge table shows each edge's z and |w| / noise p95.",
+        )  # fmt: skip
+    else:
+        st.caption(
+            "No noise experiment for this run yet (`featuregraph noise DB --corpus ...`): no signal-to-noise filter."
+        )
+    return opts
+
+
+def _boxes(run: int, prompt_id: int, nodes: list[Node]) -> dict[Node, NodeBox]:
+    names = tuple(str(n) for n in nodes)
+    tokens = load("prompt_tokens", run, prompt_id)["token"].to_list()
+    acts = load("node_activations", run, prompt_id, names)
+    logits = load("node_logits", run, prompt_id, names, top=3)
+    per_node: dict[Node, list[float]] = {n: [0.0] * len(tokens) for n in nodes}
+    for layer, feature, position, act in acts.select(
+        "layer", "feature", "position", "activation"
+    ).iter_rows():
+        values = per_node.get(Node(layer, feature))
+        if values is not None and 0 <= position < len(values):
+            values[position] = float(act)
+    effects: dict[tuple[Node, str], list[TokenEffect]] = {}
+    for row in logits.iter_rows(named=True):
+        token = row["token"] if row["token"] is not None else f"<{row['token_id']}>"
+        effects.setdefault((Node(row["layer"], row["feature"]), row["direction"]), []).append(
+            TokenEffect(token, float(row["dprob"]))
+        )
+    return {
+        n: NodeBox(
+            n, tokens, per_node[n], effects.get((n, "promoted"), ()), effects.get((n, "suppressed"), ())
+        )
+        for n in nodes
+    }
+
+
+def _note(row: dict) -> str:
+    parts = []
+    if row.get("z_score") is not None:
+        parts.append(f"z {row['z_score']:+.3g}")
+    if row.get("noise_ratio") is not None:
+        parts.append(f"|w|/noise p95 {row['noise_ratio']:.3g}")
+    return ", ".join(parts)
+
+
+def render(run: int | None) -> None:
+    st.header("Prompt graph")
+    st.caption(nav.SIGN_CONVENTION)
+    if run is None:
+        st.info("This database has no runs yet.")
+        return
+    prompt_id = pick_prompt(run)
+    if prompt_id is None:
+        return
+    opts = _controls(run)
+    info = load("prompt", run, prompt_id).row(0, named=True)
+    st.markdown(f"**Prompt #{prompt_id}** ({info['n_tokens']} tokens, {info['n_ablations']} ablations"
+                + (f", tag `{info['tag']}`" if info["tag"] else "") + ")")  # fmt: skip
+
+    # noise figures only when filtering by them: the edge_snr join scans every noise edge
+    graph = load(
+        "prompt_graph_snr",
+        prompt_id,
+        run,
+        opts["k"],
+        opts["min_path"],
+        opts["min_weight"],
+        opts["experiment"] if opts["min_snr"] > 0 else None,
+        opts["min_snr"],
+        opts["measure"],
+    )  # fmt: skip
+    text_col, top_col = st.columns([3, 2])
+    with text_col:
+        st.code(info["text"], language=None, wrap_lines=True)
+    with top_col:
+        top = load("top_next_tokens", run, prompt_id)
+        if top.height:
+            st.markdown("**Clean top next tokens**")
+            st.dataframe(top.select("rank", "token", "prob"), hide_index=True, height=180, column_config={
+                "prob": st.column_config.ProgressColumn("prob", format="%.3f", min_value=0.0, max_value=1.0)
+            })  # fmt: skip
+        else:
+            st.caption("No clean top next tokens stored.")
+    if graph.height == 0:
+        st.info(
+            "No edges left with these settings: lower the minimum path length, |weight| or signal-to-noise."
+        )
+        return
+    total = graph.height
+    drawn = graph.sort(pl.col("weight").abs(), descending=True).head(opts["max_edges"])
+    nodes = sorted({Node(r[0], r[1]) for r in drawn.select("up_layer", "up_feature").iter_rows()}
+                   | {Node(r[0], r[1]) for r in drawn.select("down_layer", "down_feature").iter_rows()})  # fmt: skip
+    edges = [
+        GraphEdge(Node(r["up_layer"], r["up_feature"]), Node(r["down_layer"], r["down_feature"]), float(r["weight"]), _note(r))
+        for r in drawn.iter_rows(named=True)
+    ]  # fmt: skip
+    boxes = _boxes(run, prompt_id, nodes)
+    widest = max(Counter(n.layer for n in nodes).values())
+    rankdir = "LR" if widest > 2 * len({n.layer for n in nodes}) + 2 else "TB"
+    link = lambda n: nav.href("feature", feature=str(n), run=run)  # noqa: E731
+    st.graphviz_chart(build_dot(edges, boxes, DrawOptions(link=link, rankdir=rankdir)), width="stretch")
+    cut = f"The {len(edges)} strongest of {total} edges" if total > len(edges) else f"{total} edges"
+    st.caption(
+        f"{cut}, {len(nodes)} features. Arrows: red = ablating the source suppresses the target, blue = it "
+        "promotes it; opacity and width by |weight|. Boxes: tokens shaded by the feature's clean activation; "
+        "\u25b2 tokens whose probability ablating the feature raises most, \u25bc lowers most. "
+        "Click a box to open the feature's page."
+    )
+    names = [str(n) for n in nodes]
+    left, right = st.columns([2, 1])
+    chosen = left.selectbox("Feature", names, key="graph_open_feature")
+    right.button("Open feature page", on_click=nav.navigate, args=("feature",),
+                 kwargs={"feature": chosen, "run": run}, key="graph_open_button")  # fmt: skip
+    with st.expander(f"Edges ({total})"):
+        st.dataframe(
+            graph.select("up", "down", "weight", "edge_rank", "path_len", "z_score", "noise_ratio"),
+            hide_index=True,
+        )

@@ -1,0 +1,508 @@
+"""Seeded synthetic corpus for the bundled toy model.
+
+Three task families echo behaviours studied on GPT-2 small; every task
+instance is an :class:`Example` whose ``prompt`` stops right before the
+expected next token(s) ``answer``:
+
+* ``paren``   -- close an open bracket. Either an inline parenthetical whose
+  content is complete (``"Copyright (C"`` -> ``")"``, ``"... [citation needed"``
+  -> ``"]"``) or a sentence naming the opener (``"The list begins with ( and ends
+  with"`` -> ``" )"``). Both ``()`` and ``[]`` occur, so the model has to remember
+  which bracket was opened.
+* ``acronym`` -- after ``"Foreign Direct Investment (F"`` continue with the
+  remaining initials ``"DI"`` (2 to 4 capitalised words).
+* ``ioi``     -- indirect object identification: ``"When Mary and John went to
+  the store, John gave a drink to"`` -> ``" Mary"``.
+
+Plain ``filler`` sentences (tag ``"filler"``) make up the rest of the corpus.
+
+Held-out split: each instance has a *key* (IOI: the unordered name pair;
+acronym: the word tuple; paren: the bracket plus its content or frame; filler:
+the text). A stable hash sends 10% of keys to the held-out split. The training
+stream never emits a held-out key and the evaluation stream only emits
+held-out keys, so evaluation measures generalisation to unseen name pairs and
+word combinations built from familiar vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+__all__ = [
+    "TASKS",
+    "TAGS",
+    "Example",
+    "CorpusGenerator",
+    "is_heldout",
+]
+
+#: Task tags, in the order used throughout the demo.
+TASKS: tuple[str, ...] = ("paren", "acronym", "ioi")
+#: All tags, including the plain-text filler.
+TAGS: tuple[str, ...] = (*TASKS, "filler")
+
+Split = Literal["train", "heldout"]
+
+#: Percentage of instance keys reserved for evaluation.
+HELDOUT_PERCENT = 10
+
+# --------------------------------------------------------------------------
+# Vocabulary. Lists are kept to a few hundred distinct words so that a small
+# byte-level BPE vocabulary turns (nearly) every word into a single token.
+# --------------------------------------------------------------------------
+
+NAMES: tuple[str, ...] = (
+    "Mary", "John", "Alice", "Bob", "Emma", "James", "Olivia", "William", "Sophia", "Henry",
+    "Grace", "Thomas", "Lucy", "George", "Anna", "David", "Sarah", "Peter", "Laura", "Paul",
+    "Kate", "Mark", "Rose", "Daniel", "Claire", "Simon", "Helen", "Adam", "Julia", "Sam",
+    "Emily", "Jack", "Ruth", "Frank", "Nina", "Oscar", "Amy", "Victor", "Ella", "Max",
+    "Lily", "Hugo", "Jane", "Carl", "Eva", "Leo", "Ivy", "Ben", "Zoe", "Tom",
+    "Hannah", "Luke", "Chloe", "Ryan", "Megan", "Eric", "Diana", "Kevin", "Sofia", "Noah",
+    "Maria", "Ethan", "Isabel", "Owen", "Fiona", "Brian", "Alex", "Martin", "Ellen", "Steve",
+    "Linda", "Jason", "Karen", "Harry", "Rachel", "Ian", "Tina", "Roger", "Susan", "Gary",
+    "Nancy", "Dennis", "Carol", "Louis", "Amber", "Felix", "Irene", "Oliver", "Vera", "Dylan",
+    "Molly", "Jacob", "Paula", "Arthur", "Wendy", "Colin", "Holly", "Edward", "Lisa", "Nick",
+)
+
+PLACES: tuple[str, ...] = (
+    "store", "park", "school", "station", "library", "market", "beach", "office", "garden",
+    "restaurant", "museum", "hospital", "cafe", "bank", "church", "farm", "theater", "airport",
+    "gym", "lake", "hotel", "bakery", "zoo", "harbor", "castle", "village", "river", "forest",
+    "stadium", "kitchen",
+)
+
+OBJECTS: tuple[str, ...] = (
+    "drink", "book", "ball", "letter", "pen", "ring", "gift", "key", "bag", "flower",
+    "cake", "ticket", "map", "phone", "coin", "hat", "basket", "candle", "lamp", "cup",
+    "box", "card", "note", "sandwich", "apple", "camera", "bottle", "blanket", "kite", "clock",
+    "painting", "radio", "scarf", "watch", "toy", "jacket", "plate", "brush", "bell", "shell",
+)
+
+ADJECTIVES: tuple[str, ...] = (
+    "old", "new", "small", "large", "red", "blue", "green", "quiet", "busy", "bright",
+    "dark", "warm", "cold", "happy", "tired", "strange", "simple", "heavy", "soft", "loud",
+    "clean", "empty", "famous", "friendly", "careful", "young", "tall", "short", "fresh", "lovely",
+)
+
+NOUNS: tuple[str, ...] = (
+    "dog", "cat", "bird", "horse", "child", "teacher", "doctor", "farmer", "driver", "student",
+    "baker", "artist", "neighbor", "friend", "family", "team", "crowd", "man", "woman", "boy",
+    "girl", "visitor", "painter", "singer", "writer",
+)
+
+VERBS_PAST: tuple[str, ...] = (
+    "walked", "waited", "talked", "played", "worked", "rested", "smiled", "laughed", "danced",
+    "sang", "slept", "read", "cooked", "arrived", "stayed", "looked around", "sat down", "left",
+)
+
+VERBS_TRANSITIVE_PAST: tuple[str, ...] = (
+    "found", "bought", "carried", "painted", "cleaned", "opened", "lost", "fixed", "washed",
+    "sold", "wanted", "liked", "dropped", "moved", "built", "borrowed",
+)
+
+DAYS: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS: tuple[str, ...] = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)
+TIMES: tuple[str, ...] = (
+    "in the morning", "in the evening", "at night", "after lunch", "before dinner",
+    "on the weekend", "every day", "last week", "this year", "at noon",
+)
+UNITS: tuple[str, ...] = ("miles", "meters", "hours", "minutes", "days", "years", "pounds", "people")
+
+#: Capitalised words for acronyms; initials cover most of the alphabet.
+ACRONYM_WORDS: tuple[str, ...] = (
+    "Advanced", "Agency", "Air", "American", "Applied", "Art", "Association", "Atlantic",
+    "Bank", "Board", "Bureau", "Business", "Central", "Center", "Children", "Civil", "Climate",
+    "Committee", "Commission", "Company", "Computer", "Council", "Credit", "Cultural",
+    "Data", "Defense", "Department", "Development", "Digital", "Direct", "Economic",
+    "Education", "Emergency", "Energy", "Engineering", "Environment", "European", "Family",
+    "Federal", "Film", "Finance", "Food", "Foreign", "Foundation", "Free", "Fund", "General",
+    "Global", "Group", "Growth", "Health", "Heritage", "Housing", "Industrial", "Information",
+    "Innovation", "Institute", "International", "Investment", "Joint", "Justice", "Kingdom",
+    "Knowledge", "Labor", "League", "Learning", "Legal", "Local", "Management", "Market",
+    "Media", "Medical", "Military", "Music", "Mutual", "National", "Natural", "Network",
+    "New", "Northern", "Nuclear", "Ocean", "Office", "Olympic", "Open", "Operations",
+    "Pacific", "Planning", "Policy", "Power", "Private", "Program", "Project", "Public",
+    "Quality", "Quantum", "Regional", "Research", "Reserve", "Response", "Royal", "Rural",
+    "Safety", "Science", "Security", "Service", "Social", "Society", "Software", "Solar",
+    "Space", "Standard", "State", "Strategy", "Support", "System", "Technology", "Trade",
+    "Training", "Transport", "Trust", "Union", "United", "Unity", "Urban", "Values",
+    "Veterans", "Victory", "Vision", "Water", "Western", "Women", "World", "Xenon", "Young",
+    "Youth", "Zero", "Zone",
+)
+
+BRACKETS: dict[str, str] = {"(": ")", "[": "]"}
+
+#: Objects of the "begins with ( and ends with )" sentences.
+BRACKET_THINGS: tuple[str, ...] = (
+    "list", "formula", "group", "note", "expression", "tuple", "block", "comment", "label",
+    "sequence", "pattern", "string", "array", "reference", "citation", "example", "line",
+    "sentence", "code", "answer",
+)
+
+#: (opening phrase, closing phrase) pairs for the "begins with ( and ends with" frame.
+BRACKET_FRAMES: tuple[tuple[str, str], ...] = (
+    ("The {thing} begins with", "and ends with"),
+    ("Every {thing} starts with", "and ends with"),
+    ("A {thing} opens with", "and closes with"),
+    ("This {thing} begins with", "and finishes with"),
+    ("In the {thing}, the first symbol is", "and the last symbol is"),
+    ("Write the {thing} so that it starts with", "and stops with"),
+)
+
+IOI_TEMPLATES: tuple[str, ...] = (
+    "When {A} and {B} went to the {place}, {S} gave a {obj} to",
+    "When {A} and {B} got to the {place}, {S} handed the {obj} to",
+    "After {A} and {B} arrived at the {place}, {S} passed a {obj} to",
+    "While {A} and {B} were at the {place}, {S} offered a {obj} to",
+    "Then, {A} and {B} spent the day at the {place}. {S} gave a {obj} to",
+    "Yesterday, {A} and {B} met at the {place}, and {S} threw a {obj} to",
+    "On {day}, {A} and {B} cleaned the {place}. Afterwards, {S} brought a {obj} to",
+    "The {place} was busy when {A} and {B} came in, so {S} showed the {obj} to",
+)
+
+IOI_ENDINGS: tuple[str, ...] = (
+    ".", ".", " before leaving.", " with a smile.", " and went home.", " as a present.",
+    " after a while.",
+)
+
+ACRONYM_PREFIXES: tuple[str, ...] = (
+    "The", "According to the", "A report by the", "Members of the", "She works for the",
+    "Funding from the", "He joined the", "Last year the", "A letter from the", "We visited the",
+)
+
+ACRONYM_TAILS: tuple[str, ...] = (
+    ".", " said on {day}.", " was founded in {year}.", " is based near the {place}.",
+    " has {n} members.", " opened a new {place}.", " met in {month}.",
+)
+
+
+#: "a apple" -> "an apple" (only the article "a" before a vowel-initial word).
+_A_BEFORE_VOWEL = re.compile(r"(^|\s)[aA] ([aeiouAEIOU])")
+
+
+def _stable_hash(key: str) -> int:
+    """Deterministic (process-independent) hash of ``key``; Python's ``hash`` is salted."""
+    return int.from_bytes(hashlib.md5(key.encode("utf-8")).digest()[:8], "big")
+
+
+def is_heldout(key: str) -> bool:
+    """True when the instance key belongs to the held-out (evaluation) split."""
+    return _stable_hash(key) % 100 < HELDOUT_PERCENT
+
+
+@dataclass(frozen=True)
+class Example:
+    """One document of the corpus.
+
+    Attributes:
+        text: Full document text (prompt + answer + continuation). Documents are
+            joined with ``<|endoftext|>`` when packed for training.
+        tag: ``"paren"``, ``"acronym"``, ``"ioi"`` or ``"filler"``.
+        prompt: Text up to, and excluding, the answer (equals ``text`` for filler).
+        answer: Expected continuation string; its first token is the one scored
+            (``""`` for filler).
+        key: Identity used for the held-out split.
+    """
+
+    text: str
+    tag: str
+    prompt: str
+    answer: str
+    key: str
+
+    def to_json(self) -> dict[str, str]:
+        """Row for the bundled jsonl files (``text`` is the prompt for task rows)."""
+        if self.tag == "filler":
+            return {"text": self.text, "tag": self.tag}
+        return {"text": self.prompt, "tag": self.tag, "answer": self.answer}
+
+    def as_dict(self) -> dict[str, str]:
+        """All fields, for debugging."""
+        return asdict(self)
+
+
+class CorpusGenerator:
+    """Draws documents from one split of the synthetic corpus.
+
+    Args:
+        seed: Seed of the private ``random.Random`` (nothing global is touched).
+        split: ``"train"`` emits only non-held-out keys, ``"heldout"`` only
+            held-out keys.
+        list_fraction: Probability that a filler document contains a sentence
+            repeating a list of names or objects.
+    """
+
+    #: Default mixture of tags for the training stream (probabilities).
+    DEFAULT_MIX: dict[str, float] = {"paren": 0.15, "acronym": 0.3, "ioi": 0.4, "filler": 0.15}
+
+    def __init__(self, seed: int, split: Split = "train", list_fraction: float = 0.5) -> None:
+        self.rng = random.Random(seed)
+        self.split: Split = split
+        #: Probability that a filler document contains a repeated-list sentence.
+        self.list_fraction = list_fraction
+        self._makers: dict[str, Callable[[], Example]] = {
+            "paren": self._paren,
+            "acronym": self._acronym,
+            "ioi": self._ioi,
+            "filler": self._filler,
+        }
+
+    # ------------------------------------------------------------------ API
+
+    def example(self, tag: str) -> Example:
+        """Draw one example with the given tag from this generator's split."""
+        maker = self._makers[tag]
+        want_heldout = self.split == "heldout"
+        # Rejection sampling on the key; 10% acceptance for held-out draws.
+        for _ in range(10_000):
+            ex = maker()
+            if is_heldout(ex.key) == want_heldout:
+                return ex
+        raise RuntimeError(f"could not draw a {self.split} example for {tag!r}")
+
+    def stream(self, mix: dict[str, float] | None = None) -> Iterator[Example]:
+        """Infinite stream of examples whose tags follow ``mix`` (default :attr:`DEFAULT_MIX`)."""
+        mix = mix or self.DEFAULT_MIX
+        tags, weights = zip(*mix.items())
+        while True:
+            yield self.example(self.rng.choices(tags, weights)[0])
+
+    def take(self, n: int, mix: dict[str, float] | None = None) -> list[Example]:
+        """First ``n`` examples of :meth:`stream`."""
+        it = self.stream(mix)
+        return [next(it) for _ in range(n)]
+
+    def balanced(self, n_per_tag: int, tags: tuple[str, ...] = TASKS) -> list[Example]:
+        """``n_per_tag`` distinct examples for each tag, interleaved tag by tag."""
+        per_tag: dict[str, list[Example]] = {}
+        for tag in tags:
+            seen: set[str] = set()
+            rows: list[Example] = []
+            while len(rows) < n_per_tag:
+                ex = self.example(tag)
+                if ex.prompt not in seen:
+                    seen.add(ex.prompt)
+                    rows.append(ex)
+            per_tag[tag] = rows
+        return [per_tag[tag][i] for i in range(n_per_tag) for tag in tags]
+
+    # ------------------------------------------------------------ helpers
+
+    def _pick(self, seq: tuple[str, ...]) -> str:
+        return self.rng.choice(seq)
+
+    def _year(self) -> str:
+        return str(self.rng.randint(1900, 2024))
+
+    def _small_number(self) -> str:
+        return str(self.rng.randint(2, 99))
+
+    def _fill(self, template: str, **fixed: str) -> str:
+        """Fill the generic slots of a template (names, places, numbers...)."""
+        slots = {
+            "name": lambda: self._pick(NAMES),
+            "name2": lambda: self._pick(NAMES),
+            "place": lambda: self._pick(PLACES),
+            "obj": lambda: self._pick(OBJECTS),
+            "adj": lambda: self._pick(ADJECTIVES),
+            "noun": lambda: self._pick(NOUNS),
+            "verb": lambda: self._pick(VERBS_PAST),
+            "tverb": lambda: self._pick(VERBS_TRANSITIVE_PAST),
+            "day": lambda: self._pick(DAYS),
+            "month": lambda: self._pick(MONTHS),
+            "time": lambda: self._pick(TIMES),
+            "unit": lambda: self._pick(UNITS),
+            "year": self._year,
+            "n": self._small_number,
+        }
+        values = {k: v() for k, v in slots.items() if "{" + k + "}" in template}
+        values.update(fixed)
+        # Same slot name -> same value, so "{name} ... {name}" repeats one entity.
+        return _A_BEFORE_VOWEL.sub(r"\1an \2", template.format(**values))
+
+    # ---------------------------------------------------------- filler
+
+    FILLER_SENTENCES: tuple[str, ...] = (
+        "The {adj} {noun} {verb} near the {place}.",
+        "{name} {tverb} a {adj} {obj} {time}.",
+        "It was a {adj} day at the {place}, and the {noun} {verb}.",
+        "There were {n} {unit} between the {place} and the {place2}.",
+        "{name} said that the {obj} was {adj}.",
+        "In {year}, a {noun} {tverb} the {obj} at the {place}.",
+        "On {day} the {noun} {verb} with {name}.",
+        "{name} and {name2} {verb} {time}.",
+        "Nobody knew why the {obj} was so {adj}.",
+        "The {place} is {adj} in {month}.",
+        "A {adj} {noun} lived next to the {place} for {n} years.",
+        "{name} {tverb} the {obj} and then {verb}.",
+        "Every {day}, the {noun} visits the {place}.",
+        "The {obj} in the {place} was {adj} and {adj2}.",
+        "We {verb} at the {place} until {name} came back.",
+        "The {noun} asked {name} about the {obj}.",
+        "After {n} {unit}, the {noun} {verb}.",
+        "{name} kept the {obj} in a {adj} box.",
+        # Entities mentioned twice, as in ordinary prose; these give the model a
+        # plain copying signal (the second mention is predictable from the first).
+        "{name} found a {obj} near the {place}. Later, {name} lost the {obj}.",
+        "{name} went to the {place} on {day}, and {name} liked the {place}.",
+        "The {noun} gave {name} a {obj}, and {name} kept the {obj}.",
+        "{name} and {name2} walked home. {name2} was {adj}, but {name} was {adj2}.",
+        "{name} saw a {adj} {obj}. The {obj} belonged to {name2}, so {name} called {name2}.",
+        "Ask {name} about the {obj}, because {name} knows the {obj} well.",
+        "The {place} near {name}'s house was {adj}, so {name} stayed at the {place}.",
+        "{name} wrote to {name2} about the {obj}, and {name2} wrote back to {name}.",
+    )
+
+    def _filler_sentence(self) -> str:
+        template = self._pick(self.FILLER_SENTENCES)
+        fixed: dict[str, str] = {}
+        if "{place2}" in template:
+            fixed["place2"] = self._pick(PLACES)
+        if "{adj2}" in template:
+            fixed["adj2"] = self._pick(ADJECTIVES)
+        return self._fill(template, **fixed)
+
+    #: Sentence pairs that mention the same list twice (dense copying signal,
+    #: which bootstraps the name-copying circuitry IOI builds on). The flag says
+    #: whether a list of objects reads naturally (otherwise names only).
+    LIST_TEMPLATES: tuple[tuple[str, bool], ...] = (
+        ("We invited {items}. In the end, {items} came.", False),
+        ("The list said {items}. We checked {items} twice.", True),
+        ("At first we met {items}, and later we met {items} again.", False),
+        ("On {day} we saw {items}. On {day2} we saw {items} again.", True),
+    )
+
+    def _list_sentence(self) -> str:
+        template, objects_ok = self.rng.choice(self.LIST_TEMPLATES)
+        if objects_ok and self.rng.random() < 0.3:
+            pool = tuple(f"the {o}" for o in OBJECTS)
+        else:
+            pool = NAMES
+        items = self.rng.sample(pool, self.rng.randint(2, 4))
+        listed = ", ".join(items[:-1]) + " and " + items[-1]
+        return self._fill(template, items=listed, day2=self._pick(DAYS))
+
+    def _filler(self) -> Example:
+        n_sentences = self.rng.randint(1, 3)
+        sentences = [self._filler_sentence() for _ in range(n_sentences)]
+        if self.rng.random() < self.list_fraction:
+            sentences[self.rng.randrange(len(sentences))] = self._list_sentence()
+        text = " ".join(sentences)
+        return Example(text=text, tag="filler", prompt=text, answer="", key="filler:" + text)
+
+    # ---------------------------------------------------------- paren
+
+    #: Contents that form a complete parenthetical; usable with either bracket.
+    PAREN_CONTENTS: tuple[str, ...] = (
+        "born {year}", "see page {n}", "in {year}", "about {n} {unit}", "near the {place}",
+        "with {name}", "for {n} days", "or so we thought", "also called the {obj}",
+        "which was {adj}", "since {month}", "on {day}", "not the {obj}", "{n} in total",
+    )
+    #: Contents typical of square-bracket notes.
+    SQUARE_CONTENTS: tuple[str, ...] = ("{n}", "citation needed", "sic", "see note {n}", "edited by {name}")
+
+    PAREN_PREFIXES: tuple[str, ...] = (
+        "{name} visited the {place}",
+        "The {obj} was left at the {place}",
+        "We met {name} at the {place}",
+        "The {place} opened in {month}",
+        "The {adj} {noun} sold a {obj}",
+        "Our {noun} moved to the {place}",
+        "{name} wrote a book about the {obj}",
+        "The old {place} was closed",
+    )
+    PAREN_ENDINGS: tuple[str, ...] = (
+        ".", ".", " last year.", ", and then {name} left.", " before the rain.",
+        " and everyone agreed.", ", but nobody cared.",
+    )
+
+    def _paren(self) -> Example:
+        roll = self.rng.random()
+        if roll < 0.4:
+            return self._paren_frame()
+        if roll < 0.5:
+            return self._paren_copyright()
+        return self._paren_inline()
+
+    def _paren_inline(self) -> Example:
+        opener = self._pick(tuple(BRACKETS))
+        pool = self.PAREN_CONTENTS + (self.SQUARE_CONTENTS if opener == "[" else ())
+        content = self._fill(self._pick(pool))
+        prompt = f"{self._fill(self._pick(self.PAREN_PREFIXES))} {opener}{content}"
+        answer = BRACKETS[opener]
+        ending = self._fill(self._pick(self.PAREN_ENDINGS))
+        return Example(
+            text=prompt + answer + ending,
+            tag="paren",
+            prompt=prompt,
+            answer=answer,
+            key=f"paren:{opener}{content}",
+        )
+
+    def _paren_copyright(self) -> Example:
+        # A preceding sentence gives the key some variety; "(C" is also the
+        # start of many acronyms, so the model must look at the context.
+        lead = self._filler_sentence() + " " if self.rng.random() < 0.7 else ""
+        prompt = f"{lead}Copyright (C"
+        ending = self._fill(" {year} {name} and {name2}.")
+        return Example(
+            text=prompt + ")" + ending, tag="paren", prompt=prompt, answer=")",
+            key="paren:copyright:" + lead,
+        )
+
+    def _paren_frame(self) -> Example:
+        opener = self._pick(tuple(BRACKETS))
+        head, tail = self.rng.choice(BRACKET_FRAMES)
+        thing = self._pick(BRACKET_THINGS)
+        prompt = f"{head.format(thing=thing)} {opener} {tail}"
+        answer = " " + BRACKETS[opener]
+        ending = self._pick((".", ".", ", as usual.", " in every case."))
+        return Example(
+            text=prompt + answer + ending,
+            tag="paren",
+            prompt=prompt,
+            answer=answer,
+            key=f"paren:frame:{head}|{thing}|{opener}",
+        )
+
+    # -------------------------------------------------------- acronym
+
+    def _acronym(self) -> Example:
+        n_words = self.rng.choices((2, 3, 4), (0.2, 0.6, 0.2))[0]
+        words = self.rng.sample(ACRONYM_WORDS, n_words)
+        initials = "".join(w[0] for w in words)
+        prompt = f"{self._pick(ACRONYM_PREFIXES)} {' '.join(words)} ({initials[0]}"
+        answer = initials[1:]
+        tail = self._fill(self._pick(ACRONYM_TAILS))
+        return Example(
+            text=prompt + answer + ")" + tail,
+            tag="acronym",
+            prompt=prompt,
+            answer=answer,
+            key="acronym:" + " ".join(words),
+        )
+
+    # ------------------------------------------------------------ ioi
+
+    def _ioi(self) -> Example:
+        io, s = self.rng.sample(NAMES, 2)
+        a, b = (io, s) if self.rng.random() < 0.5 else (s, io)
+        template = self._pick(IOI_TEMPLATES)
+        prompt = self._fill(template, A=a, B=b, S=s)
+        answer = " " + io
+        ending = self._pick(IOI_ENDINGS)
+        return Example(
+            text=prompt + answer + ending,
+            tag="ioi",
+            prompt=prompt,
+            answer=answer,
+            key="ioi:" + "|".join(sorted((io, s))),
+        )

@@ -1,0 +1,92 @@
+"""``featuregraph demo``: sweep the bundled model's task prompts into a local database.
+
+Safe to run twice: the ingest resumes (nothing is swept again) and the noise baseline is
+only computed when the run has none yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from demo import MODEL_DIR, NOISE_CORPUS_PATH, PROMPTS_PATH, sae_dirs
+from featuregraph.errors import InputError
+
+log = logging.getLogger(__name__)
+
+HAS_NOISE = "SELECT count(*) FROM experiments WHERE run_id = ? AND kind = 'noise' AND status = 'complete'"
+PROMPTS_PER_TAG = "SELECT tag, count(*) FROM prompts WHERE run_id = ? GROUP BY tag ORDER BY tag"
+EDGE_COUNT = "SELECT count(*) FROM edges WHERE run_id = ?"
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    db_path: str
+    run_id: int
+    prompts_per_tag: dict[str, int]
+    edges: int
+    noise_experiment: int | None  # None: the run already had one
+    paths_per_tag: dict[str, list[tuple[str, int]]]  # tag -> [(path, support)]
+
+
+def _subset(prompts, per_tag: int | None):
+    if per_tag is None:
+        return prompts
+    seen: Counter = Counter()
+    out = []
+    for p in prompts:
+        if seen[p.tag] < per_tag:
+            seen[p.tag] += 1
+            out.append(p)
+    return out
+
+
+def run_demo(
+    db_path: str | Path,
+    per_tag: int | None = None,
+    noise_contexts: int = 100,
+    device: str = "auto",
+    progress: bool = True,
+    say: Callable[[str], None] = log.info,
+) -> DemoSummary:
+    """Ingest the bundled prompts (``per_tag`` of each task, or all) with the bundled model and
+    SAEs, add a noise baseline from the bundled filler corpus, and summarise what landed."""
+    from ingest.config import ModelSpec, RunConfig, SaeSpec
+    from ingest.experiments import run_noise
+    from ingest.noise import NoiseSpec
+    from ingest.prompts import read_prompts
+    from ingest.run import ingest
+    from query.api import recurring_paths
+    from store.db import open_database
+
+    if not MODEL_DIR.is_dir():
+        raise InputError(f"the bundled demo model is missing at {MODEL_DIR}; regenerate it with `python -m demo.train`")
+    prompts = _subset(read_prompts(PROMPTS_PATH), per_tag)
+    config = RunConfig(
+        model=ModelSpec(str(MODEL_DIR)),
+        saes=tuple(SaeSpec(path=str(p)) for p in sae_dirs()),
+        device=device,
+    )
+    say(f"sweeping {len(prompts)} prompts with the bundled model ({len(config.saes)} SAEs) into {db_path}")
+    summary = ingest(db_path, prompts, config, progress=progress)
+    run_id = summary.run_id
+
+    with open_database(db_path, read_only=True) as db:
+        has_noise = db.fetchone(HAS_NOISE, [run_id])[0] > 0
+    experiment_id = None
+    if not has_noise:
+        say(f"noise baseline: ablating the run's features in {noise_contexts} filler contexts")
+        spec = NoiseSpec(str(NOISE_CORPUS_PATH), n_contexts=noise_contexts, context_tokens=24)
+        experiment_id, _ = run_noise(db_path, spec, run_id=run_id, device=device, progress=progress)
+
+    with open_database(db_path, read_only=True) as db:
+        tags = dict(db.fetchall(PROMPTS_PER_TAG, [run_id]))
+        edges = int(db.fetchone(EDGE_COUNT, [run_id])[0])
+        paths = {}
+        for tag in sorted(t for t in tags if t):
+            top = recurring_paths(db, n_edges=2, min_support=2, run=run_id, tag=tag, limit=3)
+            paths[tag] = [(str(row["path"]), int(row["support"])) for row in top.iter_rows(named=True)] if top.height else []
+    return DemoSummary(str(db_path), run_id, tags, edges, experiment_id, paths)

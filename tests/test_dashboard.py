@@ -1,0 +1,445 @@
+"""The dashboard's pages under Streamlit's AppTest, its DOT drawing and its queries."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import duckdb
+import polars as pl
+import pytest
+from test_dashboard_support import app_test, dashboard_db_fixture  # noqa: F401
+
+from dashboard import graph as g
+from query import api, pages
+from store.db import open_database
+from store.models import Node
+
+SIGN_TEXT = "ablated minus clean"
+
+
+def _texts(at) -> str:
+    """Every caption, markdown and alert text of a finished run, as one string."""
+    parts = [e.value for kind in ("caption", "markdown", "info", "warning", "error", "header", "subheader")
+             for e in getattr(at, kind)]  # fmt: skip
+    parts += [e.value for e in at.sidebar.markdown]
+    return "\n".join(str(p) for p in parts)
+
+
+def _edges(dot: str) -> int:
+    """Arrows in DOT source (tooltips mention "->" too)."""
+    return len(re.findall(r"^  n\d+_\d+ -> n\d+_\d+ ", dot, flags=re.M))
+
+
+def _ok(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _expected_graph(db_path, run, prompt, k=3, min_path=2) -> pl.DataFrame:
+    with open_database(db_path, read_only=True) as db:
+        return api.prompt_graph(db, prompt, run, k=k, min_path=min_path)
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+def test_overview_lists_runs_tags_and_counts(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path).run()
+    _ok(at)
+    assert at.sidebar.radio[0].value == "overview"
+    runs = at.dataframe[0].value
+    assert list(runs["run_id"]) == [dashboard_db.run_id]
+    assert runs["status"][0] == "complete" and runs["prompts_done"][0] == 8
+    tags = at.dataframe[2].value
+    assert dict(zip(tags["tag"], tags["prompts"], strict=True)) == {"alpha": 4, "beta": 4}
+    counts = dict(zip(at.dataframe[3].value["table"], at.dataframe[3].value["rows"], strict=True))
+    assert counts["prompts"] == 8 and counts["edges"] > 0 and counts["experiments"] == 3
+    assert set(at.dataframe[4].value["kind"]) == {"noise", "validation", "curve"}
+    assert SIGN_TEXT in _texts(at)
+
+
+def test_prompt_graph_draws_the_pruned_graph(dashboard_db, monkeypatch):
+    run, prompt = dashboard_db.run_id, 2
+    at = app_test(monkeypatch, dashboard_db.path, "graph", prompt=prompt).run()
+    _ok(at)
+    expected = _expected_graph(dashboard_db.path, run, prompt)
+    strongest = expected.sort(pl.col("weight").abs(), descending=True).head(30)
+    dot = at.get("graphviz_chart")[0].proto.spec
+    want = {g.node_id(Node(a, b)) for a, b in strongest.select("up_layer", "up_feature").iter_rows()}
+    want |= {g.node_id(Node(a, b)) for a, b in strongest.select("down_layer", "down_feature").iter_rows()}
+    drawn = {
+        line.split()[0] for line in dot.splitlines() if line.strip().startswith("n") and "[label=<" in line
+    }
+    assert drawn == want
+    assert _edges(dot) == strongest.height
+    assert g.RED in dot and g.BLUE in dot  # both signs present in this graph
+    assert 'URL="?page=feature&feature=' in dot and f"run={run}" in dot
+    assert "When Mary and John" in "\n".join(e.value for e in at.code)
+    top = at.dataframe[0].value
+    assert list(top["rank"]) == list(range(1, len(top) + 1)) and len(top) == 10
+    assert SIGN_TEXT in _texts(at)
+
+    # fewer edges drawn, then a stricter path length: the graph follows the controls
+    at.slider(key="graph_max_edges").set_value(5).run()
+    assert _edges(at.get("graphviz_chart")[0].proto.spec) == 5
+    at.slider(key="graph_min_path").set_value(3).run()
+    # three SAE layers: paths of two edges at most
+    assert not at.get("graphviz_chart") and "No edges left" in _texts(at)
+
+
+def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path, "graph", prompt=2).run()
+    _ok(at)
+    at.slider(key="graph_max_edges").set_value(300).run()
+    before = _edges(at.get("graphviz_chart")[0].proto.spec)
+    at.number_input(key="graph_min_snr").set_value(50.0).run()
+    _ok(at)
+    charts = at.get("graphviz_chart")
+    after = _edges(charts[0].proto.spec) if charts else 0
+    assert after < before
+    with open_database(dashboard_db.path, read_only=True) as db:
+        kept = pages.prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 50.0, "z")
+    assert after == kept.height
+    assert (kept["z_score"].abs() >= 50).all() and (kept["path_len"] >= 2).all()
+
+
+def test_prompt_picker_search_and_feature_navigation(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path, "graph").run()
+    _ok(at)
+    at.text_input(key="graph_search").input("copyright").run()
+    options = at.selectbox(key="qp_prompt").options
+    assert len(options) == 2 and all("Copyright" in o for o in options)
+    feature = at.selectbox(key="graph_open_feature").value
+    at.button(key="graph_open_button").click().run()
+    _ok(at)
+    assert at.sidebar.radio[0].value == "feature"
+    assert at.query_params["feature"] == feature
+    assert f"Feature {feature}" in _texts(at)
+
+
+def test_recurring_paths_and_drill_in(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path, "paths").run()
+    _ok(at)
+    table = at.dataframe[0].value
+    with open_database(dashboard_db.path, read_only=True) as db:
+        expected = api.recurring_paths(db, n_edges=2, min_support=2, run=dashboard_db.run_id, limit=200)
+    assert len(table) == expected.height and table["support"].is_monotonic_decreasing
+    first = " -> ".join(dashboard_db.path_nodes)
+    assert table["path"][0] == first and table["sign_pattern"][0] == dashboard_db.path_signs
+    prompts = at.dataframe[1].value
+    with open_database(dashboard_db.path, read_only=True) as db:
+        want = api.path_prompts(db, first, dashboard_db.run_id, dashboard_db.path_signs)
+    assert sorted(prompts["prompt_id"]) == sorted(want["prompt_id"].to_list()) and len(prompts) >= 2
+    assert prompts["graph"][0].startswith("?page=graph&prompt=")
+
+    # another path, by the select; then sort by strength; then open a prompt's graph
+    second = at.selectbox(key="qp_path").options[1]
+    at.selectbox(key="qp_path").set_value(second).run()
+    _ok(at)
+    assert f"Prompts containing {second.split('  [')[0]}" in _texts(at)
+    at.selectbox(key="paths_sort").set_value("strength").run()
+    strength = at.dataframe[0].value["min_abs_mean_weight"]
+    assert strength.is_monotonic_decreasing
+    at.button(key="paths_open_graph").click().run()
+    _ok(at)
+    assert at.sidebar.radio[0].value == "graph" and at.get("graphviz_chart")
+
+
+def test_recurring_paths_filters(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path, "paths").run()
+    at.text_input(key="paths_signs").input("++")
+    at.number_input(key="paths_support").set_value(3)
+    at.button[0].click().run()  # the form's Search button
+    _ok(at)
+    with open_database(dashboard_db.path, read_only=True) as db:
+        expected = api.recurring_paths(db, n_edges=2, min_support=3, run=dashboard_db.run_id, signs="++")
+    if expected.height == 0:
+        assert "No recurring path" in _texts(at)
+    else:
+        table = at.dataframe[0].value
+        assert set(table["sign_pattern"]) == {"++"} and (table["support"] >= 3).all()
+    at.text_input(key="paths_signs").input("+x")
+    at.button[0].click().run()
+    assert any("sign pattern" in e.value for e in at.error)  # one line, no traceback
+    assert not at.exception
+
+
+def test_feature_page(dashboard_db, monkeypatch):
+    up = dashboard_db.path_nodes[0]
+    at = app_test(monkeypatch, dashboard_db.path, "feature", feature=up, run=dashboard_db.run_id).run()
+    _ok(at)
+    texts = _texts(at)
+    assert f"Feature {up}" in texts and SIGN_TEXT in texts
+    assert [t.label for t in at.tabs] == [
+        "Top contexts",
+        "Edges",
+        "Logit effects",
+        "Noise",
+        "Response curves",
+    ]
+    with open_database(dashboard_db.path, read_only=True) as db:
+        contexts = api.top_contexts(db, up, dashboard_db.run_id, top=10)
+        edges = api.feature_edges(db, up, dashboard_db.run_id, top=25)
+    html = at.get("html")
+    assert len(html) == contexts.height and "background: rgba(255,127,14" in html[0].proto.body
+    out_edges = [d.value for d in at.dataframe if "neighbour" in d.value.columns]
+    assert sum(len(d) for d in out_edges) == edges.height
+    assert len(at.get("vega_lite_chart")) >= 2  # logit effects, and the curve along the path
+    assert any("curve #" in m.value for m in at.markdown)
+    assert not at.get("link_button")  # the tiny SAEs have no Neuronpedia id
+    # neighbours are one click away
+    at.button(key="feature_open_neighbour").click().run()
+    _ok(at)
+    assert at.query_params["feature"] != up
+
+
+def test_feature_page_links_to_neuronpedia(dashboard_db, monkeypatch, tmp_path):
+    copy = tmp_path / "np.duckdb"
+    shutil.copy(dashboard_db.path, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("UPDATE run_saes SET neuronpedia_id = 'gpt2-small/0-res-jb' WHERE layer = 0")
+    con.close()
+    at = app_test(monkeypatch, copy, "feature", feature="0.7").run()
+    _ok(at)
+    assert at.get("link_button")[0].proto.url == "https://neuronpedia.org/gpt2-small/0-res-jb/7"
+    at = app_test(monkeypatch, copy, "feature", feature="1.7").run()
+    assert not at.get("link_button")
+
+
+def test_feature_page_unknown_feature_is_one_line(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path, "feature", feature="9.1").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["no SAE at layer 9 for feature 9.1 (layers: 0, 1, 2)"]
+    at.text_input(key="qp_feature").input("abc").run()
+    assert "LAYER.FEATURE" in at.error[0].value and not at.exception
+
+
+def test_noise_and_validation_page(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path, "noise").run()
+    _ok(at)
+    assert SIGN_TEXT in _texts(at)
+    assert len(at.get("vega_lite_chart")) == 3  # |weight| and |dprob| against noise, per feature
+
+    at.radio(key="qp_section").set_value("edges").run()
+    _ok(at)
+    assert len(at.get("vega_lite_chart")) == 1  # |z| of recurring edges
+    best = [d.value for d in at.dataframe if "z_of_mean" in d.value.columns][0]
+    assert len(best) > 0 and best["z_of_mean"].abs().is_monotonic_decreasing and (best["prompts"] >= 2).all()
+    at.number_input(key="noise_min_prompts").set_value(3).run()
+    best = [d.value for d in at.dataframe if "z_of_mean" in d.value.columns][0]
+    assert (best["prompts"] >= 3).all()
+
+    at.radio(key="qp_section").set_value("validation").run()
+    _ok(at)
+    assert at.query_params["section"] == "validation"
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) >= {
+        "mean total variation: path",
+        "mean total variation: control",
+        "path beats control",
+    }
+    results = [
+        d.value for d in at.dataframe if "arm" in d.value.columns and "total_variation" in d.value.columns
+    ][0]
+    assert sorted(set(results["arm"])) == ["control", "path"] and len(results) == 6
+    assert set(results[results["arm"] == "path"]["features"]) == {",".join(dashboard_db.path_nodes)}
+    assert len(at.get("vega_lite_chart")) == 1
+    tokens = [d.value for d in at.dataframe if "p_ablated" in d.value.columns][0]
+    assert set(tokens["arm"]) == {"clean", "path", "control"}
+
+    at.radio(key="qp_section").set_value("curves").run()
+    _ok(at)
+    assert len(at.get("vega_lite_chart")) == 2  # downstream activation, token probabilities
+
+
+def test_sql_console_runs_reads_and_refuses_writes(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path, "sql").run()
+    _ok(at)
+    at.text_area(key="sql_text").input("SELECT prompt_id, tag FROM prompts ORDER BY prompt_id")
+    at.button[0].click().run()
+    _ok(at)
+    frame = at.dataframe[0].value
+    assert list(frame["prompt_id"]) == list(range(8))
+    assert {b.proto.label for b in at.get("download_button")} == {"Download CSV", "Download Parquet"}
+    at.number_input(key="sql_rows").set_value(3)
+    at.button[0].click().run()
+    assert len(at.dataframe[0].value) == 3 and "stopped at the row cap" in _texts(at)
+    for statement in ("DELETE FROM runs", "COPY runs TO '/tmp/x.csv'", "SELECT 1; DROP TABLE runs"):
+        at.text_area(key="sql_text").input(statement)
+        at.button[0].click().run()
+        assert not at.exception
+        assert len(at.error) == 1 and at.error[0].value.startswith("Refused:"), statement
+        assert not at.dataframe
+    with open_database(dashboard_db.path, read_only=True) as db:
+        assert db.fetchone("SELECT count(*) FROM runs")[0] == 1
+    at.text_area(key="sql_text").input("SELECT * FROM no_such_table")
+    at.button[0].click().run()
+    assert "no_such_table" in at.error[0].value and not at.exception
+
+
+def test_sidebar_moves_between_pages(dashboard_db, monkeypatch):
+    at = app_test(monkeypatch, dashboard_db.path).run()
+    for page in ("graph", "paths", "feature", "noise", "sql", "overview"):
+        at.sidebar.radio[0].set_value(page).run()
+        _ok(at)
+        assert at.query_params["page"] == page
+
+
+def test_every_page_of_an_empty_database(monkeypatch, tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    open_database(empty).close()
+    for page in ("overview", "graph", "paths", "feature", "noise", "sql"):
+        at = app_test(monkeypatch, empty, page).run()
+        _ok(at)
+        if page != "sql":
+            assert "no runs yet" in _texts(at)
+
+
+def test_without_a_database(monkeypatch, tmp_path):
+    at = app_test(monkeypatch, None).run()
+    assert not at.exception and "featuregraph dashboard DB" in at.error[0].value
+    at = app_test(monkeypatch, tmp_path / "missing.duckdb").run()
+    assert not at.exception and at.error[0].value == f"no database at {tmp_path / 'missing.duckdb'}"
+
+
+def test_a_writer_holding_the_lock_is_one_line(dashboard_db, monkeypatch, tmp_path):
+    copy = tmp_path / "locked.duckdb"
+    shutil.copy(dashboard_db.path, copy)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(copy)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("FEATUREGRAPH_LOCK_WAIT", "0.2")
+        at = app_test(monkeypatch, copy, "graph").run()
+        assert not at.exception and not at.error
+        assert len(at.warning) == 1 and at.warning[0].value.startswith(
+            "An ingest is writing to this database"
+        )
+        assert "\n" not in at.warning[0].value
+    finally:
+        holder.kill()
+        holder.wait()
+    at = app_test(monkeypatch, copy, "graph").run()  # once the writer is gone, the page is back
+    _ok(at)
+    assert at.get("graphviz_chart")
+
+
+# -- drawing -----------------------------------------------------------------------------------
+
+
+def test_dot_escapes_labels_and_colours_by_sign():
+    a, b, c = Node(0, 1), Node(1, 2), Node(1, 3)
+    boxes = {
+        a: g.NodeBox(a, ["<b>", ' "x"', "&", "\n", ""], [0.0, 2.0, 1.0, 0.0, 0.0],
+                     promoted=[g.TokenEffect("<|endoftext|>", 0.1)], suppressed=[g.TokenEffect("a]b", -0.2)]),
+    }  # fmt: skip
+    edges = [g.GraphEdge(a, b, -0.5, note='z "9"'), g.GraphEdge(a, c, 0.25)]
+    dot = g.build_dot(edges, boxes, g.DrawOptions(link=lambda n: f'?page=feature&feature={n}"'))
+    assert "&lt;b&gt;" in dot and "&quot;x&quot;" in dot and "&amp;" in dot and "&lt;|endoftext|&gt;" in dot
+    assert "<b>" not in dot.replace("<B>", "").replace("</B>", "")
+    assert "\u23ce" in dot and "\u2205" in dot  # newline and empty token made visible
+    assert 'URL="?page=feature&feature=0.1\\""' in dot  # quoted attribute escaped
+    assert 'z \\"9\\"' in dot
+    red, blue = g.edge_color(-0.5, 0.5), g.edge_color(0.25, 0.5)
+    assert red[0] == g.RED + "ff" and blue[0].startswith(g.BLUE) and blue[1] < red[1]
+    assert f'n0_1 -> n1_2 [color="{red[0]}"' in dot and f'n0_1 -> n1_3 [color="{blue[0]}"' in dot
+    assert int(blue[0][-2:], 16) < 255  # weaker edge: more transparent
+    assert "subgraph layer_1 { rank=same; n1_2 n1_3; }" in dot
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_dot_is_valid_graphviz():
+    a, b = Node(0, 1), Node(1, 2)
+    box = g.NodeBox(a, ["<", ">", "&", '"', "'", "\t", "\x01", "é"], [1, 2, 3, 4, 5, 6, 7, 8])
+    dot = g.build_dot(
+        [g.GraphEdge(a, b, -1.0)], {a: box}, g.DrawOptions(link=lambda n: f"?feature={n}&x=\"'<>")
+    )
+    out = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True)
+    assert "?feature=0.1&" in out.stdout and "&lt;" in out.stdout and not out.stderr
+
+
+def test_token_window_follows_the_peak():
+    assert g.token_window([0, 1, 0], 10) == (0, 3)
+    acts = [0.0] * 30
+    acts[20] = 1.0
+    assert g.token_window(acts, 10) == (15, 25)
+    acts[20], acts[29] = 0.0, 1.0
+    assert g.token_window(acts, 10) == (20, 30)
+    assert g.visible_token(" a\tb\x00") == "\u00a0a\u21e5b"
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def test_longest_paths_on_a_hand_graph():
+    edges = pl.DataFrame(
+        {"up_layer": [0, 1, 2, 0, 1], "up_feature": [1, 2, 3, 9, 8], "down_layer": [1, 2, 3, 1, 2],
+         "down_feature": [2, 3, 4, 8, 7]}
+    )  # fmt: skip
+    assert pages.longest_paths(edges).to_list() == [3, 3, 3, 2, 2]
+
+
+def test_prompt_graph_snr_without_a_threshold_is_the_macro(dashboard_db):
+    with open_database(dashboard_db.path, read_only=True) as db:
+        plain = api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=2)
+        with_noise = pages.prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 0.0)
+        recomputed = pages.longest_paths(api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=1))
+        assert with_noise.select(plain.columns).equals(plain)
+        assert with_noise["z_score"].null_count() < with_noise.height
+        assert recomputed.max() == 2
+
+
+def test_open_reader_names_a_busy_database(dashboard_db, tmp_path):
+    copy = tmp_path / "busy.duckdb"
+    shutil.copy(dashboard_db.path, copy)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(copy)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(pages.DatabaseBusyError, match="in use by another process"):
+            pages.open_reader(copy, wait_s=0.1)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_neuronpedia_url():
+    assert (
+        pages.neuronpedia_url("gpt2-small/5-res-jb", 10603)
+        == "https://neuronpedia.org/gpt2-small/5-res-jb/10603"
+    )
+    assert pages.neuronpedia_url(None, 3) is None and pages.neuronpedia_url("", 3) is None
+
+
+def test_dashboard_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from dashboard.launch import streamlit_command
+    from featuregraph.cli import app
+
+    result = CliRunner().invoke(app, ["dashboard", "--help"])
+    assert result.exit_code == 0 and "--port" in result.output and "--headless" in result.output
+    result = CliRunner().invoke(app, ["dashboard", str(tmp_path / "missing.duckdb")])
+    assert result.exit_code == 2 and "no database at" in result.output
+    cmd = streamlit_command(tmp_path / "x.duckdb", port=9999, headless=True)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
+    assert cmd[cmd.index("--server.port") + 1] == "9999" and cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[-2:] == ["--db", str(tmp_path / "x.duckdb")]
+
+
+def test_the_dashboard_imports_without_torch():
+    code = (
+        "import sys; import dashboard.data, dashboard.graph, dashboard.launch, dashboard.nav, dashboard.render; "
+        "import dashboard.views.graph, dashboard.views.paths, dashboard.views.feature, dashboard.views.noise; "
+        "import dashboard.views.sql, dashboard.views.overview, query.pages; "
+        "assert 'torch' not in sys.modules and 'sae_lens' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
