@@ -209,8 +209,10 @@ def planted_windows(planted: list[dict], n_edges: int) -> dict[str, int]:
     return out
 
 
-def check_planted(top: list[dict], planted: list[dict], n_edges: int) -> dict:
-    windows = planted_windows(planted, n_edges)
+def check_planted(top: list[dict], planted: list[dict], n_edges: int, min_support: int) -> dict:
+    """The planted windows that reach ``min_support`` must be the first rows, with at least the
+    support they were planted with."""
+    windows = {p: n for p, n in planted_windows(planted, n_edges).items() if n >= min_support}
     head = [r["path"] for r in top[: len(windows)]]
     found = sum(1 for path in head if path in windows)
     supports_ok = all(r["support"] >= windows[r["path"]] for r in top[: len(windows)] if r["path"] in windows)
@@ -302,7 +304,7 @@ def main() -> None:
             args={k: v for k, v in wargs.items() if k not in ("features", "paths")},
         )
         if kind == "recurring":
-            res["planted_check"] = check_planted(res["top"], planted, wargs["n_edges"])
+            res["planted_check"] = check_planted(res["top"], planted, wargs["n_edges"], wargs["min_support"])
         report["queries"].append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "top"}), file=sys.stderr)
 

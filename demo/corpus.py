@@ -238,16 +238,27 @@ class CorpusGenerator:
             held-out keys.
         list_fraction: Probability that a filler document contains a sentence
             repeating a list of names or objects.
+        roll_call_fraction: Probability that a filler document is a word list
+            read twice. Copying such lists is the easiest way for a fresh model
+            to learn to copy earlier tokens, which IOI builds on.
     """
 
     #: Default mixture of tags for the training stream (probabilities).
     DEFAULT_MIX: dict[str, float] = {"paren": 0.15, "acronym": 0.3, "ioi": 0.4, "filler": 0.15}
 
-    def __init__(self, seed: int, split: Split = "train", list_fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        seed: int,
+        split: Split = "train",
+        list_fraction: float = 0.5,
+        roll_call_fraction: float = 0.1,
+    ) -> None:
         self.rng = random.Random(seed)
         self.split: Split = split
         #: Probability that a filler document contains a repeated-list sentence.
         self.list_fraction = list_fraction
+        #: Probability that a filler document is a "roll call" (a word list read twice).
+        self.roll_call_fraction = roll_call_fraction
         self._makers: dict[str, Callable[[], Example]] = {
             "paren": self._paren,
             "acronym": self._acronym,
@@ -390,7 +401,28 @@ class CorpusGenerator:
         listed = ", ".join(items[:-1]) + " and " + items[-1]
         return self._fill(template, items=listed, day2=self._pick(DAYS))
 
+    #: (first intro, second intro, for names only?)
+    ROLL_CALL_INTROS: tuple[tuple[str, str, bool], ...] = (
+        ("Roll call:", "Again:", True),
+        ("The names were", "Once more, the names were", True),
+        ("Read this list:", "Now read it again:", False),
+        ("Remember these words:", "Say them back:", False),
+    )
+
+    def _roll_call(self) -> str:
+        """A list of 4-10 words read twice, without commas (a clean copying pattern)."""
+        first, second, names_only = self.rng.choice(self.ROLL_CALL_INTROS)
+        if names_only or self.rng.random() < 0.5:
+            pool = NAMES
+        else:
+            pool = OBJECTS + PLACES + NOUNS + ADJECTIVES
+        words = " ".join(self.rng.sample(pool, self.rng.randint(4, 10)))
+        return f"{first} {words}. {second} {words}."
+
     def _filler(self) -> Example:
+        if self.rng.random() < self.roll_call_fraction:
+            text = self._roll_call()
+            return Example(text=text, tag="filler", prompt=text, answer="", key="filler:" + text)
         n_sentences = self.rng.randint(1, 3)
         sentences = [self._filler_sentence() for _ in range(n_sentences)]
         if self.rng.random() < self.list_fraction:
