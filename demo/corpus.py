@@ -372,9 +372,9 @@ class CorpusGenerator:
         "{name} wrote to {name2} about the {obj}, and {name2} wrote back to {name}.",
     )
 
-    def _filler_sentence(self) -> str:
+    def _filler_sentence(self, cast: dict[str, str] | None = None) -> str:
         template = self._pick(self.FILLER_SENTENCES)
-        fixed: dict[str, str] = {}
+        fixed: dict[str, str] = dict(cast or {})
         if "{place2}" in template:
             fixed["place2"] = self._pick(PLACES)
         if "{adj2}" in template:
@@ -423,8 +423,11 @@ class CorpusGenerator:
         if self.rng.random() < self.roll_call_fraction:
             text = self._roll_call()
             return Example(text=text, tag="filler", prompt=text, answer="", key="filler:" + text)
-        n_sentences = self.rng.randint(1, 3)
-        sentences = [self._filler_sentence() for _ in range(n_sentences)]
+        n_sentences = self.rng.randint(1, 4)
+        # Like a short story, a document keeps talking about the same two people,
+        # so most name mentions after the first are predictable by copying.
+        cast = {"name": self._pick(NAMES), "name2": self._pick(NAMES)}
+        sentences = [self._filler_sentence(cast) for _ in range(n_sentences)]
         if self.rng.random() < self.list_fraction:
             sentences[self.rng.randrange(len(sentences))] = self._list_sentence()
         text = " ".join(sentences)

@@ -287,8 +287,8 @@ def dashboard(
 @user_errors
 def demo(
     db: Path = typer.Option(Path("featuregraph-demo.duckdb"), "--db", help="DuckDB file to write (created if missing)."),
-    per_tag: Optional[int] = typer.Option(None, "--per-tag", help="Only the first N prompts of each task (default: all)."),
-    noise_contexts: int = typer.Option(100, "--noise-contexts", help="Filler contexts for the noise baseline."),
+    per_tag: Optional[int] = typer.Option(20, "--per-tag", help="The first N prompts of each task (0: all 100)."),
+    noise_contexts: int = typer.Option(30, "--noise-contexts", help="Filler contexts for the noise baseline."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     open_dashboard: Optional[bool] = typer.Option(
         None, "--open/--no-open", help="Open the dashboard afterwards (default: when run in a terminal)."
@@ -298,7 +298,7 @@ def demo(
     """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline."""
     from demo.run import run_demo
 
-    s = run_demo(db, per_tag, noise_contexts, device, progress=not quiet, say=typer.echo)
+    s = run_demo(db, per_tag or None, noise_contexts, device, progress=not quiet, say=typer.echo)
     tags = ", ".join(f"{n} {t}" for t, n in s.prompts_per_tag.items())
     typer.echo(f"run {s.run_id} in {s.db_path}: {tags} prompts; {s.edges:,} edges")
     if s.noise_experiment is not None:
