@@ -144,7 +144,7 @@ def test_sae_quality_matches_manifest(model, saes, prompts, noise, manifest: dic
         ev, l0 = stats["explained_variance"], stats["mean_l0"]
         assert ev == pytest.approx(recorded[hook]["explained_variance"], abs=EV_TOL), hook
         assert l0 == pytest.approx(recorded[hook]["mean_l0"], rel=L0_REL_TOL), hook
-        assert 0.5 <= ev <= 1.0 and l0 >= 1, (hook, ev, l0)  # a working SAE, even below the targets
+        assert 0.4 <= ev <= 1.0 and l0 >= 1, (hook, ev, l0)  # a working SAE, even below the targets
 
 
 def test_spliced_cross_entropy_recorded(manifest: dict[str, Any]) -> None:
