@@ -14,8 +14,6 @@ from pathlib import Path
 
 import torch
 from sae_lens import SAE, HookedSAETransformer
-from transformer_lens.loading_from_pretrained import get_pretrained_model_config
-from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from demo import ASSETS_DIR, MODEL_DIR, sae_dirs
@@ -36,30 +34,15 @@ def load_hf_model(model_dir: Path = MODEL_DIR) -> GPT2LMHeadModel:
     return model.eval()
 
 
-def load_hooked_model(
-    model_dir: Path = MODEL_DIR,
-    device: str = "cpu",
-    hf_model: GPT2LMHeadModel | None = None,
-) -> HookedSAETransformer:
-    """Build the processed ``HookedSAETransformer`` from a saved HF model folder.
+def load_hooked_model(model_dir: Path = MODEL_DIR, device: str = "cpu") -> HookedSAETransformer:
+    """The processed ``HookedSAETransformer``, loaded by featuregraph's own loader exactly as
+    ``featuregraph ingest --model DIR`` loads it (``fold_ln``, ``center_writing_weights``,
+    ``center_unembed``); logits differ from the HF model only by a per-position constant."""
+    from ingest.config import ModelSpec
+    from ingest.loading import MODEL_PROCESSING_KEYS, load_model
 
-    Args:
-        model_dir: Folder written by ``save_pretrained`` (model + tokenizer).
-        device: Torch device for the hooked model.
-        hf_model: Already loaded HF model (skips reading the weights again).
-
-    Returns:
-        Model with layer norms folded, writing weights centred and the unembed
-        centred; logits differ from the HF model only by a per-position constant.
-    """
-    cfg = get_pretrained_model_config(str(model_dir), fold_ln=True, device=device)
-    hf_model = hf_model if hf_model is not None else load_hf_model(model_dir)
-    state_dict = convert_gpt2_weights(hf_model, cfg)
-    model = HookedSAETransformer(cfg, load_tokenizer(model_dir))
-    model.load_and_process_state_dict(
-        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True
-    )
-    return model.to(device).eval()
+    model, _ = load_model(ModelSpec(str(model_dir)), dict.fromkeys(MODEL_PROCESSING_KEYS, True), device, "float32")
+    return model
 
 
 def load_saes(assets_dir: Path = ASSETS_DIR, device: str = "cpu") -> dict[str, SAE]:

@@ -523,7 +523,7 @@ def run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool
 
     with timed(timings, "hooked model check"):
         hf_model = load_hf_model(model_dir)
-        hooked = load_hooked_model(model_dir, hf_model=hf_model)
+        hooked = load_hooked_model(model_dir)
         agreement = hf_vs_hooked(hf_model, hooked, eval_rows[:32])
         logger.info("HF vs hooked: %s", agreement)
 

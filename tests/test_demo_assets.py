@@ -52,7 +52,7 @@ def hf_model():
 
 @pytest.fixture(scope="module")
 def model(hf_model):
-    return load_hooked_model(hf_model=hf_model)
+    return load_hooked_model()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,6 @@ def test_hooked_model_matches_hf(model, hf_model, prompts: list[dict[str, str]])
 def test_task_accuracy_matches_manifest(model, prompts, manifest: dict[str, Any]) -> None:
     measured = task_accuracy(model, prepare_prompts(model.tokenizer, prompts))
     recorded = manifest["bundled_check"]["task_accuracy"]
-    target = manifest["targets"]["task_accuracy_min"]
     for tag in TASKS:
         acc = measured[tag]["first_token"]
         assert acc == pytest.approx(recorded[tag]["first_token"], abs=ACCURACY_TOL), tag
