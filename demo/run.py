@@ -79,7 +79,7 @@ def run_demo(
     experiment_id = None
     if not has_noise:
         say(f"noise baseline: ablating the run's features in {noise_contexts} filler contexts")
-        spec = NoiseSpec(str(NOISE_CORPUS_PATH), n_contexts=noise_contexts, context_tokens=24)
+        spec = NoiseSpec(str(NOISE_CORPUS_PATH), n_contexts=noise_contexts, context_tokens=12)
         experiment_id, _ = run_noise(db_path, spec, run_id=run_id, device=device, progress=progress)
 
     with open_database(db_path, read_only=True) as db:

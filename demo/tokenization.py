@@ -29,6 +29,7 @@ __all__ = [
     "train_tokenizer",
     "encode_texts",
     "pack_documents",
+    "pack_weighted_documents",
     "pad_batch",
 ]
 
@@ -94,16 +95,41 @@ def pack_documents(docs: Iterable[list[int]], context_size: int, bos_id: int) ->
     Returns:
         ``LongTensor[n_rows, context_size]``.
     """
+    docs = list(docs)
+    tokens, _ = pack_weighted_documents(docs, [[1.0] * len(d) for d in docs], context_size, bos_id)
+    return tokens
+
+
+def pack_weighted_documents(
+    docs: Sequence[list[int]],
+    weights: Sequence[list[float]],
+    context_size: int,
+    bos_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`pack_documents`, also packing a loss weight per token.
+
+    ``weights[i][j]`` is the weight of predicting token ``j`` of document ``i``;
+    separators get weight 1 and the leading BOS of a row (never predicted) 0.
+
+    Returns:
+        ``(tokens, weights)``, ``LongTensor`` and ``FloatTensor`` of shape
+        ``[n_rows, context_size]``.
+    """
     rows: list[list[int]] = []
+    row_weights: list[list[float]] = []
     row: list[int] = [bos_id]
-    for doc in docs:
+    row_w: list[float] = [0.0]
+    for doc, w in zip(docs, weights, strict=True):
         row.extend(doc)
+        row_w.extend(w)
         if len(row) >= context_size:
             rows.append(row[:context_size])
-            row = [bos_id]
+            row_weights.append(row_w[:context_size])
+            row, row_w = [bos_id], [0.0]
         else:
             row.append(bos_id)
-    return torch.tensor(rows, dtype=torch.long)
+            row_w.append(1.0)
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(row_weights, dtype=torch.float32)
 
 
 def pad_batch(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

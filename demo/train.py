@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import platform
 import random
 import shutil
@@ -38,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -46,122 +45,25 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from sae_lens import (
-    HookedSAETransformer,
-    LanguageModelSAERunnerConfig,
-    LanguageModelSAETrainingRunner,
-    LoggingConfig,
-    StandardTrainingSAEConfig,
-)
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+from sae_lens import HookedSAETransformer
+from transformers import GPT2LMHeadModel
 
 from demo import ASSETS_DIR, DEMO_DIR
+from demo.config import TARGETS, TrainConfig, hook_names
 from demo.corpus import HELDOUT_PERCENT, TASKS, CorpusGenerator, Example
+from demo.lm_training import build_lm_rows, copy_warmup, make_model, train_lm
 from demo.loading import load_hf_model, load_hooked_model, load_saes
 from demo.metrics import (
-    ScoredPrompt,
     cross_entropy,
     encode_contexts,
     prepare_prompts,
     sae_stats,
     task_accuracy,
 )
-from demo.tokenization import (
-    PRETOKENIZE_PATTERN,
-    SPECIAL_TOKEN,
-    encode_texts,
-    pack_documents,
-    pad_batch,
-    train_tokenizer,
-)
+from demo.sae_training import train_sae
+from demo.tokenization import PRETOKENIZE_PATTERN, SPECIAL_TOKEN, encode_texts, pack_documents, train_tokenizer
 
 logger = logging.getLogger("demo.train")
-
-#: Quality targets written to (and checked in) the manifest.
-TARGETS: dict[str, float] = {
-    "task_accuracy_min": 0.90,
-    "sae_explained_variance_min": 0.80,
-    "sae_mean_l0_min": 5.0,
-    "sae_mean_l0_max": 40.0,
-    "ce_relative_increase_max": 0.10,
-}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of the run; recorded verbatim in the manifest."""
-
-    seed: int = 0
-    # One thread: deterministic across machines and far faster than two when the
-    # CPU is shared (OpenMP threads stall on each other when oversubscribed).
-    torch_threads: int = 1
-    # document mixture of the training streams (probabilities)
-    mix_paren: float = 0.15
-    mix_acronym: float = 0.3
-    mix_ioi: float = 0.4
-    mix_filler: float = 0.15
-    # tokenizer
-    vocab_size: int = 2048
-    tokenizer_docs: int = 30_000
-    # model (GPT-2 architecture)
-    n_layers: int = 4
-    d_model: int = 128
-    n_heads: int = 4
-    n_ctx: int = 128
-    # language-model training
-    lm_steps: int = 800
-    lm_batch_rows: int = 16
-    lm_lr: float = 3e-3
-    lm_warmup_steps: int = 40
-    lm_final_lr_fraction: float = 0.05
-    lm_weight_decay: float = 0.05
-    lm_grad_clip: float = 1.0
-    lm_probe_every: int = 50
-    # SAEs (sae_lens standard ReLU architecture)
-    sae_width: int = 1024
-    sae_l1_coefficient: float = 5.0
-    sae_l1_warm_up_fraction: float = 0.2
-    sae_lr: float = 2e-3
-    sae_training_tokens: int = 1_000_000
-    sae_batch_tokens: int = 2048
-    sae_warm_up_steps: int = 25
-    # evaluation / bundled prompt sets
-    eval_prompts_per_task: int = 400
-    bundled_prompts_per_task: int = 100
-    noise_contexts: int = 200
-    eval_rows: int = 256
-
-    def train_mix(self) -> dict[str, float]:
-        """Tag -> probability of the training document streams."""
-        return {"paren": self.mix_paren, "acronym": self.mix_acronym, "ioi": self.mix_ioi, "filler": self.mix_filler}
-
-    @classmethod
-    def quick(cls) -> TrainConfig:
-        """Tiny settings that only exercise the code paths (metrics will be poor)."""
-        return cls(
-            tokenizer_docs=3_000,
-            lm_steps=10,
-            lm_batch_rows=8,
-            lm_warmup_steps=2,
-            sae_width=256,
-            sae_training_tokens=20_480,
-            sae_batch_tokens=1024,
-            sae_warm_up_steps=2,
-            eval_prompts_per_task=20,
-            bundled_prompts_per_task=10,
-            noise_contexts=10,
-            eval_rows=8,
-        )
-
-
-def hook_names(n_layers: int) -> list[str]:
-    """Residual sites in forward order: every ``hook_resid_pre`` plus the final ``hook_resid_post``."""
-    return [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
-        f"blocks.{n_layers - 1}.hook_resid_post"
-    ]
-
-
-# ----------------------------------------------------------------------------- utils
 
 
 def seed_everything(seed: int) -> None:
@@ -181,24 +83,6 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
     logger.info("== %s done in %.1fs", name, timings[name])
 
 
-def build_rows(
-    gen: CorpusGenerator,
-    tokenizer: PreTrainedTokenizerBase,
-    n_rows: int,
-    context_size: int,
-    mix: dict[str, float],
-) -> torch.Tensor:
-    """Pack freshly drawn documents into ``n_rows`` BOS-started rows of ``context_size`` tokens."""
-    chunks: list[torch.Tensor] = []
-    have = 0
-    while have < n_rows:
-        docs = [e.text for e in gen.take(4_000, mix)]
-        packed = pack_documents(encode_texts(tokenizer, docs), context_size, tokenizer.bos_token_id)
-        chunks.append(packed)
-        have += packed.shape[0]
-    return torch.cat(chunks)[:n_rows]
-
-
 def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     """One JSON object per line, UTF-8, keys in insertion order."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,111 +99,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-# ------------------------------------------------------------------------ LM training
-
-
-def make_model(cfg: TrainConfig, vocab_size: int, bos_id: int) -> GPT2LMHeadModel:
-    """Fresh GPT-2-style model; dropout off (the synthetic data is plentiful)."""
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=cfg.n_ctx,
-        # transformer_lens reads ``n_ctx`` from the HF config, as in the original GPT-2 configs.
-        n_ctx=cfg.n_ctx,
-        n_embd=cfg.d_model,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        activation_function="gelu_new",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=bos_id,
-        eos_token_id=bos_id,
-        pad_token_id=bos_id,
-        tie_word_embeddings=True,
-    )
-    return GPT2LMHeadModel(config)
-
-
-def lr_lambda(cfg: TrainConfig) -> Any:
-    """Linear warm-up then cosine decay to ``lm_final_lr_fraction`` of the peak."""
-
-    def f(step: int) -> float:
-        if step < cfg.lm_warmup_steps:
-            return (step + 1) / cfg.lm_warmup_steps
-        progress = (step - cfg.lm_warmup_steps) / max(1, cfg.lm_steps - cfg.lm_warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return cfg.lm_final_lr_fraction + (1 - cfg.lm_final_lr_fraction) * cosine
-
-    return f
-
-
-@torch.no_grad()
-def hf_first_token_accuracy(model: GPT2LMHeadModel, prompts: list[ScoredPrompt], pad_id: int) -> dict[str, float]:
-    """Greedy first-answer-token accuracy per tag, straight from the HF model (progress probe)."""
-    was_training = model.training
-    model.eval()
-    tokens, _ = pad_batch([p.prompt_ids for p in prompts], pad_id)
-    last = torch.tensor([len(p.prompt_ids) - 1 for p in prompts])
-    preds = model(tokens).logits[torch.arange(len(prompts)), last].argmax(-1).tolist()
-    hits: dict[str, list[bool]] = {}
-    for p, pred in zip(prompts, preds):
-        hits.setdefault(p.tag, []).append(pred == p.answer_ids[0])
-    model.train(was_training)
-    return {tag: round(sum(h) / len(h), 3) for tag, h in hits.items()}
-
-
-def train_lm(
-    cfg: TrainConfig,
-    model: GPT2LMHeadModel,
-    rows: torch.Tensor,
-    probe: list[ScoredPrompt] | None = None,
-) -> list[dict[str, Any]]:
-    """Next-token training on ``rows`` (one pass, ``lm_batch_rows`` rows per step).
-
-    Args:
-        probe: Held-out prompts whose accuracy is logged every ``lm_probe_every`` steps.
-
-    Returns:
-        Training curve ``[{"step", "loss", "probe_accuracy"?}]`` (loss in nats,
-        mean of the last 25 steps).
-    """
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.lm_weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lm_lr,
-        betas=(0.9, 0.95),
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    model.train()
-    curve: list[dict[str, float]] = []
-    recent: list[float] = []
-    start = time.perf_counter()
-    for step in range(cfg.lm_steps):
-        batch = rows[step * cfg.lm_batch_rows : (step + 1) * cfg.lm_batch_rows]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.lm_grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        recent = (recent + [loss.item()])[-25:]
-        if (step + 1) % 25 == 0 or step + 1 == cfg.lm_steps:
-            mean_loss = sum(recent) / len(recent)
-            point: dict[str, Any] = {"step": step + 1, "loss": round(mean_loss, 4)}
-            if probe and ((step + 1) % cfg.lm_probe_every == 0 or step + 1 == cfg.lm_steps):
-                point["probe_accuracy"] = hf_first_token_accuracy(model, probe, rows[0, 0].item())
-            curve.append(point)
-            elapsed = time.perf_counter() - start
-            logger.info(
-                "lm step %d/%d loss %.3f lr %.2e (%.0f tok/s) %s",
-                step + 1, cfg.lm_steps, mean_loss, sched.get_last_lr()[0],
-                (step + 1) * batch.numel() / elapsed, point.get("probe_accuracy", ""),
-            )
-    model.eval()
-    return curve
-
-
 @torch.no_grad()
 def hf_vs_hooked(hf_model: GPT2LMHeadModel, hooked: HookedSAETransformer, tokens: torch.Tensor) -> dict[str, float]:
     """Agreement between the HF model and the processed hooked model.
@@ -334,74 +113,6 @@ def hf_vs_hooked(hf_model: GPT2LMHeadModel, hooked: HookedSAETransformer, tokens
         "max_abs_logprob_diff": float((a - b).abs().max()),
         "n_tokens": int(tokens.numel()),
     }
-
-
-# ----------------------------------------------------------------------- SAE training
-
-
-def train_sae(
-    cfg: TrainConfig,
-    model: HookedSAETransformer,
-    hook: str,
-    dataset: Dataset,
-    out_dir: Path,
-    seed: int,
-) -> None:
-    """Train one standard ReLU SAE on ``hook`` with sae_lens' runner; save it to ``out_dir``.
-
-    Activations are scaled to mean norm ``sqrt(d_model)`` during training
-    (``expected_average_only_in``) so one L1 coefficient suits every layer;
-    the trainer folds the scale back into the weights before saving, so the
-    saved SAE takes raw activations.
-    """
-    n_steps = cfg.sae_training_tokens // cfg.sae_batch_tokens
-    sae_cfg = StandardTrainingSAEConfig(
-        d_in=model.cfg.d_model,
-        d_sae=cfg.sae_width,
-        l1_coefficient=cfg.sae_l1_coefficient,
-        l1_warm_up_steps=int(cfg.sae_l1_warm_up_fraction * n_steps),
-        normalize_activations="expected_average_only_in",
-        dtype="float32",
-        device="cpu",
-    )
-    runner_cfg = LanguageModelSAERunnerConfig(
-        sae=sae_cfg,
-        model_name=model.cfg.model_name,
-        hook_name=hook,
-        dataset_path="featuregraph-demo-synthetic-corpus (in-memory, pre-tokenized)",
-        is_dataset_tokenized=True,
-        streaming=False,
-        context_size=cfg.n_ctx,
-        prepend_bos=True,
-        training_tokens=cfg.sae_training_tokens,
-        train_batch_size_tokens=cfg.sae_batch_tokens,
-        store_batch_size_prompts=32,
-        # The mixing buffer holds n_batches_in_buffer * context_size activations.
-        n_batches_in_buffer=max(2, 8 * cfg.sae_batch_tokens // cfg.n_ctx),
-        n_batches_for_norm_estimate=20,
-        lr=cfg.sae_lr,
-        lr_warm_up_steps=cfg.sae_warm_up_steps,
-        lr_scheduler_name="cosineannealing",
-        lr_decay_steps=n_steps - cfg.sae_warm_up_steps,
-        lr_end=cfg.sae_lr / 20,
-        dead_feature_window=max(50, n_steps // 4),
-        feature_sampling_window=max(100, n_steps // 2),
-        device="cpu",
-        seed=seed,
-        dtype="float32",
-        exclude_special_tokens=False,
-        logger=LoggingConfig(log_to_wandb=False),
-        checkpoint_path=None,
-        n_checkpoints=0,
-        output_path=str(out_dir),
-        verbose=False,
-        # Empty = transformer_lens' default processing (fold_ln, center_writing_weights,
-        # center_unembed all True), which is exactly how demo.loading builds the model.
-        # (A non-empty dict also makes sae_lens warn on every SAE load.)
-        model_from_pretrained_kwargs={},
-    )
-    seed_everything(seed)
-    LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=model).run()
 
 
 # ------------------------------------------------------------------------- evaluation
@@ -510,11 +221,15 @@ def run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool
         probe = [p for i, p in enumerate(scored) if i < 60 * len(TASKS)]
 
     with timed(timings, "lm data"):
-        lm_rows = build_rows(lm_gen, tokenizer, cfg.lm_steps * cfg.lm_batch_rows, cfg.n_ctx, mix)
-    with timed(timings, "lm training"):
+        lm_rows, lm_weights = build_lm_rows(
+            lm_gen, tokenizer, cfg.lm_steps * cfg.lm_batch_rows, cfg.n_ctx, mix, cfg.answer_loss_weight
+        )
+    with timed(timings, "lm copy warm-up"):
         seed_everything(cfg.seed)
         hf_model = make_model(cfg, len(tokenizer), bos)
-        curve = train_lm(cfg, hf_model, lm_rows, probe)
+        warmup = copy_warmup(cfg, hf_model, seed=cfg.seed + 4)
+    with timed(timings, "lm training"):
+        curve = train_lm(cfg, hf_model, lm_rows, lm_weights, probe)
         hf_model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
 
@@ -530,9 +245,8 @@ def run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool
     with timed(timings, "sae training"):
         # Enough rows for the training tokens plus the norm estimate and buffer fill.
         n_rows = cfg.sae_training_tokens // cfg.n_ctx + 20 * cfg.sae_batch_tokens // cfg.n_ctx + 64
-        sae_data = Dataset.from_dict(
-            {"tokens": build_rows(sae_gen, tokenizer, n_rows, cfg.n_ctx, mix).tolist()}
-        )
+        sae_rows, _ = build_lm_rows(sae_gen, tokenizer, n_rows, cfg.n_ctx, mix)
+        sae_data = Dataset.from_dict({"tokens": sae_rows.tolist()})
         for i, hook in enumerate(hooks):
             with timed(timings, f"sae {hook}"):
                 train_sae(cfg, hooked, hook, sae_data, saes_dir / hook, seed=cfg.seed + 100 + i)
@@ -559,6 +273,7 @@ def run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool
             "heldout_percent_of_keys": HELDOUT_PERCENT,
             "heldout_keys": "ioi: unordered name pair; acronym: word tuple; paren: bracket + content/frame",
             "lm_training_tokens": int(lm_rows.numel()),
+            "copy_warmup_tokens": cfg.copy_warmup_steps * cfg.copy_warmup_batch * (2 * cfg.copy_warmup_length + 1),
             "sae_training_tokens_per_site": cfg.sae_training_tokens,
         },
         "tokenizer": {
@@ -578,6 +293,12 @@ def run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool
                 "HookedSAETransformer(cfg, tokenizer).load_and_process_state_dict(sd, fold_ln=True, "
                 "center_writing_weights=True, center_unembed=True); see demo.loading"
             ),
+            "training": (
+                "stage 1: copy warm-up on random token sequences shown twice (loss on the repeat); "
+                "stage 2: next-token loss on packed corpus rows, answer tokens of task documents "
+                "weighted by answer_loss_weight"
+            ),
+            "copy_warmup_final": warmup,
             "lm_loss_curve": curve,
             "hf_vs_hooked": agreement,
         },

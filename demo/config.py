@@ -1,0 +1,109 @@
+"""Configuration of the demo training run (recorded verbatim in the manifest)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TrainConfig", "TARGETS", "hook_names"]
+
+#: Quality targets written to (and checked in) the manifest.
+TARGETS: dict[str, float] = {
+    "task_accuracy_min": 0.90,
+    "sae_explained_variance_min": 0.80,
+    "sae_mean_l0_min": 5.0,
+    "sae_mean_l0_max": 40.0,
+    "ce_relative_increase_max": 0.10,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of ``python -m demo.train``.
+
+    Step counts are optimizer steps; ``*_tokens`` are token counts; learning
+    rates are peak Adam learning rates.
+    """
+
+    seed: int = 0
+    # One thread: deterministic across machines, and far faster than two when the
+    # CPU is shared (OpenMP threads stall on each other when oversubscribed).
+    torch_threads: int = 1
+    # Document mixture of the training streams (probabilities).
+    mix_paren: float = 0.15
+    mix_acronym: float = 0.3
+    mix_ioi: float = 0.4
+    mix_filler: float = 0.15
+    # Tokenizer.
+    vocab_size: int = 2048
+    tokenizer_docs: int = 30_000
+    # Model (GPT-2 architecture).
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    n_ctx: int = 128
+    # Stage 1, copy warm-up: random token sequences shown twice, loss on the
+    # second copy only. A fresh small model otherwise sits on a long plateau
+    # before it discovers copying, which IOI needs.
+    copy_warmup_steps: int = 300
+    copy_warmup_batch: int = 16
+    copy_warmup_length: int = 32
+    # Stage 2, language modelling on the corpus (packed rows of n_ctx tokens).
+    lm_steps: int = 1500
+    lm_batch_rows: int = 8
+    lm_lr: float = 3e-3
+    lm_warmup_steps: int = 40
+    lm_final_lr_fraction: float = 0.05
+    lm_weight_decay: float = 0.05
+    lm_grad_clip: float = 1.0
+    # Loss weight of the answer tokens of task documents (every other token has
+    # weight 1); concentrates the little compute we have on the studied behaviours.
+    answer_loss_weight: float = 8.0
+    lm_probe_every: int = 100
+    # SAEs (sae_lens standard ReLU architecture).
+    sae_width: int = 1024
+    sae_l1_coefficient: float = 5.0
+    sae_l1_warm_up_fraction: float = 0.2
+    sae_lr: float = 2e-3
+    sae_training_tokens: int = 600_000
+    sae_batch_tokens: int = 2048
+    sae_warm_up_steps: int = 25
+    # Evaluation and bundled prompt sets.
+    eval_prompts_per_task: int = 400
+    bundled_prompts_per_task: int = 100
+    noise_contexts: int = 200
+    eval_rows: int = 256
+
+    def train_mix(self) -> dict[str, float]:
+        """Tag -> probability of the training document streams."""
+        return {
+            "paren": self.mix_paren,
+            "acronym": self.mix_acronym,
+            "ioi": self.mix_ioi,
+            "filler": self.mix_filler,
+        }
+
+    @classmethod
+    def quick(cls) -> TrainConfig:
+        """Tiny settings that only exercise the code paths (metrics will be poor)."""
+        return cls(
+            tokenizer_docs=3_000,
+            copy_warmup_steps=5,
+            lm_steps=10,
+            lm_warmup_steps=2,
+            lm_probe_every=5,
+            sae_width=256,
+            sae_training_tokens=20_480,
+            sae_batch_tokens=1024,
+            sae_warm_up_steps=2,
+            eval_prompts_per_task=20,
+            bundled_prompts_per_task=10,
+            noise_contexts=10,
+            eval_rows=8,
+        )
+
+
+def hook_names(n_layers: int) -> list[str]:
+    """Residual sites in forward order: every ``hook_resid_pre`` plus the final ``hook_resid_post``."""
+    return [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
+        f"blocks.{n_layers - 1}.hook_resid_post"
+    ]
