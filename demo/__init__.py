@@ -4,7 +4,7 @@ The assets under ``demo/assets`` are produced by ``python -m demo.train`` (a
 seeded, CPU-only script): a 4-layer GPT-2-style model trained on a synthetic
 corpus (:mod:`demo.corpus`) whose tasks echo the behaviours studied on GPT-2
 small (closing brackets, completing acronyms, indirect object identification),
-plus one standard ReLU SAE per residual-stream site.
+plus one TopK SAE per residual-stream site.
 
 This module only defines paths, so importing it is cheap (no torch import).
 Use :mod:`demo.loading` to load the model and SAEs.

@@ -25,9 +25,10 @@ class TrainConfig:
     """
 
     seed: int = 0
-    # One thread: deterministic across machines, and far faster than two when the
-    # CPU is shared (OpenMP threads stall on each other when oversubscribed).
-    torch_threads: int = 1
+    # Both cores of the 2-core reference machine. Results are reproducible for a
+    # given thread count (floating-point reductions depend on it); on a CPU shared
+    # with other work, 1 is faster (OpenMP threads stall on each other).
+    torch_threads: int = 2
     # Document mixture of the training streams (probabilities).
     mix_paren: float = 0.15
     mix_acronym: float = 0.3
@@ -47,9 +48,11 @@ class TrainConfig:
     copy_warmup_steps: int = 300
     copy_warmup_batch: int = 16
     copy_warmup_length: int = 32
-    # Stage 2, language modelling on the corpus (packed rows of n_ctx tokens).
+    # Stage 2, language modelling on the corpus, one document per row.
     lm_steps: int = 1500
-    lm_batch_rows: int = 8
+    lm_docs_per_step: int = 48
+    # Documents per forward pass within a step (length-sorted, to cut padding).
+    lm_micro_batch: int = 16
     lm_lr: float = 3e-3
     lm_warmup_steps: int = 40
     lm_final_lr_fraction: float = 0.05
@@ -59,19 +62,22 @@ class TrainConfig:
     # weight 1); concentrates the little compute we have on the studied behaviours.
     answer_loss_weight: float = 8.0
     lm_probe_every: int = 100
-    # SAEs (sae_lens standard ReLU architecture).
+    # SAEs: sae_lens TopK (exactly sae_k active features per token), which pins
+    # L0 inside the target band; an L1 penalty needed a per-site search to get there.
+    sae_k: int = 16
+    # SAE training rows: one document each, cut to this many tokens (bundled
+    # prompts are shorter than 40 tokens); BOS and padding are not trained on.
+    sae_context_size: int = 40
     sae_width: int = 1024
-    sae_l1_coefficient: float = 5.0
-    sae_l1_warm_up_fraction: float = 0.2
-    sae_lr: float = 2e-3
-    sae_training_tokens: int = 600_000
+    sae_lr: float = 3e-3
+    sae_training_tokens: int = 900_000
     sae_batch_tokens: int = 2048
     sae_warm_up_steps: int = 25
     # Evaluation and bundled prompt sets.
     eval_prompts_per_task: int = 400
     bundled_prompts_per_task: int = 100
     noise_contexts: int = 200
-    eval_rows: int = 256
+    eval_docs: int = 2000
 
     def train_mix(self) -> dict[str, float]:
         """Tag -> probability of the training document streams."""
@@ -98,7 +104,7 @@ class TrainConfig:
             eval_prompts_per_task=20,
             bundled_prompts_per_task=10,
             noise_contexts=10,
-            eval_rows=8,
+            eval_docs=64,
         )
 
 

@@ -282,7 +282,7 @@ class CorpusGenerator:
     def stream(self, mix: dict[str, float] | None = None) -> Iterator[Example]:
         """Infinite stream of examples whose tags follow ``mix`` (default :attr:`DEFAULT_MIX`)."""
         mix = mix or self.DEFAULT_MIX
-        tags, weights = zip(*mix.items())
+        tags, weights = zip(*mix.items(), strict=True)
         while True:
             yield self.example(self.rng.choices(tags, weights)[0])
 

@@ -7,7 +7,8 @@ Two stages:
    plateau before it discovers copying earlier tokens (most name positions are
    unpredictable, and their gradient noise drowns the copying signal); IOI is
    built on copying, so we give the model that skill first.
-2. **Language modelling** on packed rows of the synthetic corpus. Every token
+2. **Language modelling** on the synthetic corpus, one document per row
+   (see :func:`document_batch` for why not packed rows). Every token
    is a next-token target; the answer tokens of task documents get a larger
    loss weight (``answer_loss_weight``) so that the behaviours we study are
    learned within a few minutes of CPU time.
@@ -28,12 +29,12 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 from demo.config import TrainConfig
 from demo.corpus import CorpusGenerator, Example
 from demo.metrics import ScoredPrompt
-from demo.tokenization import encode_texts, pack_weighted_documents, pad_batch
+from demo.tokenization import encode_texts, pad_batch
 
 __all__ = [
     "make_model",
-    "build_lm_rows",
     "copy_warmup",
+    "document_batch",
     "train_lm",
     "hf_first_token_accuracy",
 ]
@@ -76,37 +77,10 @@ def answer_weights(
     task_idx = [i for i, e in enumerate(examples) if e.answer]
     prompts = encode_texts(tokenizer, [examples[i].prompt for i in task_idx])
     answered = encode_texts(tokenizer, [examples[i].prompt + examples[i].answer for i in task_idx])
-    for i, p, pa in zip(task_idx, prompts, answered):
+    for i, p, pa in zip(task_idx, prompts, answered, strict=True):
         for j in range(len(p), min(len(pa), len(weights[i]))):
             weights[i][j] = answer_weight
     return texts, weights
-
-
-def build_lm_rows(
-    gen: CorpusGenerator,
-    tokenizer: PreTrainedTokenizerBase,
-    n_rows: int,
-    context_size: int,
-    mix: dict[str, float],
-    answer_weight: float = 1.0,
-    chunk_docs: int = 4_000,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pack freshly drawn documents into ``n_rows`` BOS-started rows.
-
-    Returns:
-        ``(tokens, weights)`` of shape ``[n_rows, context_size]``; ``weights``
-        are per-target-token loss weights (see :func:`answer_weights`).
-    """
-    token_chunks: list[torch.Tensor] = []
-    weight_chunks: list[torch.Tensor] = []
-    have = 0
-    while have < n_rows:
-        docs, weights = answer_weights(tokenizer, gen.take(chunk_docs, mix), answer_weight)
-        tokens, w = pack_weighted_documents(docs, weights, context_size, tokenizer.bos_token_id)
-        token_chunks.append(tokens)
-        weight_chunks.append(w)
-        have += tokens.shape[0]
-    return torch.cat(token_chunks)[:n_rows], torch.cat(weight_chunks)[:n_rows]
 
 
 def _optimizer(cfg: TrainConfig, model: GPT2LMHeadModel) -> torch.optim.Optimizer:
@@ -170,16 +144,21 @@ def copy_warmup(cfg: TrainConfig, model: GPT2LMHeadModel, seed: int) -> dict[str
     return {"loss": round(float(loss), 4), "copy_accuracy": round(acc, 4)}
 
 
-def weighted_lm_loss(model: GPT2LMHeadModel, tokens: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted and plain next-token cross-entropy (nats) of a batch of rows.
+def weighted_lm_loss(
+    model: GPT2LMHeadModel, tokens: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, float, int]:
+    """Sums of the weighted and plain next-token cross-entropy (nats) of a batch of rows.
+
+    Targets with weight 0 (padding, BOS) are left out of both.
 
     Returns:
-        ``(weighted_mean, plain_mean)``; only the first carries gradients.
+        ``(weighted_sum, plain_sum, n_targets)``; only the first carries gradients.
     """
     logits = model(input_ids=tokens).logits[:, :-1]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
     w = weights[:, 1:].reshape(-1)
-    return (ce * w).sum() / w.sum(), ce.detach().mean()
+    real = w > 0
+    return (ce * w).sum(), float(ce.detach()[real].sum()), int(real.sum())
 
 
 @torch.no_grad()
@@ -191,29 +170,53 @@ def hf_first_token_accuracy(model: GPT2LMHeadModel, prompts: Sequence[ScoredProm
     last = torch.tensor([len(p.prompt_ids) - 1 for p in prompts])
     preds = model(tokens).logits[torch.arange(len(prompts)), last].argmax(-1).tolist()
     hits: dict[str, list[bool]] = {}
-    for p, pred in zip(prompts, preds):
+    for p, pred in zip(prompts, preds, strict=True):
         hits.setdefault(p.tag, []).append(pred == p.answer_ids[0])
     model.train(was_training)
     return {tag: round(sum(h) / len(h), 3) for tag, h in hits.items()}
 
 
+def document_batch(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], answer_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch: each document in its own ``BOS doc BOS`` row, right-padded.
+
+    Documents are not packed: a row holding several IOI stories offers the
+    model names from earlier stories to copy, which keeps it on the "copy the
+    most recent name" plateau far longer than isolated stories do.
+
+    Returns:
+        ``(tokens, weights)`` of shape ``[len(examples), longest + 2]``;
+        ``weights[i, j]`` is the loss weight of predicting ``tokens[i, j]``
+        (0 on BOS and padding, ``answer_weight`` on answer tokens, else 1).
+    """
+    bos = tokenizer.bos_token_id
+    docs, doc_weights = answer_weights(tokenizer, examples, answer_weight)
+    tokens, _ = pad_batch([[bos] + d + [bos] for d in docs], bos)
+    weights = torch.zeros(tokens.shape, dtype=torch.float32)
+    for i, w in enumerate(doc_weights):
+        weights[i, 1 : len(w) + 2] = torch.tensor(w + [1.0])
+    return tokens, weights
+
+
 def train_lm(
     cfg: TrainConfig,
     model: GPT2LMHeadModel,
-    tokens: torch.Tensor,
-    weights: torch.Tensor,
+    gen: CorpusGenerator,
+    tokenizer: PreTrainedTokenizerBase,
     probe: Sequence[ScoredPrompt] = (),
-) -> list[dict[str, Any]]:
-    """Stage 2: one pass over ``tokens`` (``lm_batch_rows`` rows per step).
+) -> tuple[list[dict[str, Any]], int]:
+    """Stage 2: ``lm_steps`` steps of ``lm_docs_per_step`` fresh documents from ``gen``.
 
     Args:
-        tokens: Packed rows, ``LongTensor[lm_steps * lm_batch_rows, n_ctx]``.
-        weights: Per-token loss weights of the same shape.
+        gen: Training-split corpus stream (drawn with ``cfg.train_mix()``).
         probe: Held-out prompts whose accuracy is logged every ``lm_probe_every`` steps.
 
     Returns:
-        Training curve ``[{"step", "loss", "probe_accuracy"?}]``; ``loss`` is the
-        plain (unweighted) next-token loss in nats, averaged over 25 steps.
+        ``(curve, n_tokens)``: the training curve ``[{"step", "loss",
+        "probe_accuracy"?}]`` (``loss`` is the plain next-token loss in nats
+        over real tokens, averaged over 25 steps) and the number of real
+        (non-padding) target tokens seen.
     """
     opt = _optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -221,14 +224,25 @@ def train_lm(
     )
     model.train()
     pad_id = model.config.bos_token_id
+    mix = cfg.train_mix()
     curve: list[dict[str, Any]] = []
     recent: list[float] = []
+    n_tokens = 0
     start = time.perf_counter()
-    rows = cfg.lm_batch_rows
     for step in range(cfg.lm_steps):
-        batch = slice(step * rows, (step + 1) * rows)
-        loss, plain = weighted_lm_loss(model, tokens[batch], weights[batch])
-        loss.backward()
+        docs = sorted(gen.take(cfg.lm_docs_per_step, mix), key=lambda e: len(e.text))
+        # Length-sorted micro-batches waste far less compute on padding; the
+        # step's loss is still the weighted mean over all of its documents.
+        parts = [document_batch(tokenizer, docs[i : i + cfg.lm_micro_batch], cfg.answer_loss_weight)
+                 for i in range(0, len(docs), cfg.lm_micro_batch)]
+        total_weight = sum(float(w[:, 1:].sum()) for _, w in parts)
+        plain_sum, real = 0.0, 0
+        for tokens, weights in parts:
+            weighted_sum, plain_part, n_real = weighted_lm_loss(model, tokens, weights)
+            (weighted_sum / total_weight).backward()
+            plain_sum, real = plain_sum + plain_part, real + n_real
+        n_tokens += real
+        plain = plain_sum / real
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.lm_grad_clip)
         opt.step()
         sched.step()
@@ -242,8 +256,8 @@ def train_lm(
             logger.info(
                 "lm step %d/%d loss %.3f lr %.2e (%.0f tok/s) %s",
                 step + 1, cfg.lm_steps, point["loss"], sched.get_last_lr()[0],
-                (step + 1) * rows * tokens.shape[1] / (time.perf_counter() - start),
+                n_tokens / (time.perf_counter() - start),
                 point.get("probe_accuracy", ""),
             )
     model.eval()
-    return curve
+    return curve, n_tokens

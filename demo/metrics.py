@@ -73,7 +73,7 @@ def prepare_prompts(
     fulls = encode_texts(tokenizer, [r["text"] + r["answer"] for r in rows])
     bos = tokenizer.bos_token_id
     out: list[ScoredPrompt] = []
-    for row, p, f in zip(rows, prompts, fulls):
+    for row, p, f in zip(rows, prompts, fulls, strict=True):
         if f[: len(p)] != p or len(f) == len(p):
             raise ValueError(f"answer {row['answer']!r} does not start a new token after {row['text']!r}")
         out.append(ScoredPrompt(tag=row["tag"], prompt_ids=[bos, *p], answer_ids=f[len(p) :]))
@@ -182,23 +182,38 @@ def sae_stats(
 def cross_entropy(
     model: HookedSAETransformer,
     tokens: torch.Tensor,
+    valid: torch.Tensor,
     saes: Sequence[SAE] = (),
     batch_size: int = 64,
 ) -> float:
-    """Mean next-token cross-entropy (nats) over all positions of fixed-length rows.
+    """Mean next-token cross-entropy (nats) over the real tokens of BOS-prefixed contexts.
 
-    With ``saes`` given, every SAE is spliced in at its hook at once, replacing
-    the activation by its reconstruction (error term off) at every position.
+    Args:
+        tokens: ``LongTensor[B, T]`` from :func:`encode_contexts`.
+        valid: ``BoolTensor[B, T]``, False on padding; only valid tokens are targets.
+        saes: Spliced in all at once at their hooks, each replacing the activation
+            by its reconstruction (error term off) at every position but the BOS
+            (position 0), which the sweep never ablates and the SAEs are not
+            trained on.
     """
+
+    def splice(sae: SAE):
+        def hook(act: torch.Tensor, hook) -> torch.Tensor:  # noqa: ARG001 - transformer_lens signature
+            out = act.clone()
+            out[:, 1:] = sae(act[:, 1:])
+            return out
+
+        return (sae.cfg.metadata.hook_name, hook)
+
+    fwd_hooks = [splice(sae) for sae in saes]
     total, count = 0.0, 0
     for start in range(0, tokens.shape[0], batch_size):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
-        if saes:
-            loss = model.run_with_saes(
-                batch, saes=list(saes), use_error_term=False, return_type="loss", loss_per_token=True
-            )
-        else:
-            loss = model(batch, return_type="loss", loss_per_token=True)
-        total += float(loss.sum())
-        count += loss.numel()
+        mask = valid[start : start + batch_size, 1:].to(model.cfg.device)
+        logits = model.run_with_hooks(batch, fwd_hooks=fwd_hooks)
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
+        ).reshape(mask.shape)
+        total += float(loss[mask].sum())
+        count += int(mask.sum())
     return total / count

@@ -22,6 +22,20 @@ PROMPTS_PER_TAG = "SELECT tag, count(*) FROM prompts WHERE run_id = ? GROUP BY t
 EDGE_COUNT = "SELECT count(*) FROM edges WHERE run_id = ?"
 
 
+#: Recurring paths per task considered when ranking them by task specificity.
+PATH_CANDIDATES = 40
+
+
+@dataclass(frozen=True)
+class TaskPath:
+    """A recurring 2-edge path and, per task tag, the number of that task's prompts containing it
+    (same signs as in the task where it was found)."""
+
+    path: str
+    signs: tuple[int, ...]
+    support: dict[str, int]
+
+
 @dataclass(frozen=True)
 class DemoSummary:
     db_path: str
@@ -29,7 +43,36 @@ class DemoSummary:
     prompts_per_tag: dict[str, int]
     edges: int
     noise_experiment: int | None  # None: the run already had one
-    paths_per_tag: dict[str, list[tuple[str, int]]]  # tag -> [(path, support)]
+    #: tag -> its most task-specific recurring paths (see :func:`task_paths`).
+    paths_per_tag: dict[str, list[TaskPath]]
+
+
+def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str, list[TaskPath]]:
+    """Per task, the recurring 2-edge paths that are most specific to it.
+
+    Candidates are the task's ``PATH_CANDIDATES`` most supported paths
+    (``recurring_paths(..., prompt_tag := tag)``); each is then counted in every task
+    (``path_prompts`` with the same sign pattern) and ranked by
+    ``support_in_task / n_task - max over other tasks of support / n_other``. Paths that
+    are at least as common elsewhere are dropped, so a task may get fewer than ``top``.
+    """
+    from query.api import path_prompts, recurring_paths
+
+    out: dict[str, list[TaskPath]] = {}
+    for tag in tags:
+        cands = recurring_paths(db, n_edges=2, min_support=2, run=run_id, tag=tag, limit=PATH_CANDIDATES)
+        scored = []
+        for row in cands.iter_rows(named=True):
+            found = path_prompts(db, row["nodes"], run=run_id, signs=row["signs"])
+            counts = Counter(found["tag"].to_list()) if found.height else Counter()
+            support = {t: int(counts.get(t, 0)) for t in tags}
+            others = max((support[t] / n for t, n in tags.items() if t != tag), default=0.0)
+            score = support[tag] / tags[tag] - others
+            if score > 0:
+                scored.append((score, TaskPath(str(row["path"]), tuple(row["signs"]), support)))
+        scored.sort(key=lambda item: -item[0])
+        out[tag] = [p for _, p in scored[:top]]
+    return out
 
 
 def _subset(prompts, per_tag: int | None):
@@ -59,7 +102,6 @@ def run_demo(
     from ingest.noise import NoiseSpec
     from ingest.prompts import read_prompts
     from ingest.run import ingest
-    from query.api import recurring_paths
     from store.db import open_database
 
     if not MODEL_DIR.is_dir():
@@ -83,10 +125,7 @@ def run_demo(
         experiment_id, _ = run_noise(db_path, spec, run_id=run_id, device=device, progress=progress)
 
     with open_database(db_path, read_only=True) as db:
-        tags = dict(db.fetchall(PROMPTS_PER_TAG, [run_id]))
+        tags = {t: n for t, n in db.fetchall(PROMPTS_PER_TAG, [run_id]) if t}
         edges = int(db.fetchone(EDGE_COUNT, [run_id])[0])
-        paths = {}
-        for tag in sorted(t for t in tags if t):
-            top = recurring_paths(db, n_edges=2, min_support=2, run=run_id, tag=tag, limit=3)
-            paths[tag] = [(str(row["path"]), int(row["support"])) for row in top.iter_rows(named=True)] if top.height else []
+        paths = task_paths(db, run_id, tags)
     return DemoSummary(str(db_path), run_id, tags, edges, experiment_id, paths)

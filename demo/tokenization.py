@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizer for the toy model, plus document packing.
+"""Byte-level BPE tokenizer for the toy model, plus single-document rows and padding.
 
 Conventions:
 
@@ -28,8 +28,7 @@ __all__ = [
     "PRETOKENIZE_PATTERN",
     "train_tokenizer",
     "encode_texts",
-    "pack_documents",
-    "pack_weighted_documents",
+    "document_rows",
     "pad_batch",
 ]
 
@@ -84,52 +83,25 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> li
     return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
 
-def pack_documents(docs: Iterable[list[int]], context_size: int, bos_id: int) -> torch.Tensor:
-    """Pack tokenized documents into rows of exactly ``context_size`` tokens.
+def document_rows(docs: Sequence[list[int]], context_size: int, bos_id: int) -> tuple[torch.Tensor, int]:
+    """One row per document: ``BOS doc``, cut or right-padded with ``bos_id`` to ``context_size``.
 
-    Every row starts with ``bos_id`` and documents are separated by it
-    (``<|endoftext|>`` doubles as BOS/EOS), mirroring GPT-2 pre-training. A
-    document that does not fit is truncated and the next row starts afresh, so
-    every row begins at a document boundary, exactly like a BOS-prefixed prompt.
-
-    Returns:
-        ``LongTensor[n_rows, context_size]``.
-    """
-    docs = list(docs)
-    tokens, _ = pack_weighted_documents(docs, [[1.0] * len(d) for d in docs], context_size, bos_id)
-    return tokens
-
-
-def pack_weighted_documents(
-    docs: Sequence[list[int]],
-    weights: Sequence[list[float]],
-    context_size: int,
-    bos_id: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Like :func:`pack_documents`, also packing a loss weight per token.
-
-    ``weights[i][j]`` is the weight of predicting token ``j`` of document ``i``;
-    separators get weight 1 and the leading BOS of a row (never predicted) 0.
+    This is the only kind of context the model is trained on and the kind the
+    sweep sees (a BOS-prefixed prompt), so activations at every non-BOS position
+    are in distribution. Padding positions hold ``bos_id`` and are meant to be
+    dropped (sae_lens ``exclude_special_tokens``).
 
     Returns:
-        ``(tokens, weights)``, ``LongTensor`` and ``FloatTensor`` of shape
-        ``[n_rows, context_size]``.
+        ``(rows, n_real)``: ``LongTensor[len(docs), context_size]`` and the number
+        of non-padding, non-BOS positions in it.
     """
-    rows: list[list[int]] = []
-    row_weights: list[list[float]] = []
-    row: list[int] = [bos_id]
-    row_w: list[float] = [0.0]
-    for doc, w in zip(docs, weights, strict=True):
-        row.extend(doc)
-        row_w.extend(w)
-        if len(row) >= context_size:
-            rows.append(row[:context_size])
-            row_weights.append(row_w[:context_size])
-            row, row_w = [bos_id], [0.0]
-        else:
-            row.append(bos_id)
-            row_w.append(1.0)
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(row_weights, dtype=torch.float32)
+    rows = torch.full((len(docs), context_size), bos_id, dtype=torch.long)
+    n_real = 0
+    for i, doc in enumerate(docs):
+        ids = doc[: context_size - 1]
+        rows[i, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
+        n_real += len(ids)
+    return rows, n_real
 
 
 def pad_batch(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

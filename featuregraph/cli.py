@@ -304,8 +304,12 @@ def demo(
     if s.noise_experiment is not None:
         typer.echo(f"noise baseline: experiment {s.noise_experiment} (see the edge_snr and logit_snr views)")
     for tag, paths in s.paths_per_tag.items():
-        shown = "; ".join(f"{p} in {n} prompts" for p, n in paths) or "none recurring"
-        typer.echo(f"top recurring 2-edge paths, {tag}: {shown}")
+        typer.echo(f"{tag}: most {tag}-specific recurring 2-edge paths (prompts containing it, per task)")
+        for p in paths:
+            where = ", ".join(f"{t} {n}/{s.prompts_per_tag[t]}" for t, n in p.support.items())
+            typer.echo(f"  {p.path}  signs {list(p.signs)}  {where}")
+        if not paths:
+            typer.echo("  none: no recurring path is more common in this task than in the others")
     typer.echo(f"explore it: featuregraph dashboard {s.db_path}   or   featuregraph sql {s.db_path} \"SELECT ...\"")
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if open_dashboard or (open_dashboard is None and interactive):

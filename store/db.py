@@ -227,7 +227,10 @@ def _duckdb_connect(target: str, read_only: bool, wait_s: float) -> duckdb.DuckD
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(target, read_only=read_only)
+            con = duckdb.connect(target, read_only=read_only)
+            # DuckDB's own progress bar would write over ours (and into piped output).
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.Error as exc:
             msg = _first_line(exc)
             if "lock" not in msg.lower():

@@ -1,0 +1,90 @@
+"""The demo training pipeline's pieces: corpus, batching, loss, and a smoke run of ``python -m demo.train``."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+
+from demo.config import TrainConfig
+from demo.corpus import TASKS, CorpusGenerator, is_heldout
+from demo.lm_training import document_batch, make_model, weighted_lm_loss
+from demo.tokenization import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = (e.text for e in CorpusGenerator(5, "train").take(2_000))
+    return train_tokenizer(texts, 512)
+
+
+def test_ioi_answer_is_the_name_not_repeated() -> None:
+    for ex in CorpusGenerator(7, "train").balanced(50, tags=("ioi",)):
+        names = re.findall(r"\b[A-Z][a-z]+\b", ex.prompt)
+        answer = ex.answer.strip()
+        # The indirect object appears once in the prompt; the subject twice.
+        assert names.count(answer) == 1, ex.prompt
+        others = {n for n in names if n != answer and names.count(n) == 2}
+        assert len(others) == 1, ex.prompt
+        assert ex.text.startswith(ex.prompt + ex.answer)
+
+
+def test_corpus_is_seeded_and_the_splits_do_not_share_keys() -> None:
+    a = CorpusGenerator(3, "train").take(200)
+    b = CorpusGenerator(3, "train").take(200)
+    assert a == b
+    held = CorpusGenerator(3, "heldout").balanced(30)
+    assert all(is_heldout(e.key) for e in held)
+    assert not any(is_heldout(e.key) for e in a)
+    assert {e.tag for e in held} == set(TASKS)
+
+
+def test_document_batch_weights(tokenizer) -> None:
+    docs = CorpusGenerator(1, "train").take(6, {"ioi": 0.5, "filler": 0.5})
+    tokens, weights = document_batch(tokenizer, docs, answer_weight=8.0)
+    bos = tokenizer.bos_token_id
+    for i, doc in enumerate(docs):
+        ids = tokenizer(doc.text)["input_ids"]
+        n = len(ids)
+        assert tokens[i, 0] == bos and tokens[i, 1 : n + 1].tolist() == ids and tokens[i, n + 1] == bos
+        assert weights[i, 0] == 0 and (weights[i, n + 2 :] == 0).all()  # nothing predicts BOS or padding
+        assert (weights[i, 1 : n + 2] > 0).all()
+        answer_positions = (weights[i] == 8.0).nonzero().flatten()
+        if doc.tag == "ioi":
+            assert tokenizer.decode(tokens[i, answer_positions]) == doc.answer
+        else:
+            assert len(answer_positions) == 0
+
+
+def test_micro_batches_give_the_full_batch_loss(tokenizer) -> None:
+    """Splitting a step's documents into micro-batches must not change the loss (padding is inert)."""
+    torch.manual_seed(0)
+    cfg = replace(TrainConfig(), n_layers=1, d_model=32, n_heads=2)
+    model = make_model(cfg, len(tokenizer), tokenizer.bos_token_id)
+    docs = sorted(CorpusGenerator(2, "train").take(12), key=lambda e: len(e.text))
+    whole_sum, whole_plain, whole_n = weighted_lm_loss(model, *document_batch(tokenizer, docs, 8.0))
+    parts = [weighted_lm_loss(model, *document_batch(tokenizer, docs[i : i + 4], 8.0)) for i in range(0, 12, 4)]
+    assert sum(p[0] for p in parts).item() == pytest.approx(whole_sum.item(), rel=1e-5)
+    assert sum(p[1] for p in parts) == pytest.approx(whole_plain, rel=1e-5)
+    assert sum(p[2] for p in parts) == whole_n
+
+
+def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
+    from demo.loading import load_hooked_model, load_saes
+    from demo.train import main
+
+    main(["--quick", "--out", str(tmp_path)])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["quick"] is True
+    assert set(manifest["metrics"]["task_accuracy"]) == set(TASKS)
+    assert (tmp_path / "prompts.jsonl").is_file() and (tmp_path / "noise_corpus.jsonl").is_file()
+    model = load_hooked_model(tmp_path / "model")
+    saes = load_saes(tmp_path)
+    assert list(saes) == manifest["sae_hook_names"]
+    for hook, sae in saes.items():
+        # TopK: exactly k features per token, as recorded.
+        assert manifest["metrics"]["sae"][hook]["mean_l0"] == pytest.approx(manifest["config"]["sae_k"])
+        assert sae.cfg.d_in == model.cfg.d_model
