@@ -50,8 +50,8 @@ class DemoSummary:
 def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str, list[TaskPath]]:
     """Per task, the recurring 2-edge paths that are most specific to it.
 
-    Candidates are the task's ``PATH_CANDIDATES`` most supported paths
-    (``recurring_paths(..., prompt_tag := tag)``); each is then counted in every task
+    Candidates are the task's ``PATH_CANDIDATES`` most supported paths found in at least a
+    tenth of its prompts (``recurring_paths(..., prompt_tag := tag)``); each is then counted in every task
     (``path_prompts`` with the same sign pattern) and ranked by
     ``support_in_task / n_task - max over other tasks of support / n_other``. Paths that
     are at least as common elsewhere are dropped, so a task may get fewer than ``top``.
@@ -60,7 +60,10 @@ def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str,
 
     out: dict[str, list[TaskPath]] = {}
     for tag in tags:
-        cands = recurring_paths(db, n_edges=2, min_support=2, run=run_id, tag=tag, limit=PATH_CANDIDATES)
+        # A path in under a tenth of the task's prompts does not recur in any useful sense, and
+        # a low bar makes the candidate search explode on a few hundred prompts.
+        min_support = max(2, tags[tag] // 10)
+        cands = recurring_paths(db, n_edges=2, min_support=min_support, run=run_id, tag=tag, limit=PATH_CANDIDATES)
         scored = []
         for row in cands.iter_rows(named=True):
             found = path_prompts(db, row["nodes"], run=run_id, signs=row["signs"])
@@ -104,6 +107,8 @@ def run_demo(
     from ingest.run import ingest
     from store.db import open_database
 
+    if per_tag is not None and per_tag < 0:
+        raise InputError(f"--per-tag must be >= 0 (0: all prompts), got {per_tag}")
     if not MODEL_DIR.is_dir():
         raise InputError(f"the bundled demo model is missing at {MODEL_DIR}; regenerate it with `python -m demo.train`")
     prompts = _subset(read_prompts(PROMPTS_PATH), per_tag)

@@ -287,8 +287,8 @@ def dashboard(
 @user_errors
 def demo(
     db: Path = typer.Option(Path("featuregraph-demo.duckdb"), "--db", help="DuckDB file to write (created if missing)."),
-    per_tag: Optional[int] = typer.Option(10, "--per-tag", help="The first N prompts of each task (0: all 100)."),
-    noise_contexts: int = typer.Option(8, "--noise-contexts", help="Filler contexts for the noise baseline."),
+    per_tag: int = typer.Option(0, "--per-tag", help="The first N prompts of each task (0: all 100)."),
+    noise_contexts: int = typer.Option(64, "--noise-contexts", help="Filler contexts for the noise baseline."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     open_dashboard: Optional[bool] = typer.Option(
         None, "--open/--no-open", help="Open the dashboard afterwards (default: when run in a terminal)."
