@@ -201,7 +201,18 @@ def dir_size_bytes(path: Path) -> int:
 
 
 def run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool = False) -> dict[str, Any]:
-    """Full pipeline; returns the manifest (also written to ``out / "manifest.json"``)."""
+    """Full pipeline; returns the manifest (also written to ``out / "manifest.json"``).
+
+    Uses ``cfg.torch_threads`` torch threads and restores the caller's setting afterwards.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _run(cfg, out, jsonl_dir, quick, lm_only)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     torch.set_num_threads(cfg.torch_threads)

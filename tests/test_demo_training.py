@@ -76,7 +76,9 @@ def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
     from demo.loading import load_hooked_model, load_saes
     from demo.train import main
 
+    threads = torch.get_num_threads()
     main(["--quick", "--out", str(tmp_path)])
+    assert torch.get_num_threads() == threads  # the run's thread setting does not leak
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["quick"] is True
     assert set(manifest["metrics"]["task_accuracy"]) == set(TASKS)
