@@ -25,14 +25,16 @@ def _form(run: int, layers: list[int], tags: list[str]) -> dict | None:
     max_edges = max(min(len(layers) - 1, 6), 2)
     runs = load("runs")
     prompts = runs.filter(pl.col("run_id") == run)["prompts_done"].sum()
-    default_support = max(2, int(prompts) // 100)
+    # A tenth of the prompts: on dense runs (many active features per token, like the demo's) a
+    # lower bar leaves too many candidate edges for the search to be quick, or even allowed.
+    default_support = max(2, int(prompts) // 10)
     with st.form("paths_form"):
         cols = st.columns(4)
         n_edges = cols[0].slider("Edges per path", 2, 6, min(3, max_edges), key="paths_n_edges")
         min_support = cols[1].number_input(
             "Minimum support (prompts)", 2, value=default_support, step=1, key="paths_support",
-            help="Prompts the whole path must occur in. Default: 1% of the run's prompts (at least 2), which keeps "
-            "the search fast on big databases; lower it to find rarer paths.",
+            help="Prompts the whole path must occur in. Default: 10% of the run's prompts (at least 2), which keeps "
+            "the search fast; lower it to find rarer paths.",
         )  # fmt: skip
         min_weight = cols[2].number_input(
             "Minimum |weight| on every edge",
