@@ -132,5 +132,6 @@ def run_demo(
     with open_database(db_path, read_only=True) as db:
         tags = {t: n for t, n in db.fetchall(PROMPTS_PER_TAG, [run_id]) if t}
         edges = int(db.fetchone(EDGE_COUNT, [run_id])[0])
+        say("looking for the recurring paths specific to each task")
         paths = task_paths(db, run_id, tags)
     return DemoSummary(str(db_path), run_id, tags, edges, experiment_id, paths)
