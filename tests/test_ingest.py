@@ -11,7 +11,6 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pytest
 
 from conftest import PROMPTS, tiny_config
 from ingest.loading import load_all
