@@ -203,8 +203,8 @@ class Example:
     """One document of the corpus.
 
     Attributes:
-        text: Full document text (prompt + answer + continuation). Documents are
-            joined with ``<|endoftext|>`` when packed for training.
+        text: Full document text (prompt + answer + continuation). In training
+            each document is its own row, between ``<|endoftext|>`` tokens.
         tag: ``"paren"``, ``"acronym"``, ``"ioi"`` or ``"filler"``.
         prompt: Text up to, and excluding, the answer (equals ``text`` for filler).
         answer: Expected continuation string; its first token is the one scored

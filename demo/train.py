@@ -16,7 +16,7 @@ Pipeline (all randomness derives from ``--seed``):
    ``HookedSAETransformer`` (fold_ln, centred writing weights and unembed) and
    check that it predicts the same tokens as the HF model;
 4. train one TopK SAE per residual site with sae_lens' own
-   ``LanguageModelSAETrainingRunner`` on the processed model's activations;
+   ``MultiSAETrainingRunner`` on the processed model's activations;
 5. measure task accuracy, SAE quality and spliced cross-entropy on held-out
    instances and write ``manifest.json``, ``prompts.jsonl`` and
    ``noise_corpus.jsonl``.
@@ -328,7 +328,7 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
         },
         "sae_hook_names": hooks,
         "saes": {
-            "architecture": f"TopK (k={cfg.sae_k}), sae_lens LanguageModelSAETrainingRunner",
+            "architecture": f"TopK (k={cfg.sae_k}), sae_lens MultiSAETrainingRunner",
             "width": cfg.sae_width,
             "trained_on": (
                 f"processed HookedSAETransformer activations of single BOS-prefixed documents cut to "
