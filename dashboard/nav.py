@@ -144,3 +144,13 @@ __all__ = [
     "set_param",
     "widget_key",
 ]
+
+
+def page_intro(title: str, run: int | None, caption: str = SIGN_CONVENTION) -> bool:
+    """A page's header and caption; False, with a note, when the database has no run to show."""
+    st.header(title)
+    st.caption(caption)
+    if run is None:
+        st.info("This database has no runs yet.")
+        return False
+    return True

@@ -284,10 +284,7 @@ def feature_logits(
     limits: QueryLimits | None = None,
 ) -> pl.DataFrame:
     """Tokens that ablating ``feature`` promotes and suppresses most on average."""
-    node = parse_node(feature)
-    check_node(db, node, run)
-    params = {"node": str(node), "run": run, "top": _positive("top", top)}
-    return fetch(db, FEATURE_LOGITS, params, limits)
+    return _feature_top(db, FEATURE_LOGITS, feature, run, top, limits)
 
 
 def neighbourhood(
@@ -313,10 +310,16 @@ def top_contexts(
     limits: QueryLimits | None = None,
 ) -> pl.DataFrame:
     """The prompts where ``feature`` activates most, with its activation at every token."""
+    return _feature_top(db, TOP_CONTEXTS, feature, run, top, limits)
+
+
+def _feature_top(
+    db: Database, sql: str, feature: str | Node, run: int | None, top: int, limits: QueryLimits | None
+) -> pl.DataFrame:
+    """A per-feature macro that takes ``node``, ``run`` and ``top``, after checking the feature."""
     node = parse_node(feature)
     check_node(db, node, run)
-    params = {"node": str(node), "run": run, "top": _positive("top", top)}
-    return fetch(db, TOP_CONTEXTS, params, limits)
+    return fetch(db, sql, {"node": str(node), "run": run, "top": _positive("top", top)}, limits)
 
 
 def compare_prompts(

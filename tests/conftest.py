@@ -71,3 +71,14 @@ def tiny_config(assets: Path, n_saes: int = len(HOOKS), **sweep) -> RunConfig:
         sweep=SweepConfig(**sweep),
         device="cpu",
     )
+
+
+def table_rows(path: Path, columns: dict[str, str]) -> dict[str, list[tuple]]:
+    """``{table: rows}`` of a database, the given columns of each table in a canonical order."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT {cols} FROM {t} ORDER BY ALL").fetchall() for t, cols in columns.items()}
+    finally:
+        con.close()

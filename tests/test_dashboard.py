@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import duckdb
 import polars as pl
@@ -298,6 +299,21 @@ def test_every_page_of_an_empty_database(monkeypatch, tmp_path):
             assert "no runs yet" in _texts(at)
 
 
+@contextmanager
+def written_by_another_process(path):
+    """Another process holds ``path`` open for writing (DuckDB's lock) until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_without_a_database(monkeypatch, tmp_path):
     at = app_test(monkeypatch, None).run()
     assert not at.exception and "featuregraph dashboard DB" in at.error[0].value
@@ -308,12 +324,7 @@ def test_without_a_database(monkeypatch, tmp_path):
 def test_a_writer_holding_the_lock_is_one_line(dashboard_db, monkeypatch, tmp_path):
     copy = tmp_path / "locked.duckdb"
     shutil.copy(dashboard_db.path, copy)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(copy)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with written_by_another_process(copy):
         monkeypatch.setenv("FEATUREGRAPH_LOCK_WAIT", "0.2")
         at = app_test(monkeypatch, copy, "graph").run()
         assert not at.exception and not at.error
@@ -321,9 +332,6 @@ def test_a_writer_holding_the_lock_is_one_line(dashboard_db, monkeypatch, tmp_pa
             "An ingest is writing to this database"
         )
         assert "\n" not in at.warning[0].value
-    finally:
-        holder.kill()
-        holder.wait()
     at = app_test(monkeypatch, copy, "graph").run()  # once the writer is gone, the page is back
     _ok(at)
     assert at.get("graphviz_chart")
@@ -397,17 +405,9 @@ def test_prompt_graph_snr_without_a_threshold_is_the_macro(dashboard_db):
 def test_open_reader_names_a_busy_database(dashboard_db, tmp_path):
     copy = tmp_path / "busy.duckdb"
     shutil.copy(dashboard_db.path, copy)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(copy)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with written_by_another_process(copy):
         with pytest.raises(pages.DatabaseBusyError, match="in use by another process"):
             pages.open_reader(copy, wait_s=0.1)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_neuronpedia_url():

@@ -11,20 +11,13 @@ import pytest
 from test_dashboard_support import dashboard_db_fixture  # noqa: F401
 
 from dashboard.browser import CHROMIUM, chromium, served, wait_idle
+from dashboard.nav import PAGES
 from query import api
 from store.db import open_database
 
 if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 
-PAGES = {
-    "overview": "Overview",
-    "graph": "Prompt graph",
-    "paths": "Recurring paths",
-    "feature": "Feature",
-    "noise": "Noise & validation",
-    "sql": "SQL console",
-}
 
 
 @pytest.fixture(scope="module")

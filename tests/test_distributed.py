@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import table_rows, tiny_config
 from typer.testing import CliRunner
 
 from featuregraph.cli import app
@@ -54,16 +54,8 @@ CONTENT = {
 def content(path: Path) -> dict[str, list[tuple]]:
     """Every table's rows, in a canonical order (no timestamps); edge_summary's float sums depend on
     the order prompts were folded in, so they are compared to 1e-5 (see summary_close)."""
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        out = {t: con.execute(f"SELECT {cols} FROM {t} ORDER BY ALL").fetchall() for t, cols in CONTENT.items()}
-        out["edge_summary"] = con.execute(
-            "SELECT up_layer, up_feature, down_layer, down_feature, sign, n, first_prompt_id, sum_weight, "
-            "sum_sq_weight FROM edge_summary ORDER BY ALL"
-        ).fetchall()
-        return out
-    finally:
-        con.close()
+    summary = "up_layer, up_feature, down_layer, down_feature, sign, n, first_prompt_id, sum_weight, sum_sq_weight"
+    return table_rows(path, {**CONTENT, "edge_summary": summary})
 
 
 def assert_same_database(got: dict, want: dict) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+from conftest import PROMPTS, table_rows, tiny_config
 
-from conftest import PROMPTS, tiny_config
 from ingest.loading import load_all
 from ingest.prompts import read_prompts, tokenize_prompts
 from ingest.run import ingest
@@ -30,11 +30,7 @@ CONTENT_TABLES = {
 
 
 def _content(path: Path) -> dict[str, list[tuple]]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return {t: con.execute(f"SELECT {cols} FROM {t} ORDER BY ALL").fetchall() for t, cols in CONTENT_TABLES.items()}
-    finally:
-        con.close()
+    return table_rows(path, CONTENT_TABLES)
 
 
 def test_round_trip_matches_the_sweep_and_records_provenance(tiny_assets, tmp_path):

@@ -156,10 +156,7 @@ def _curves(run: int, name: str) -> None:
 
 
 def render(run: int | None) -> None:
-    st.header("Feature")
-    st.caption(nav.SIGN_CONVENTION)
-    if run is None:
-        st.info("This database has no runs yet.")
+    if not nav.page_intro("Feature", run):
         return
     name = _pick(run)
     if name is None:

@@ -116,10 +116,7 @@ def _note(row: dict) -> str:
 
 
 def render(run: int | None) -> None:
-    st.header("Prompt graph")
-    st.caption(nav.SIGN_CONVENTION)
-    if run is None:
-        st.info("This database has no runs yet.")
+    if not nav.page_intro("Prompt graph", run):
         return
     prompt_id = pick_prompt(run)
     if prompt_id is None:

@@ -165,10 +165,7 @@ def _curves(run: int) -> None:
 
 
 def render(run: int | None) -> None:
-    st.header("Noise and validation")
-    st.caption(nav.SIGN_CONVENTION)
-    if run is None:
-        st.info("This database has no runs yet.")
+    if not nav.page_intro("Noise and validation", run):
         return
     sections = {
         "noise": "Effects vs noise",

@@ -101,13 +101,8 @@ def _drill(run: int, path: str, signs: str, tag: str | None, min_weight: float) 
 
 
 def render(run: int | None) -> None:
-    st.header("Recurring paths")
-    st.caption(
-        "Chains of edges through consecutive layers with the same features and signs, found in many prompts. "
-        + nav.SIGN_CONVENTION
-    )
-    if run is None:
-        st.info("This database has no runs yet.")
+    caption = "Chains of edges through consecutive layers with the same features and signs, found in many prompts. "
+    if not nav.page_intro("Recurring paths", run, caption + nav.SIGN_CONVENTION):
         return
     layers = _layers(run)
     if len(layers) < 3:
