@@ -107,7 +107,7 @@ FROM range(9) a(c), (SELECT unnest([11, 22, 33, 44, 55]) AS t)
 
 def enrich(db_path: Path, planted: list[dict]) -> dict:
     """Add tokens, activations, top next tokens and three experiments; seconds per step."""
-    from store.db import open_database
+    from featuregraph.store.db import open_database
 
     path = planted[0]["nodes"]
     out = {}
@@ -145,7 +145,7 @@ def enrich(db_path: Path, planted: list[dict]) -> dict:
 
 def page_cases(db_path: Path, planted: list[dict]) -> list[tuple[str, dict]]:
     """The page visits to time: every page, with a planted prompt, path and feature."""
-    from store.db import open_database
+    from featuregraph.store.db import open_database
 
     with open_database(db_path, read_only=True) as db:
         prompt = db.fetchone("SELECT min(prompt_id) FROM edge_occurrences WHERE up_layer = $l AND up_feature = $f",
@@ -211,7 +211,7 @@ def time_browser(db_path: Path, cases: list[tuple[str, dict]], repeat: int) -> d
     """
     from urllib.parse import urlencode
 
-    from dashboard.browser import chromium, served, wait_idle
+    from featuregraph.dashboard.browser import chromium, served, wait_idle
 
     def settle(page, name: str) -> float:
         settled = wait_idle(page)
@@ -301,7 +301,7 @@ def main() -> None:
         {**p, "nodes": [f"{p['start_layer'] + i}.{f}" for i, f in enumerate(p["features"])]} for p in planted
     ]
 
-    from store.db import open_database
+    from featuregraph.store.db import open_database
 
     with open_database(args.db, read_only=True) as db:
         report["rows"] = {t: int(db.fetchone(f"SELECT count(*) FROM {t}")[0])  # fixed names

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from ingest import synthetic as syn
-from ingest.config import ModelSpec, RunConfig, SaeSpec
-from ingest.loading import load_model
+from featuregraph.ingest import synthetic as syn
+from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec
+from featuregraph.ingest.loading import load_model
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
 WORDS = "the quick brown fox jumps over a lazy dog while Mary and John went to the store copyright".split()
@@ -69,8 +69,8 @@ def main() -> None:
 
     import ray
 
-    from ingest.distributed import WorkerPool, ingest_distributed
-    from ingest.run import ingest
+    from featuregraph.ingest.distributed import WorkerPool, ingest_distributed
+    from featuregraph.ingest.run import ingest
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="fg-scaling-"))

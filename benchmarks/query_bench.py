@@ -65,9 +65,9 @@ def _timed(fn) -> float:
 
 def load(db_path: Path, staging: Path, spec: GraphSpec) -> dict:
     """Bulk-load the staging files into a fresh database; seconds and rows per step."""
-    from store.db import open_database
-    from store.runs import create_run, finish_run
-    from store.summary import rebuild_summary
+    from featuregraph.store.db import open_database
+    from featuregraph.store.runs import create_run, finish_run
+    from featuregraph.store.summary import rebuild_summary
 
     for p in (db_path, Path(str(db_path) + ".wal")):
         p.unlink(missing_ok=True)
@@ -126,8 +126,8 @@ def _worker(kind: str, db_path: str, args: dict) -> dict:
     and ``warm`` (the same call again)."""
     import random
 
-    import query.api as api
-    from store.db import open_database
+    import featuregraph.query.api as api
+    from featuregraph.store.db import open_database
 
     rss_before = _peak_rss_mib()
     cold: list[float] = []
@@ -324,7 +324,7 @@ def main() -> None:
 
 def random_features(db_path: Path, k: int) -> list[str]:
     """k features drawn uniformly from those with at least one out-edge."""
-    from store.db import open_database
+    from featuregraph.store.db import open_database
 
     with open_database(db_path, read_only=True) as db:
         rows = db.fetchall(
@@ -339,9 +339,9 @@ def writer_ingest(db_path: Path, spec: GraphSpec, groups: int, group: int) -> di
     import numpy as np
     from synthetic_graphs import _chunk, _popularity, plant_paths
 
-    from store.db import open_database
-    from store.models import PROMPT_TABLES, PromptResult
-    from store.runs import write_prompt_results
+    from featuregraph.store.db import open_database
+    from featuregraph.store.models import PROMPT_TABLES, PromptResult
+    from featuregraph.store.runs import write_prompt_results
 
     rng = np.random.default_rng(spec.seed + 1)
     perm = np.stack([rng.permutation(spec.d_sae) for _ in range(spec.layers)])
@@ -370,7 +370,7 @@ def writer_ingest(db_path: Path, spec: GraphSpec, groups: int, group: int) -> di
 
 def hub_features(db_path: Path, k: int) -> list[str]:
     """The k features with the most out-edges (the Zipf head)."""
-    from store.db import open_database
+    from featuregraph.store.db import open_database
 
     with open_database(db_path, read_only=True) as db:
         rows = db.fetchall(

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from ingest import synthetic as syn
-from ingest.config import SweepConfig
-from ingest.loading import SaeSite, residual_layer
-from ingest.reference import reference_sweep
-from ingest.sweep import PromptInput, Sweeper
+from featuregraph.ingest import synthetic as syn
+from featuregraph.ingest.config import SweepConfig
+from featuregraph.ingest.loading import SaeSite, residual_layer
+from featuregraph.ingest.reference import reference_sweep
+from featuregraph.ingest.sweep import PromptInput, Sweeper
 
 SHAPES = {
     "tiny": dict(n_layers=3, d_model=32, n_heads=4, d_vocab=64, n_ctx=32, d_sae=48, active=4.0),

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, nav
-from dashboard.views import feature, graph, noise, overview, paths, sql
+from featuregraph.dashboard import data, nav
+from featuregraph.dashboard.views import feature, graph, noise, overview, paths, sql
 from featuregraph.errors import FeaturegraphError
-from query.pages import DatabaseBusyError
+from featuregraph.query.pages import DatabaseBusyError
 
 VIEWS = {
     "overview": overview.render,

@@ -1,6 +1,6 @@
 """Driving the dashboard in a real browser: serve it on 127.0.0.1, open pages in Chromium
 (Playwright, Debian's ``/usr/bin/chromium``), wait until Streamlit is idle. Used by the
-end-to-end test and by ``python -m dashboard.screenshots``.
+end-to-end test and by ``python -m featuregraph.dashboard.screenshots``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from dashboard.launch import DB_ENV, streamlit_command
+from featuregraph.dashboard.launch import DB_ENV, streamlit_command
 
 CHROMIUM = os.environ.get("FEATUREGRAPH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterator
 
 import streamlit as st
 
-from dashboard.launch import DB_ENV
+from featuregraph.dashboard.launch import DB_ENV
 from featuregraph.errors import DatabaseError
-from query import api, pages
-from store.db import Database, QueryLimits
+from featuregraph.query import api, pages
+from featuregraph.store.db import Database, QueryLimits
 
 LIMITS = api.DASHBOARD_LIMITS
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from store.models import Node
+from featuregraph.store.models import Node
 
 RED = "#d62728"  # ablating the source suppresses the target
 BLUE = "#1f77b4"  # ablating the source promotes the target

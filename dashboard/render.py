@@ -8,7 +8,7 @@ from typing import Sequence
 import altair as alt
 import polars as pl
 
-from dashboard.graph import BLUE, RED, SHADE, visible_token
+from featuregraph.dashboard.graph import BLUE, RED, SHADE, visible_token
 
 
 def shaded_tokens(tokens: Sequence[str], activations: Sequence[float], peak: float | None = None) -> str:

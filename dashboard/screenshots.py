@@ -1,6 +1,6 @@
 """Screenshots of every dashboard page, for the README.
 
-    python -m dashboard.screenshots DB [OUT_DIR] [--prompt N] [--feature L.F]
+    python -m featuregraph.dashboard.screenshots DB [OUT_DIR] [--prompt N] [--feature L.F]
 
 Serves the dashboard on DB (dashboard/browser.py), opens each page in headless Chromium, waits
 until it settles and saves ``OUT_DIR/<page>.png`` (default docs/screenshots), reduced to a
@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from urllib.parse import urlencode
 
-from dashboard.browser import chromium, served, wait_idle
+from featuregraph.dashboard.browser import chromium, served, wait_idle
 
 VIEWPORT = {"width": 1280, "height": 1000}
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"

@@ -1,6 +1,6 @@
 """Bundled toy model, SAEs and prompt sets for trying featuregraph offline.
 
-The assets under ``demo/assets`` are produced by ``python -m demo.train`` (a
+The assets under ``demo/assets`` are produced by ``python -m featuregraph.demo.train`` (a
 seeded, CPU-only script): a 4-layer GPT-2-style model trained on a synthetic
 corpus (:mod:`demo.corpus`) whose tasks echo the behaviours studied on GPT-2
 small (closing brackets, completing acronyms, indirect object identification),
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 DEMO_DIR: Path = Path(__file__).resolve().parent
-#: Root of the committed artifacts written by ``python -m demo.train``.
+#: Root of the committed artifacts written by ``python -m featuregraph.demo.train``.
 ASSETS_DIR: Path = DEMO_DIR / "assets"
 #: HF ``save_pretrained`` folder holding both the GPT-2-style model and its tokenizer.
 MODEL_DIR: Path = ASSETS_DIR / "model"

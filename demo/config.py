@@ -18,7 +18,7 @@ TARGETS: dict[str, float] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of ``python -m demo.train``.
+    """Every knob of ``python -m featuregraph.demo.train``.
 
     Step counts are optimizer steps; ``*_tokens`` are token counts; learning
     rates are peak Adam learning rates.

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
-from demo.config import TrainConfig
-from demo.corpus import CorpusGenerator, Example
-from demo.metrics import ScoredPrompt
-from demo.tokenization import encode_texts, pad_batch
+from featuregraph.demo.config import TrainConfig
+from featuregraph.demo.corpus import CorpusGenerator, Example
+from featuregraph.demo.metrics import ScoredPrompt
+from featuregraph.demo.tokenization import encode_texts, pad_batch
 
 __all__ = [
     "make_model",

@@ -16,7 +16,7 @@ import torch
 from sae_lens import SAE, HookedSAETransformer
 from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
 
-from demo import ASSETS_DIR, MODEL_DIR, sae_dirs
+from featuregraph.demo import ASSETS_DIR, MODEL_DIR, sae_dirs
 
 __all__ = ["load_hf_model", "load_tokenizer", "load_hooked_model", "load_saes"]
 
@@ -38,8 +38,8 @@ def load_hooked_model(model_dir: Path = MODEL_DIR, device: str = "cpu") -> Hooke
     """The processed ``HookedSAETransformer``, loaded by featuregraph's own loader exactly as
     ``featuregraph ingest --model DIR`` loads it (``fold_ln``, ``center_writing_weights``,
     ``center_unembed``); logits differ from the HF model only by a per-position constant."""
-    from ingest.config import ModelSpec
-    from ingest.loading import MODEL_PROCESSING_KEYS, load_model
+    from featuregraph.ingest.config import ModelSpec
+    from featuregraph.ingest.loading import MODEL_PROCESSING_KEYS, load_model
 
     model, _ = load_model(ModelSpec(str(model_dir)), dict.fromkeys(MODEL_PROCESSING_KEYS, True), device, "float32")
     return model

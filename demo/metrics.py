@@ -31,7 +31,7 @@ import torch
 from sae_lens import SAE, HookedSAETransformer
 from transformers import PreTrainedTokenizerBase
 
-from demo.tokenization import encode_texts, pad_batch
+from featuregraph.demo.tokenization import encode_texts, pad_batch
 
 __all__ = [
     "ScoredPrompt",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from demo import MODEL_DIR, NOISE_CORPUS_PATH, PROMPTS_PATH, sae_dirs
+from featuregraph.demo import MODEL_DIR, NOISE_CORPUS_PATH, PROMPTS_PATH, sae_dirs
 from featuregraph.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str,
     ``support_in_task / n_task - max over other tasks of support / n_other``. Paths that
     are at least as common elsewhere are dropped, so a task may get fewer than ``top``.
     """
-    from query.api import path_prompts, recurring_paths
+    from featuregraph.query.api import path_prompts, recurring_paths
 
     out: dict[str, list[TaskPath]] = {}
     for tag in tags:
@@ -100,17 +100,17 @@ def run_demo(
 ) -> DemoSummary:
     """Ingest the bundled prompts (``per_tag`` of each task, or all) with the bundled model and
     SAEs, add a noise baseline from the bundled filler corpus, and summarise what landed."""
-    from ingest.config import ModelSpec, RunConfig, SaeSpec
-    from ingest.experiments import run_noise
-    from ingest.noise import NoiseSpec
-    from ingest.prompts import read_prompts
-    from ingest.run import ingest
-    from store.db import open_database
+    from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec
+    from featuregraph.ingest.experiments import run_noise
+    from featuregraph.ingest.noise import NoiseSpec
+    from featuregraph.ingest.prompts import read_prompts
+    from featuregraph.ingest.run import ingest
+    from featuregraph.store.db import open_database
 
     if per_tag is not None and per_tag < 0:
         raise InputError(f"--per-tag must be >= 0 (0: all prompts), got {per_tag}")
     if not MODEL_DIR.is_dir():
-        raise InputError(f"the bundled demo model is missing at {MODEL_DIR}; regenerate it with `python -m demo.train`")
+        raise InputError(f"the bundled demo model is missing at {MODEL_DIR}; regenerate it with `python -m featuregraph.demo.train`")
     prompts = _subset(read_prompts(PROMPTS_PATH), per_tag)
     config = RunConfig(
         model=ModelSpec(str(MODEL_DIR)),

@@ -16,9 +16,9 @@ from sae_lens import (
 )
 from transformers import PreTrainedTokenizerBase
 
-from demo.config import TrainConfig
-from demo.corpus import CorpusGenerator
-from demo.tokenization import document_rows, encode_texts
+from featuregraph.demo.config import TrainConfig
+from featuregraph.demo.corpus import CorpusGenerator
+from featuregraph.demo.tokenization import document_rows, encode_texts
 
 __all__ = ["DATASET_DESCRIPTION", "sae_config", "sae_rows", "train_saes"]
 

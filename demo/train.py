@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m demo.train                 # rebuild the committed assets in demo/assets
-    python -m demo.train --out DIR       # write everything under DIR instead
-    python -m demo.train --quick         # smoke test: tiny run into a temporary folder
+    python -m featuregraph.demo.train                 # rebuild the committed assets in demo/assets
+    python -m featuregraph.demo.train --out DIR       # write everything under DIR instead
+    python -m featuregraph.demo.train --quick         # smoke test: tiny run into a temporary folder
 
 Pipeline (all randomness derives from ``--seed``):
 
@@ -48,22 +48,22 @@ import torch
 from sae_lens import HookedSAETransformer
 from transformers import GPT2LMHeadModel
 
-from demo import ASSETS_DIR, DEMO_DIR
-from demo.config import TARGETS, TrainConfig, hook_names
-from demo.corpus import HELDOUT_PERCENT, TASKS, CorpusGenerator, Example
-from demo.lm_training import copy_warmup, make_model, train_lm
-from demo.loading import load_hf_model, load_hooked_model, load_saes
-from demo.metrics import (
+from featuregraph.demo import ASSETS_DIR, DEMO_DIR
+from featuregraph.demo.config import TARGETS, TrainConfig, hook_names
+from featuregraph.demo.corpus import HELDOUT_PERCENT, TASKS, CorpusGenerator, Example
+from featuregraph.demo.lm_training import copy_warmup, make_model, train_lm
+from featuregraph.demo.loading import load_hf_model, load_hooked_model, load_saes
+from featuregraph.demo.metrics import (
     cross_entropy,
     encode_contexts,
     prepare_prompts,
     sae_stats,
     task_accuracy,
 )
-from demo.sae_training import sae_rows, train_saes
-from demo.tokenization import PRETOKENIZE_PATTERN, SPECIAL_TOKEN, train_tokenizer
+from featuregraph.demo.sae_training import sae_rows, train_saes
+from featuregraph.demo.tokenization import PRETOKENIZE_PATTERN, SPECIAL_TOKEN, train_tokenizer
 
-logger = logging.getLogger("demo.train")
+logger = logging.getLogger("featuregraph.demo.train")
 
 
 def seed_everything(seed: int) -> None:
@@ -286,12 +286,12 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
     manifest: dict[str, Any] = {
         "description": (
             "Toy GPT-2-style model and residual-stream SAEs bundled with featuregraph; "
-            "built by `python -m demo.train`."
+            "built by `python -m featuregraph.demo.train`."
         ),
         "quick": quick,
         "config": asdict(cfg),
         "corpus": {
-            "generator": "demo.corpus.CorpusGenerator",
+            "generator": "featuregraph.demo.corpus.CorpusGenerator",
             "seeds": {"tokenizer": cfg.seed + 3, "lm": cfg.seed, "sae": cfg.seed + 2, "heldout": cfg.seed + 1},
             "train_mix": mix,
             "heldout_percent_of_keys": HELDOUT_PERCENT,

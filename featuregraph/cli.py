@@ -85,8 +85,8 @@ def ingest(
     too_long: str = typer.Option("reject", "--too-long", help="Prompts longer than the model's context: reject (a bad prompt) or truncate (cut, flagged in metadata)."),
 ) -> None:
     """Run the ablation sweep over PROMPTS and store it in DB (re-running resumes)."""
-    from ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
-    from ingest.run import ingest as run_ingest
+    from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+    from featuregraph.ingest.run import ingest as run_ingest
 
     _logging(verbose)
     specs = [SaeSpec(path=str(p)) for p in sae]
@@ -130,7 +130,7 @@ def ingest(
         raise InputError(f"--too-long must be reject or truncate, got {too_long!r}")
     source = str(prompts) if str(prompts).startswith("hf:") else prompts
     if distributed:
-        from ingest.distributed import import_ray, ingest_distributed
+        from featuregraph.ingest.distributed import import_ray, ingest_distributed
 
         import_ray()  # a clear one-line error, before any loading, when Ray is missing
         summary = ingest_distributed(
@@ -154,7 +154,7 @@ def ingest(
 @user_errors
 def info(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) -> None:
     """Schema version, runs, row counts and size on disk of DB (opened read-only)."""
-    from store.info import database_info, format_info
+    from featuregraph.store.info import database_info, format_info
 
     typer.echo(format_info(database_info(db)))
 
@@ -163,8 +163,8 @@ def info(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) -> No
 @user_errors
 def migrate(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) -> None:
     """Upgrade DB to this featuregraph's schema (opening it for writing does this too)."""
-    from store.db import open_database
-    from store.migrate import current_version
+    from featuregraph.store.db import open_database
+    from featuregraph.store.migrate import current_version
 
     with open_database(db) as database:
         typer.echo(f"{db}: schema version {current_version(database)}")
@@ -172,7 +172,7 @@ def migrate(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) ->
 
 def _features(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    from store.models import Node
+    from featuregraph.store.models import Node
 
     for name in names:
         try:
@@ -210,8 +210,8 @@ def noise(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Cross-context noise baseline of a run's features (read it through the edge_snr / logit_snr views)."""
-    from ingest.experiments import run_noise
-    from ingest.noise import NoiseSpec
+    from featuregraph.ingest.experiments import run_noise
+    from featuregraph.ingest.noise import NoiseSpec
 
     spec = NoiseSpec(str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else ())
     experiment_id, summary = run_noise(db, spec, run, device, progress=not quiet)
@@ -236,8 +236,8 @@ def validate(
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
     """Ablate a path jointly on new prompts, next to a control of equal placement and size."""
-    from ingest.experiments import run_validation
-    from ingest.validation import ValidationSpec
+    from featuregraph.ingest.experiments import run_validation
+    from featuregraph.ingest.validation import ValidationSpec
 
     spec = ValidationSpec(tuple(_features(path)), str(prompts), control, coefficient, top_k, seed)
     experiment_id, s = run_validation(db, spec, run_id=run, device=device)
@@ -261,7 +261,7 @@ def curve(
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
     """Response curve: scale UP by each coefficient and record DOWN's activation and next-token probabilities."""
-    from ingest.experiments import run_curve
+    from featuregraph.ingest.experiments import run_curve
 
     _features(up if down is None else f"{up},{down}")
     experiment_id, s = run_curve(db, up, down, prompt, _coefficients(coefficients), token, run, device)
@@ -278,7 +278,7 @@ def dashboard(
     headless: bool = typer.Option(False, "--headless", help="Do not open a browser."),
 ) -> None:
     """Explore DB in a browser: graphs, recurring paths, features, noise, SQL (Streamlit)."""
-    from dashboard.launch import serve
+    from featuregraph.dashboard.launch import serve
 
     raise typer.Exit(code=serve(db, port, address, headless))
 
@@ -296,7 +296,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline."""
-    from demo.run import run_demo
+    from featuregraph.demo.run import run_demo
 
     s = run_demo(db, per_tag or None, noise_contexts, device, progress=not quiet, say=typer.echo)
     tags = ", ".join(f"{n} {t}" for t, n in s.prompts_per_tag.items())
@@ -313,13 +313,13 @@ def demo(
     typer.echo(f"explore it: featuregraph dashboard {s.db_path}   or   featuregraph sql {s.db_path} \"SELECT ...\"")
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if open_dashboard or (open_dashboard is None and interactive):
-        from dashboard.launch import serve
+        from featuregraph.dashboard.launch import serve
 
         raise typer.Exit(code=serve(db, 8501, "127.0.0.1", False))
 
 
 def _register_subcommands() -> None:
-    from query.cli import register
+    from featuregraph.query.cli import register
 
     register(app)
 

@@ -42,10 +42,10 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from featuregraph.errors import FeaturegraphError, InputError, LoadError
-from ingest.config import RunConfig
-from ingest.prompts import RawPrompt
-from ingest.run import IngestSummary, PreparedRun, _groups, open_run, prepare_run
-from ingest.shards import (
+from featuregraph.ingest.config import RunConfig
+from featuregraph.ingest.prompts import RawPrompt
+from featuregraph.ingest.run import IngestSummary, PreparedRun, _groups, open_run, prepare_run
+from featuregraph.ingest.shards import (
     clean_stale,
     complete_shards,
     default_shard_root,
@@ -57,10 +57,10 @@ from ingest.shards import (
     shard_name,
     write_shard,
 )
-from ingest.sweep import PromptInput
-from store.db import open_database
-from store.runs import finish_run
-from store.writer import WriterNote
+from featuregraph.ingest.sweep import PromptInput
+from featuregraph.store.db import open_database
+from featuregraph.store.runs import finish_run
+from featuregraph.store.writer import WriterNote
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ class SweepWorker:
     def __init__(self, config: RunConfig, threads: int, driver_node: str):
         import torch
 
-        from ingest.loading import load_all
-        from ingest.sweep import Sweeper
+        from featuregraph.ingest.loading import load_all
+        from featuregraph.ingest.sweep import Sweeper
 
         torch.set_num_threads(threads)
         self.loaded = load_all(config.model, config.saes, config.device, config.dtype, config.prepend_bos)
@@ -125,7 +125,7 @@ class SweepWorker:
     def sweep_group(self, job: GroupJob) -> tuple[str, Any]:
         """Sweep one group; write its shard (``("written", path)``) or, on a machine other
         than the driver's, return the shard's files (``("files", {name: bytes})``)."""
-        from store.runs import prompt_tables
+        from featuregraph.store.runs import prompt_tables
 
         results = self.sweeper.sweep_many(job.prompts)
         for r in results:

@@ -16,14 +16,14 @@ import torch
 
 import featuregraph
 from featuregraph.errors import InputError
-from ingest.noise import NoiseSpec, noise_baseline, sample_contexts
-from ingest.prompts import RawPrompt, read_prompts, tokenize_prompts
-from ingest.reload import RunContext, load_run, resolve_run
-from ingest.validation import CurveSpec, ValidationSpec, response_curve, validate
-from store.db import open_database
-from store.experiments import edge_features, edge_targets, logit_targets, run_edge_floor, write_experiment
-from store.models import Node
-from store.runs import now
+from featuregraph.ingest.noise import NoiseSpec, noise_baseline, sample_contexts
+from featuregraph.ingest.prompts import RawPrompt, read_prompts, tokenize_prompts
+from featuregraph.ingest.reload import RunContext, load_run, resolve_run
+from featuregraph.ingest.validation import CurveSpec, ValidationSpec, response_curve, validate
+from featuregraph.store.db import open_database
+from featuregraph.store.experiments import edge_features, edge_targets, logit_targets, run_edge_floor, write_experiment
+from featuregraph.store.models import Node
+from featuregraph.store.runs import now
 
 
 def _provenance(ctx: RunContext, started) -> dict[str, Any]:

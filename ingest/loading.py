@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from featuregraph.errors import InputError, LoadError
-from ingest.config import ModelSpec, SaeSpec
+from featuregraph.ingest.config import ModelSpec, SaeSpec
 
 log = logging.getLogger(__name__)
 

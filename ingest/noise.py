@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from featuregraph.errors import InputError
-from ingest.prompts import RawPrompt
-from ingest.reload import RunContext
-from ingest.sweep import PromptInput
+from featuregraph.ingest.prompts import RawPrompt
+from featuregraph.ingest.reload import RunContext
+from featuregraph.ingest.sweep import PromptInput
 
 
 @dataclass(frozen=True)

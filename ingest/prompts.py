@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from featuregraph.errors import InputError
-from ingest.sources import RawPrompt, read_source
-from ingest.sweep import PromptInput
+from featuregraph.ingest.sources import RawPrompt, read_source
+from featuregraph.ingest.sweep import PromptInput
 
 TOO_LONG_POLICIES = ("reject", "truncate")
 EXCERPT_CHARS = 200

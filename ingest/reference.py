@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ingest.loading import SaeSite
+from featuregraph.ingest.loading import SaeSite
 
 
 @dataclass

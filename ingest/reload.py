@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 
 from featuregraph.errors import InputError, LoadError
-from ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
-from ingest.loading import Loaded, load_all
-from ingest.sweep import Sweeper
-from store.db import Database
-from store.models import Node
+from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+from featuregraph.ingest.loading import Loaded, load_all
+from featuregraph.ingest.sweep import Sweeper
+from featuregraph.store.db import Database
+from featuregraph.store.models import Node
 
 RUN_CONFIG = "SELECT config FROM runs WHERE run_id = ?"
 RUN_SAES = "SELECT layer, sha256 FROM run_saes WHERE run_id = ? ORDER BY layer"

@@ -22,14 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 import featuregraph
-from ingest.config import RunConfig
-from ingest.loading import Loaded, load_all
-from ingest.prompts import PreparedPrompts, RawPrompt, prepare_prompts, prompts_sha256, read_prompts
-from ingest.sweep import Sweeper
-from store.db import Database, open_database
-from store.ingest_errors import record_ingest_errors
-from store.runs import create_run, done_prompt_ids, find_run, finish_run, resume_run, write_prompt_results
-from store.writer import WriterNote
+from featuregraph.ingest.config import RunConfig
+from featuregraph.ingest.loading import Loaded, load_all
+from featuregraph.ingest.prompts import PreparedPrompts, RawPrompt, prepare_prompts, prompts_sha256, read_prompts
+from featuregraph.ingest.sweep import Sweeper
+from featuregraph.store.db import Database, open_database
+from featuregraph.store.ingest_errors import record_ingest_errors
+from featuregraph.store.runs import create_run, done_prompt_ids, find_run, finish_run, resume_run, write_prompt_results
+from featuregraph.store.writer import WriterNote
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featuregraph.errors import DatabaseError, InputError
-from store.db import Database
-from store.runs import done_prompt_ids, insert_prompt_tables, now
+from featuregraph.store.db import Database
+from featuregraph.store.runs import done_prompt_ids, insert_prompt_tables, now
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from featuregraph.errors import InputError
-from ingest.config import SweepConfig
-from ingest.loading import SaeSite
-from store.models import PromptResult
+from featuregraph.ingest.config import SweepConfig
+from featuregraph.ingest.loading import SaeSite
+from featuregraph.store.models import PromptResult
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from featuregraph.errors import InputError
-from ingest.reload import RunContext
-from ingest.sweep import PromptInput
-from store.models import Node
+from featuregraph.ingest.reload import RunContext
+from featuregraph.ingest.sweep import PromptInput
+from featuregraph.store.models import Node
 
 CONTROLS = ("zero", "random")
 

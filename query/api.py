@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 import polars as pl
 
 from featuregraph.errors import InputError, NotFoundError
-from store.db import Database, QueryLimits
-from store.models import Node
+from featuregraph.store.db import Database, QueryLimits
+from featuregraph.store.models import Node
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ FORMAT_HELP = "table, csv, json or parquet (parquet needs --out)."
 def _emit(
     frame, fmt: str, out: Optional[Path], max_rows: Optional[int], truncated: bool | None = None
 ) -> None:
-    from query.output import write
+    from featuregraph.query.output import write
 
     text = write(frame, fmt, out)
     if text is not None:
@@ -40,7 +40,7 @@ def _run(
     time_limit: Optional[float],
     **kwargs,
 ) -> None:
-    from store.db import QueryLimits, open_database
+    from featuregraph.store.db import QueryLimits, open_database
 
     limits = QueryLimits(time_limit_s=time_limit, max_rows=max_rows)
     with open_database(db_path, read_only=True) as db:
@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """One prompt's graph, pruned the seed's way (top-k per ablated feature, then long paths)."""
-        from query.api import prompt_graph
+        from featuregraph.query.api import prompt_graph
 
         _run(
             db,
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Recurring paths: the same chain of features and signs in many prompts, by support."""
-        from query.api import recurring_paths
+        from featuregraph.query.api import recurring_paths
 
         _run(
             db,
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Prompts that contain a path, with the weight of each of its edges."""
-        from query.api import path_prompts
+        from featuregraph.query.api import path_prompts
 
         _run(
             db,
@@ -194,7 +194,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """A feature's in- and out-edges across prompts: count, mean, std, sign consistency."""
-        from query.api import feature_edges
+        from featuregraph.query.api import feature_edges
 
         _run(
             db,
@@ -222,7 +222,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Tokens that ablating a feature promotes and suppresses most, averaged over prompts."""
-        from query.api import feature_logits
+        from featuregraph.query.api import feature_logits
 
         _run(db, feature_logits, fmt, out, max_rows, time_limit, feature=feature, run=run, top=top)
 
@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Top-activating contexts of a feature, with its activation at every token."""
-        from query.api import top_contexts
+        from featuregraph.query.api import top_contexts
 
         _run(db, top_contexts, fmt, out, max_rows, time_limit, feature=feature, run=run, top=top)
 
@@ -257,7 +257,7 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Two prompts' graphs side by side: shared edges and each one's own."""
-        from query.api import compare_prompts
+        from featuregraph.query.api import compare_prompts
 
         _run(
             db,
@@ -283,8 +283,8 @@ def register(app: typer.Typer) -> None:
         time_limit: Optional[float] = time_opt,
     ) -> None:
         """Run one read-only SQL query on DB; anything that would write is refused."""
-        from query.readonly import run_sql
-        from store.db import QueryLimits
+        from featuregraph.query.readonly import run_sql
+        from featuregraph.store.db import QueryLimits
 
         frame, truncated = run_sql(db, sql, limits=QueryLimits(time_limit_s=time_limit, max_rows=max_rows))
         _emit(frame, fmt, out, max_rows, truncated)
@@ -296,8 +296,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sort DB's tables for the queries and rebuild the edge summary (see docs/sql.md)."""
         from featuregraph.errors import DatabaseError
-        from store.db import open_database
-        from store.optimize import optimize
+        from featuregraph.store.db import open_database
+        from featuregraph.store.optimize import optimize
 
         if not db.exists():
             raise DatabaseError(f"no database at {db}")

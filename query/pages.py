@@ -18,10 +18,10 @@ from typing import Sequence
 import polars as pl
 
 from featuregraph.errors import DatabaseError
-from query.api import fetch, parse_node
-from query.readonly import check_read_only
-from store.db import LOCK_WAIT_ENV, SCHEMA_TABLES, Database, QueryLimits, open_database, quote_identifier
-from store.models import Node
+from featuregraph.query.api import fetch, parse_node
+from featuregraph.query.readonly import check_read_only
+from featuregraph.store.db import LOCK_WAIT_ENV, SCHEMA_TABLES, Database, QueryLimits, open_database, quote_identifier
+from featuregraph.store.models import Node
 
 # Readers of the dashboard wait this long for a writer's lock before saying an ingest is writing.
 DASHBOARD_LOCK_WAIT_S = 2.0
@@ -77,7 +77,7 @@ SELECT run_id, layer, site_kind, hook_name, d_in, d_sae, architecture, release, 
        neuronpedia_id, sha256
 FROM run_saes WHERE $run IS NULL OR run_id = $run ORDER BY run_id, layer
 """
-# Table names come from store.db.SCHEMA_TABLES and the summary tables, never from input.
+# Table names come from featuregraph.store.db.SCHEMA_TABLES and the summary tables, never from input.
 COUNT_ROWS = "SELECT count(*) FROM {table}"
 COUNTED_TABLES = tuple(sorted(SCHEMA_TABLES | {"edge_summary", "edge_occurrences", "experiments"}))
 PROMPTS_PER_TAG = """
@@ -97,7 +97,7 @@ ORDER BY experiment_id DESC
 
 def schema_version(db: Database) -> int:
     """The database's schema version (its newest applied migration)."""
-    from store.migrate import current_version
+    from featuregraph.store.migrate import current_version
 
     return current_version(db)
 
@@ -581,7 +581,7 @@ def prompt_graph_snr(
     With ``min_snr`` > 0, edges below it (or without a noise figure) are dropped after the
     top-``k`` cut and before the path-length cut, and ``path_len`` is recomputed.
     """
-    from query import api
+    from featuregraph.query import api
 
     if measure not in SNR_MEASURES:
         raise ValueError(f"unknown signal-to-noise measure {measure!r}")

@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 
 from featuregraph.errors import DatabaseError, InputError, ReadOnlyError
-from store.db import Database, QueryLimits, open_database
+from featuregraph.store.db import Database, QueryLimits, open_database
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
 

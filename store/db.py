@@ -212,7 +212,7 @@ def _lock_wait(read_only: bool, wait_s: float | None) -> float:
 
 
 def _lock_holder(target: str, msg: str) -> str:
-    from store.writer import describe_writer
+    from featuregraph.store.writer import describe_writer
 
     who = describe_writer(target)
     if who:
@@ -277,7 +277,7 @@ def open_database(path: str | Path, read_only: bool = False, wait_s: float | Non
     featuregraph database, a schema newer than this featuregraph, or (read-only) a
     schema older than this featuregraph.
     """
-    from store.migrate import ensure_schema
+    from featuregraph.store.migrate import ensure_schema
 
     db = connect(path, read_only=read_only, wait_s=wait_s)
     try:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from store.db import Database
-from store.runs import now
+from featuregraph.store.db import Database
+from featuregraph.store.runs import now
 
 INSERT_EXPERIMENT = """
 INSERT INTO experiments (run_id, kind, status, spec, summary, device, featuregraph_version, torch_version,

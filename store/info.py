@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from store.db import SCHEMA_TABLES, open_database, quote_identifier
-from store.migrate import current_version
+from featuregraph.store.db import SCHEMA_TABLES, open_database, quote_identifier
+from featuregraph.store.migrate import current_version
 
 RUNS_SUMMARY = """
 SELECT r.run_id, r.status, r.model, r.n_prompts,

@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from store.db import Database
+from featuregraph.store.db import Database
 
 DELETE_RUN_ERRORS = "DELETE FROM ingest_errors WHERE run_id = ?"
 RUN_ERRORS = """

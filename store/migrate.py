@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from featuregraph.errors import DatabaseError
-from store.db import Database
+from featuregraph.store.db import Database
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -43,7 +43,7 @@ class Migration:
 def available_migrations() -> list[Migration]:
     """The migrations this featuregraph ships, in version order."""
     found = []
-    for entry in resources.files("migrations").iterdir():
+    for entry in resources.files("featuregraph.migrations").iterdir():
         m = _NAME.match(entry.name)
         if m:
             found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))

@@ -22,8 +22,8 @@ import time
 from typing import Callable
 
 from featuregraph.errors import DatabaseError
-from store.db import Database, quote_identifier
-from store.summary import rebuild_summary
+from featuregraph.store.db import Database, quote_identifier
+from featuregraph.store.summary import rebuild_summary
 
 # Table -> sort key. Names are fixed here, never taken from input.
 SORT_ORDERS: dict[str, tuple[str, ...]] = {

@@ -16,9 +16,9 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
-from store.db import Database
-from store.models import PROMPT_TABLES, PromptResult
-from store.summary import update_summary
+from featuregraph.store.db import Database
+from featuregraph.store.models import PROMPT_TABLES, PromptResult
+from featuregraph.store.summary import update_summary
 
 FIND_RUN = "SELECT run_id, status FROM runs WHERE run_key = ?"
 INSERT_RUN = """

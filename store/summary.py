@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from store.db import Database
+from featuregraph.store.db import Database
 
 _KEYS = ("run_id", "up_layer", "up_feature", "down_layer", "down_feature", "sign")
 _ON = " AND ".join(f"s.{k} = g.{k}" for k in _KEYS)  # fixed column names, not input

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ingest import synthetic as syn
-from ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
-from ingest.loading import SaeSite, residual_layer
+from featuregraph.ingest import synthetic as syn
+from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+from featuregraph.ingest.loading import SaeSite, residual_layer
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
 PROMPTS = [
@@ -46,7 +46,7 @@ def build_sites(model, hooks: list[str], d_sae: int, density: float, tokens: tor
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory) -> Path:
     """A Hugging Face model folder (2 layers, d_model 32) and three sae_lens SAE folders."""
-    from ingest.loading import load_model
+    from featuregraph.ingest.loading import load_model
 
     root = tmp_path_factory.mktemp("assets")
     syn.save_hf_model(root / "model", n_layers=2, d_model=32, n_ctx=32, seed=0)

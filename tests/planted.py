@@ -38,9 +38,9 @@ def build(root: Path) -> dict:
     """Write the model folder and two SAE folders under ``root``; return their paths."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ingest.config import ModelSpec
-    from ingest.loading import load_model
-    from ingest.synthetic import make_sae
+    from featuregraph.ingest.config import ModelSpec
+    from featuregraph.ingest.loading import load_model
+    from featuregraph.ingest.synthetic import make_sae
 
     g = torch.Generator().manual_seed(0)
     config = GPT2Config(vocab_size=V, n_positions=16, n_ctx=16, n_embd=D, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)

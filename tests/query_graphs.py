@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from store.db import Database, open_database
-from store.models import PROMPT_TABLES, PromptResult
-from store.runs import create_run, finish_run, write_prompt_results
+from featuregraph.store.db import Database, open_database
+from featuregraph.store.models import PROMPT_TABLES, PromptResult
+from featuregraph.store.runs import create_run, finish_run, write_prompt_results
 
 Edge = tuple[int, int, int, int, float]  # up_layer, up_feature, down_layer, down_feature, weight
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from featuregraph.cli import app
-from ingest import synthetic as syn
+from featuregraph.ingest import synthetic as syn
 
 runner = CliRunner()
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import tiny_config
 
 from featuregraph.errors import InputError
-from ingest.run import ingest
-from ingest.sources import DatasetSpec, read_source
+from featuregraph.ingest.run import ingest
+from featuregraph.ingest.sources import DatasetSpec, read_source
 
 RECORDS = [
     {"text": "The quick brown fox", "id": "a1", "tags": ["animal", "short"], "metadata": {"source": "seed"}},

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from test_dashboard_support import app_test, dashboard_db_fixture  # noqa: F401
 
-from dashboard import graph as g
-from query import api, pages
-from store.db import open_database
-from store.models import Node
+from featuregraph.dashboard import graph as g
+from featuregraph.query import api, pages
+from featuregraph.store.db import open_database
+from featuregraph.store.models import Node
 
 SIGN_TEXT = "ablated minus clean"
 
@@ -421,7 +421,7 @@ def test_neuronpedia_url():
 def test_dashboard_command(tmp_path):
     from typer.testing import CliRunner
 
-    from dashboard.launch import streamlit_command
+    from featuregraph.dashboard.launch import streamlit_command
     from featuregraph.cli import app
 
     result = CliRunner().invoke(app, ["dashboard", "--help"])
@@ -437,9 +437,9 @@ def test_dashboard_command(tmp_path):
 
 def test_the_dashboard_imports_without_torch():
     code = (
-        "import sys; import dashboard.data, dashboard.graph, dashboard.launch, dashboard.nav, dashboard.render; "
-        "import dashboard.views.graph, dashboard.views.paths, dashboard.views.feature, dashboard.views.noise; "
-        "import dashboard.views.sql, dashboard.views.overview, query.pages; "
+        "import sys; import featuregraph.dashboard.data, dashboard.graph, dashboard.launch, dashboard.nav, dashboard.render; "
+        "import featuregraph.dashboard.views.graph, dashboard.views.paths, dashboard.views.feature, dashboard.views.noise; "
+        "import featuregraph.dashboard.views.sql, dashboard.views.overview, query.pages; "
         "assert 'torch' not in sys.modules and 'sae_lens' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

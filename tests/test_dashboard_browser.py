@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from test_dashboard_support import dashboard_db_fixture  # noqa: F401
 
-from dashboard.browser import CHROMIUM, chromium, served, wait_idle
-from dashboard.nav import PAGES
-from query import api
-from store.db import open_database
+from featuregraph.dashboard.browser import CHROMIUM, chromium, served, wait_idle
+from featuregraph.dashboard.nav import PAGES
+from featuregraph.query import api
+from featuregraph.store.db import open_database
 
 if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)

@@ -45,12 +45,12 @@ class DashboardDb:
 
 
 def build_dashboard_db(assets: Path, root: Path) -> DashboardDb:
-    from ingest.experiments import run_curve, run_noise, run_validation
-    from ingest.noise import NoiseSpec
-    from ingest.run import ingest
-    from ingest.validation import ValidationSpec
-    from query import api
-    from store.db import open_database
+    from featuregraph.ingest.experiments import run_curve, run_noise, run_validation
+    from featuregraph.ingest.noise import NoiseSpec
+    from featuregraph.ingest.run import ingest
+    from featuregraph.ingest.validation import ValidationSpec
+    from featuregraph.query import api
+    from featuregraph.store.db import open_database
 
     prompts = root / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps({"text": t, "tag": tag}) for t, tag in PROMPTS) + "\n")

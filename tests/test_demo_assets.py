@@ -2,7 +2,7 @@
 
 The model and SAEs are loaded exactly as featuregraph users load them
 (:mod:`demo.loading`), and the quality numbers recorded in the manifest by
-``python -m demo.train`` are re-measured on the bundled jsonl files.
+``python -m featuregraph.demo.train`` are re-measured on the bundled jsonl files.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from demo import (
+from featuregraph.demo import (
     ASSETS_DIR,
     MANIFEST_PATH,
     MODEL_DIR,
@@ -24,9 +24,9 @@ from demo import (
     SAES_DIR,
     sae_dirs,
 )
-from demo.corpus import TASKS
-from demo.loading import load_hf_model, load_hooked_model, load_saes
-from demo.metrics import encode_contexts, prepare_prompts, sae_stats, task_accuracy
+from featuregraph.demo.corpus import TASKS
+from featuregraph.demo.loading import load_hf_model, load_hooked_model, load_saes
+from featuregraph.demo.metrics import encode_contexts, prepare_prompts, sae_stats, task_accuracy
 
 ASSET_BUDGET_BYTES = 25 * 1024 * 1024
 # Re-measurement runs the same code on the same files; only floating-point

@@ -1,4 +1,4 @@
-"""The demo training pipeline's pieces: corpus, batching, loss, and a smoke run of ``python -m demo.train``."""
+"""The demo training pipeline's pieces: corpus, batching, loss, and a smoke run of ``python -m featuregraph.demo.train``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from demo.config import TrainConfig
-from demo.corpus import TASKS, CorpusGenerator, is_heldout
-from demo.lm_training import document_batch, make_model, weighted_lm_loss
-from demo.tokenization import train_tokenizer
+from featuregraph.demo.config import TrainConfig
+from featuregraph.demo.corpus import TASKS, CorpusGenerator, is_heldout
+from featuregraph.demo.lm_training import document_batch, make_model, weighted_lm_loss
+from featuregraph.demo.tokenization import train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_micro_batches_give_the_full_batch_loss(tokenizer) -> None:
 
 
 def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
-    from demo.loading import load_hooked_model, load_saes
-    from demo.train import main
+    from featuregraph.demo.loading import load_hooked_model, load_saes
+    from featuregraph.demo.train import main
 
     threads = torch.get_num_threads()
     main(["--quick", "--out", str(tmp_path)])

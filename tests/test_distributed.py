@@ -19,7 +19,7 @@ from conftest import table_rows, tiny_config
 from typer.testing import CliRunner
 
 from featuregraph.cli import app
-from ingest.run import ingest
+from featuregraph.ingest.run import ingest
 
 try:
     import ray
@@ -98,7 +98,7 @@ def ray_address():
 @pytest.fixture(scope="module")
 def pool(ray_address, tiny_assets):
     """Two warm CPU workers (half a logical CPU each, leaving one for a subprocess's worker)."""
-    from ingest.distributed import WorkerPool
+    from featuregraph.ingest.distributed import WorkerPool
 
     p = WorkerPool(tiny_config(tiny_assets), workers=2, cpus_per_worker=0.5)
     yield p
@@ -119,7 +119,7 @@ def reference(tiny_assets, prompts, tmp_path_factory, pool) -> dict:
 
 
 def distributed(db: Path, prompts: Path, assets: Path, pool, **kw):
-    from ingest.distributed import ingest_distributed
+    from featuregraph.ingest.distributed import ingest_distributed
 
     kw = {"commit_every": 4, "progress": False, "too_long": "truncate", **kw}
     return ingest_distributed(db, prompts, tiny_config(assets), pool=pool, **kw)
@@ -225,7 +225,7 @@ READER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from store.info import database_info
+    from featuregraph.store.info import database_info
     db, stop, log = Path(sys.argv[1]), Path(sys.argv[2]), open(sys.argv[3], "a", buffering=1)
     while not db.exists():
         time.sleep(0.05)
@@ -275,8 +275,8 @@ def test_a_reader_names_the_writer_when_it_cannot_get_in(tmp_path, monkeypatch):
     holder = textwrap.dedent(
         f"""
         import sys, time
-        from store.db import open_database
-        from store.writer import WriterNote
+        from featuregraph.store.db import open_database
+        from featuregraph.store.writer import WriterNote
         db = open_database({str(db)!r})
         WriterNote({str(db)!r}, {{"what": "featuregraph ingest (single process)", "run_id": 1,
                                   "holds_lock": "for its whole run"}}).update()
@@ -319,12 +319,12 @@ def test_workers_without_ray_is_a_one_line_error_and_featuregraph_imports_withou
 
 def test_the_merger_never_duplicates_a_prompt(tiny_assets, tmp_path):
     """Shards merged twice (a crash between commit and deletion) land once; no Ray needed."""
-    from ingest.loading import load_all
-    from ingest.prompts import read_prompts, tokenize_prompts
-    from ingest.shards import complete_shards, encode_tables, merge_shards, write_shard
-    from ingest.sweep import Sweeper
-    from store.db import open_database
-    from store.runs import prompt_tables
+    from featuregraph.ingest.loading import load_all
+    from featuregraph.ingest.prompts import read_prompts, tokenize_prompts
+    from featuregraph.ingest.shards import complete_shards, encode_tables, merge_shards, write_shard
+    from featuregraph.ingest.sweep import Sweeper
+    from featuregraph.store.db import open_database
+    from featuregraph.store.runs import prompt_tables
 
     config = tiny_config(tiny_assets, n_saes=2)
     loaded = load_all(config.model, config.saes, "cpu", "float32", None)

@@ -8,11 +8,11 @@ import duckdb
 import pytest
 
 import planted
-from ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
-from ingest.experiments import run_curve, run_noise, run_validation
-from ingest.noise import NoiseSpec
-from ingest.run import ingest
-from ingest.validation import ValidationSpec
+from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+from featuregraph.ingest.experiments import run_curve, run_noise, run_validation
+from featuregraph.ingest.noise import NoiseSpec
+from featuregraph.ingest.run import ingest
+from featuregraph.ingest.validation import ValidationSpec
 
 UP_NODE, DOWN_NODE = f"0.{planted.UP}", f"1.{planted.DOWN}"
 

@@ -13,10 +13,10 @@ import duckdb
 import numpy as np
 from conftest import PROMPTS, table_rows, tiny_config
 
-from ingest.loading import load_all
-from ingest.prompts import read_prompts, tokenize_prompts
-from ingest.run import ingest
-from ingest.sweep import Sweeper
+from featuregraph.ingest.loading import load_all
+from featuregraph.ingest.prompts import read_prompts, tokenize_prompts
+from featuregraph.ingest.run import ingest
+from featuregraph.ingest.sweep import Sweeper
 
 CONTENT_TABLES = {
     "tokens": "prompt_id, position, token_id, token",

@@ -15,7 +15,7 @@ import duckdb
 
 from conftest import tiny_config
 from hubcache import add_folder
-from ingest.run import ingest
+from featuregraph.ingest.run import ingest
 
 RELEASE_REPO = "jbloom/GPT2-Small-SAEs-Reformatted"
 

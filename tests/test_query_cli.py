@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from featuregraph.cli import app
 from featuregraph.errors import QueryTimeoutError
-from store.db import QueryLimits, open_database
+from featuregraph.store.db import QueryLimits, open_database
 
 runner = CliRunner()
 

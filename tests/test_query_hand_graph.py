@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from query_graphs import HAND_GRAPH, LATER_PROMPTS, hand_database, new_run, prompt_result, write_graph
 
-import query.api as api
+import featuregraph.query.api as api
 from featuregraph.errors import DatabaseError, InputError, NotFoundError
-from store.db import open_database
-from store.optimize import optimize
-from store.runs import write_prompt_results
-from store.summary import rebuild_summary
+from featuregraph.store.db import open_database
+from featuregraph.store.optimize import optimize
+from featuregraph.store.runs import write_prompt_results
+from featuregraph.store.summary import rebuild_summary
 
 
 @pytest.fixture(scope="module")

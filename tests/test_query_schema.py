@@ -11,9 +11,9 @@ import duckdb
 import pytest
 from query_graphs import HAND_GRAPH, prompt_result
 
-from store.db import Database, open_database
-from store.migrate import available_migrations
-from store.runs import write_prompt_results
+from featuregraph.store.db import Database, open_database
+from featuregraph.store.migrate import available_migrations
+from featuregraph.store.runs import write_prompt_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_an_older_database_gets_its_summary_from_its_edges(tmp_path):
 
 
 def test_the_writer_keeps_the_summary_inside_its_transaction(tmp_path, monkeypatch):
-    import store.runs as runs
+    import featuregraph.store.runs as runs
 
     with open_database(tmp_path / "tx.duckdb") as db:
         from query_graphs import new_run

@@ -9,11 +9,11 @@ from collections import Counter, defaultdict
 import pytest
 from conftest import PROMPTS, tiny_config
 
-import query.api as api
-from ingest import synthetic as syn
-from ingest.run import ingest
-from store.db import open_database
-from store.optimize import optimize
+import featuregraph.query.api as api
+from featuregraph.ingest import synthetic as syn
+from featuregraph.ingest.run import ingest
+from featuregraph.store.db import open_database
+from featuregraph.store.optimize import optimize
 
 SIGN = {True: -1, False: 1}
 

@@ -6,8 +6,8 @@ import duckdb
 import pytest
 
 from featuregraph.errors import DatabaseError
-from store.db import open_database
-from store.migrate import available_migrations, current_version, latest_version
+from featuregraph.store.db import open_database
+from featuregraph.store.migrate import available_migrations, current_version, latest_version
 
 EXPECTED_TABLES = {
     "schema_migrations", "runs", "run_saes", "prompts", "tokens", "top_next_tokens", "vocab",
@@ -74,7 +74,7 @@ def test_failed_statement_names_the_sql(tmp_path):
 
 
 def test_a_failing_migration_leaves_no_trace(tmp_path, monkeypatch):
-    import store.migrate as mig
+    import featuregraph.store.migrate as mig
 
     good = mig.available_migrations()
     bad = mig.Migration(latest_version() + 1, "broken", "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;")

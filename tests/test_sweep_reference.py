@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import build_sites
-from ingest import synthetic as syn
-from ingest.config import SweepConfig
-from ingest.reference import reference_sweep
-from ingest.sweep import PromptInput, Sweeper
+from featuregraph.ingest import synthetic as syn
+from featuregraph.ingest.config import SweepConfig
+from featuregraph.ingest.reference import reference_sweep
+from featuregraph.ingest.sweep import PromptInput, Sweeper
 
 ATOL = 1e-5
 D_VOCAB = 64
@@ -157,7 +157,7 @@ def test_prompts_of_different_lengths_swept_together_match_the_reference(model_a
 
 
 def test_joint_ablation_matches_hooks_and_single_ablation(model_and_sites):
-    from ingest.reference import reference_joint_ablation
+    from featuregraph.ingest.reference import reference_joint_ablation
 
     model, sites = model_and_sites
     ids = [0, 7, 21, 33, 4, 18, 60, 9]

@@ -9,11 +9,11 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from dashboard import nav
-from dashboard.data import load
-from dashboard.render import shaded_tokens, signed_bars
-from query.api import parse_node
-from query.pages import neuronpedia_url
+from featuregraph.dashboard import nav
+from featuregraph.dashboard.data import load
+from featuregraph.dashboard.render import shaded_tokens, signed_bars
+from featuregraph.query.api import parse_node
+from featuregraph.query.pages import neuronpedia_url
 
 
 def _pick(run: int) -> str | None:

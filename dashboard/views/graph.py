@@ -7,11 +7,11 @@ from collections import Counter
 import polars as pl
 import streamlit as st
 
-from dashboard import nav
-from dashboard.data import load
-from dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot
-from query.pages import SNR_MEASURES
-from store.models import Node
+from featuregraph.dashboard import nav
+from featuregraph.dashboard.data import load
+from featuregraph.dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot
+from featuregraph.query.pages import SNR_MEASURES
+from featuregraph.store.models import Node
 
 ANY = "(any)"
 SNR_LABELS = {"z": "|z| vs noise", "ratio": "|w| / noise p95"}

@@ -9,11 +9,11 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from dashboard import nav
-from dashboard.data import load
-from dashboard.render import histogram_lines
-from dashboard.views.feature import curve_charts
-from query.pages import HISTOGRAM_SAMPLE_ROWS
+from featuregraph.dashboard import nav
+from featuregraph.dashboard.data import load
+from featuregraph.dashboard.render import histogram_lines
+from featuregraph.dashboard.views.feature import curve_charts
+from featuregraph.query.pages import HISTOGRAM_SAMPLE_ROWS
 
 
 def _pick(run: int, kind: str, label: str) -> tuple[int, dict] | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import nav
-from dashboard.data import load
+from featuregraph.dashboard import nav
+from featuregraph.dashboard.data import load
 
 RUN_COLUMNS = [
     "run_id", "status", "model", "model_source", "prompts_done", "n_prompts", "n_saes", "coefficient",

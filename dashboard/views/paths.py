@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboard import nav
-from dashboard.data import load
+from featuregraph.dashboard import nav
+from featuregraph.dashboard.data import load
 
 ANY = "(any)"
 SORTS = {
