@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny random models and SAEs built locally (no hub), seeded."""
+"""Shared fixtures: tiny random models and SAEs built locally (no hub), seeded.
+
+Plain helpers (run rows, configs, table dumps) are in ``helpers.py``; tests import that, never this file.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import HOOKS, PROMPTS
 
 from featuregraph.ingest import synthetic as syn
-from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
-from featuregraph.ingest.loading import SaeSite, residual_layer
-
-HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
-PROMPTS = [
-    "The quick brown fox",
-    "Copyright (C",
-    "When Mary and John went to the store, John gave a drink to",
-    "A",
-]
+from featuregraph.ingest.config import ModelSpec
 
 
 # Tiny tensors: extra threads only add synchronisation cost (and flakiness under load).
@@ -31,16 +26,6 @@ def _seed():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-
-
-def build_sites(model, hooks: list[str], d_sae: int, density: float, tokens: torch.Tensor) -> list[SaeSite]:
-    """Random SAEs calibrated on ``tokens`` (BOS column excluded), as SaeSites."""
-    sites = []
-    for i, hook in enumerate(hooks):
-        x = syn.sample_residuals(model, hook, tokens)[tokens.shape[0] :]
-        sae = syn.make_sae(hook, model.cfg.d_model, d_sae, x, density, seed=100 + i)
-        sites.append(SaeSite(residual_layer(hook), hook, sae, {}))
-    return sites
 
 
 @pytest.fixture(scope="session")
@@ -62,23 +47,3 @@ def tiny_assets(tmp_path_factory) -> Path:
         syn.make_sae(hook, 32, 64, x, 0.1, seed=i, model_name="tiny").save_model(root / f"sae{i}")
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     return root
-
-
-def tiny_config(assets: Path, n_saes: int = len(HOOKS), **sweep) -> RunConfig:
-    return RunConfig(
-        model=ModelSpec(str(assets / "model")),
-        saes=tuple(SaeSpec(path=str(assets / f"sae{i}")) for i in range(n_saes)),
-        sweep=SweepConfig(**sweep),
-        device="cpu",
-    )
-
-
-def table_rows(path: Path, columns: dict[str, str]) -> dict[str, list[tuple]]:
-    """``{table: rows}`` of a database, the given columns of each table in a canonical order."""
-    import duckdb
-
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return {t: con.execute(f"SELECT {cols} FROM {t} ORDER BY ALL").fetchall() for t, cols in columns.items()}
-    finally:
-        con.close()

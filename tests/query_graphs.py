@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from helpers import make_run
 
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.models import PROMPT_TABLES, PromptResult
@@ -39,13 +40,6 @@ LATER_PROMPTS: dict[int, tuple[str, list[Edge]]] = {
 
 VOCAB = [f"t{i}" for i in range(8)]
 
-RUN_ROW = {
-    "model": "hand-built", "model_source": "path", "model_sha256": None, "model_config": {"n_layers": 3},
-    "prompts_source": "tests", "n_prompts": 0, "coefficient": 0.0, "edge_top_k": 32, "edge_floor": 0.0,
-    "logit_top_k": 2, "top_next_k": 1, "prepend_bos": True, "read_position": -1, "device": "cpu",
-    "dtype": "float32", "config": {}, "featuregraph_version": "test", "torch_version": "-",
-    "sae_lens_version": "-", "transformer_lens_version": "-",
-}  # fmt: skip
 
 
 def sae_rows(layers: range, d_sae: int = 10) -> list[dict]:
@@ -91,7 +85,7 @@ def prompt_result(
 
 
 def new_run(db: Database, key: str = "hand", layers: range = range(4)) -> int:
-    return create_run(db, key, RUN_ROW, sae_rows(layers), VOCAB)
+    return create_run(db, key, make_run(), sae_rows(layers), VOCAB)
 
 
 def write_graph(db: Database, run_id: int, graph: dict[int, tuple[str, list[Edge]]], group: int = 2) -> None:

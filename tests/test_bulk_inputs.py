@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from featuregraph.errors import InputError
 from featuregraph.ingest.run import ingest

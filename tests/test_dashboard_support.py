@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 PROMPTS = [

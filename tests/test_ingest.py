@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-from conftest import PROMPTS, table_rows, tiny_config
+from helpers import PROMPTS, table_rows, tiny_config
 
 from featuregraph.ingest.loading import load_all
 from featuregraph.ingest.prompts import read_prompts, tokenize_prompts

@@ -13,7 +13,7 @@ import sys
 
 import duckdb
 
-from conftest import tiny_config
+from helpers import tiny_config
 from hubcache import add_folder
 from featuregraph.ingest.run import ingest
 

@@ -12,7 +12,7 @@ import pytest
 from query_graphs import HAND_GRAPH, LATER_PROMPTS, hand_database, new_run, prompt_result, write_graph
 
 import featuregraph.query.api as api
-from featuregraph.errors import DatabaseError, InputError, NotFoundError
+from featuregraph.errors import DatabaseError, FeaturegraphError, InputError, NotFoundError
 from featuregraph.store.db import open_database
 from featuregraph.store.optimize import optimize
 from featuregraph.store.runs import write_prompt_results
@@ -321,27 +321,30 @@ def test_incremental_summary_equals_a_rebuild(tmp_path):
 # -- errors --------------------------------------------------------------------------------
 
 
+# (call, error class, what the one-line message must say): each names the bad value or the rule.
+ONE_LINE_ERRORS = [
+    (lambda db: api.feature_edges(db, "1x2"), InputError, "unknown feature format '1x2'"),
+    (lambda db: api.prompt_graph(db, 99), NotFoundError, "no prompt 99"),
+    (lambda db: api.recurring_paths(db, run=9), NotFoundError, "no run 9"),
+    (lambda db: api.feature_logits(db, "9.1"), NotFoundError, "no SAE at layer 9"),
+    (lambda db: api.top_contexts(db, "1.10"), NotFoundError, "out of range"),
+    (lambda db: api.recurring_paths(db, n_edges=7), InputError, "n_edges must be between 2 and 6"),
+    (lambda db: api.recurring_paths(db, min_support=1), InputError, "min_support must be >= 2"),
+    (lambda db: api.recurring_paths(db, n_edges=3, signs="+-"), InputError, "has 2 entries for 3 edges"),
+    (lambda db: api.path_prompts(db, "0.1"), InputError, "a path has 2 to 7 features"),
+]
+
+
 def test_one_line_errors(hand_db):
-    with pytest.raises(InputError, match="unknown feature format '1x2'"):
-        api.feature_edges(hand_db, "1x2")
-    with pytest.raises(NotFoundError, match="no prompt 99"):
-        api.prompt_graph(hand_db, 99)
-    with pytest.raises(NotFoundError, match="no run 9"):
-        api.recurring_paths(hand_db, run=9)
-    with pytest.raises(NotFoundError, match="no SAE at layer 9"):
-        api.feature_logits(hand_db, "9.1")
-    with pytest.raises(NotFoundError, match="out of range"):
-        api.top_contexts(hand_db, "1.10")
-    with pytest.raises(InputError, match="n_edges must be between 2 and 6"):
-        api.recurring_paths(hand_db, n_edges=7)
-    with pytest.raises(InputError, match="min_support must be >= 2"):
-        api.recurring_paths(hand_db, min_support=1)
-    with pytest.raises(InputError, match="has 2 entries for 3 edges"):
-        api.recurring_paths(hand_db, n_edges=3, signs="+-")
-    with pytest.raises(InputError, match="a path has 2 to 7 features"):
-        api.path_prompts(hand_db, "0.1")
-    for exc in InputError, NotFoundError:
-        assert issubclass(exc, Exception)
+    for call, kind, says in ONE_LINE_ERRORS:
+        with pytest.raises(FeaturegraphError) as err:
+            call(hand_db)
+        message = str(err.value)
+        assert type(err.value) is kind, (says, type(err.value))
+        assert says in message, (says, message)
+        # one line, as the CLI prints it: no newline, no traceback text, nothing blank
+        assert "\n" not in message and message.strip() == message and message, repr(message)
+        assert "Traceback" not in message and len(message) < 300, message
 
 
 def test_macros_check_their_input_in_plain_sql(hand_db):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from helpers import insert_run
 from query_graphs import HAND_GRAPH, prompt_result
 
 from featuregraph.store.db import Database, open_database
@@ -71,13 +72,8 @@ def test_an_older_database_gets_its_summary_from_its_edges(tmp_path):
     )
     con.execute(first.sql)
     con.execute("INSERT INTO schema_migrations (version, name) VALUES (1, '0001_initial')")
-    con.execute(
-        "INSERT INTO runs (run_key, status, model, model_source, model_config, n_prompts, coefficient, "
-        "edge_top_k, edge_floor, logit_top_k, top_next_k, prepend_bos, read_position, device, dtype, config, "
-        "featuregraph_version, torch_version, sae_lens_version, transformer_lens_version, started_at) "
-        "VALUES ('k', 'complete', 'm', 'path', '{}', 4, 0, 32, 0, 10, 10, true, -1, 'cpu', 'float32', '{}', "
-        "'0', '-', '-', '-', now())"
-    )
+    insert_run(con, "k", "complete", model="m", model_config={}, n_prompts=4, logit_top_k=10, top_next_k=10,
+               prompts_source=None, featuregraph_version="0")  # fmt: skip
     for prompt, (_, edges) in HAND_GRAPH.items():
         for edge in edges:
             con.execute("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [prompt, *edge])

@@ -7,7 +7,7 @@ import math
 from collections import Counter, defaultdict
 
 import pytest
-from conftest import PROMPTS, tiny_config
+from helpers import PROMPTS, tiny_config
 
 import featuregraph.query.api as api
 from featuregraph.ingest import synthetic as syn

@@ -1,0 +1,89 @@
+"""Plain helpers shared by the tests (import them: ``from helpers import tiny_config``).
+
+Fixtures live in ``conftest.py``; everything here is an ordinary function or constant, so a
+test module imports it like any other module and never imports ``conftest``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featuregraph.ingest import synthetic as syn
+from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+from featuregraph.ingest.loading import SaeSite, residual_layer
+
+HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
+PROMPTS = [
+    "The quick brown fox",
+    "Copyright (C",
+    "When Mary and John went to the store, John gave a drink to",
+    "A",
+]
+
+# A complete run row as ``store.runs.create_run`` takes it: a hand-built model, nothing loaded.
+_RUN_DEFAULTS: dict[str, Any] = {
+    "model": "hand-built", "model_source": "path", "model_sha256": None, "model_config": {"n_layers": 3},
+    "prompts_source": "tests", "n_prompts": 0, "coefficient": 0.0, "edge_top_k": 32, "edge_floor": 0.0,
+    "logit_top_k": 2, "top_next_k": 1, "prepend_bos": True, "read_position": -1, "device": "cpu",
+    "dtype": "float32", "config": {}, "featuregraph_version": "test", "torch_version": "-",
+    "sae_lens_version": "-", "transformer_lens_version": "-",
+}  # fmt: skip
+_JSON_COLUMNS = ("model_config", "config")
+
+
+def make_run(**overrides: Any) -> dict[str, Any]:
+    """A run row for ``store.runs.create_run``: the defaults above with ``overrides`` applied.
+
+    An override naming no column of a run row is a typo in the test, so it raises.
+    """
+    unknown = set(overrides) - set(_RUN_DEFAULTS)
+    if unknown:
+        raise KeyError(f"not a run column: {sorted(unknown)}")
+    return {**_RUN_DEFAULTS, **overrides}
+
+
+def insert_run(con: Any, run_key: str, status: str = "running", **overrides: Any) -> None:
+    """Insert a run row with plain SQL through ``con.execute`` (a DuckDB connection or a
+    ``Database``), for tests that need a row without the store's writer (an old schema, a
+    driver-side run). Values are :func:`make_run`'s; ``started_at`` is now."""
+    row = make_run(**overrides)
+    row = {k: json.dumps(v, sort_keys=True) if k in _JSON_COLUMNS else v for k, v in row.items()}
+    row.update(run_key=run_key, status=status)
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    con.execute(f"INSERT INTO runs ({columns}, started_at) VALUES ({marks}, now())", list(row.values()))
+
+
+def build_sites(model, hooks: list[str], d_sae: int, density: float, tokens: torch.Tensor) -> list[SaeSite]:
+    """Random SAEs calibrated on ``tokens`` (BOS column excluded), as SaeSites."""
+    sites = []
+    for i, hook in enumerate(hooks):
+        x = syn.sample_residuals(model, hook, tokens)[tokens.shape[0] :]
+        sae = syn.make_sae(hook, model.cfg.d_model, d_sae, x, density, seed=100 + i)
+        sites.append(SaeSite(residual_layer(hook), hook, sae, {}))
+    return sites
+
+
+def tiny_config(assets: Path, n_saes: int = len(HOOKS), **sweep) -> RunConfig:
+    """The run configuration of the ``tiny_assets`` fixture's model and first ``n_saes`` SAEs."""
+    return RunConfig(
+        model=ModelSpec(str(assets / "model")),
+        saes=tuple(SaeSpec(path=str(assets / f"sae{i}")) for i in range(n_saes)),
+        sweep=SweepConfig(**sweep),
+        device="cpu",
+    )
+
+
+def table_rows(path: Path, columns: dict[str, str]) -> dict[str, list[tuple]]:
+    """``{table: rows}`` of a database, the given columns of each table in a canonical order."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT {cols} FROM {t} ORDER BY ALL").fetchall() for t, cols in columns.items()}
+    finally:
+        con.close()
