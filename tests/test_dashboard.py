@@ -91,6 +91,28 @@ def test_prompt_graph_draws_the_pruned_graph(dashboard_db, monkeypatch):
     assert not at.get("graphviz_chart") and "No edges left" in _texts(at)
 
 
+# Plain SQL for the graph page's signal-to-noise filter, written out from the definitions (not the
+# query layer's code): the top-$k edges per upstream feature by |weight|, those whose z-score
+# against the noise experiment, (weight - noise mean) / z_scale, reaches $min_snr, and of those the
+# edges on a path of two edges. The dashboard database has SAEs at layers 0, 1, 2 only, so a path
+# has at most two edges, and an edge is on one when another kept edge continues or precedes it.
+SNR_GRAPH_EDGES = """
+WITH ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY up_layer, up_feature ORDER BY abs(weight) DESC) AS r
+    FROM edges WHERE run_id = $run AND prompt_id = $prompt
+), strong AS (
+    SELECT t.up_layer, t.up_feature, t.down_layer, t.down_feature FROM ranked t
+    JOIN noise_edges n ON n.experiment_id = $experiment AND n.up_layer = t.up_layer
+     AND n.up_feature = t.up_feature AND n.down_layer = t.down_layer AND n.down_feature = t.down_feature
+    WHERE t.r <= $k AND abs((t.weight - n.mean) / n.z_scale) >= $min_snr
+)
+SELECT count(*) FROM strong s WHERE EXISTS (
+    SELECT 1 FROM strong o
+    WHERE (o.up_layer = s.down_layer AND o.up_feature = s.down_feature)
+       OR (o.down_layer = s.up_layer AND o.down_feature = s.up_feature))
+"""
+
+
 def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
     at = app_test(monkeypatch, dashboard_db.path, "graph", prompt=2).run()
     _ok(at)
@@ -101,10 +123,14 @@ def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
     charts = at.get("graphviz_chart")
     after = _edges(charts[0].proto.spec) if charts else 0
     assert after < before
-    with open_database(dashboard_db.path, read_only=True) as db:
-        kept = pages.prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 50.0, "z")
-    assert after == kept.height
-    assert (kept["z_score"].abs() >= 50).all() and (kept["path_len"] >= 2).all()
+    con = duckdb.connect(str(dashboard_db.path), read_only=True)
+    try:
+        (experiment,) = con.execute("SELECT experiment_id FROM experiments WHERE kind = 'noise'").fetchone()
+        params = {"run": dashboard_db.run_id, "prompt": 2, "experiment": experiment, "k": 3, "min_snr": 50.0}
+        (kept,) = con.execute(SNR_GRAPH_EDGES, params).fetchone()
+    finally:
+        con.close()
+    assert after == kept > 0
 
 
 def test_prompt_picker_search_and_feature_navigation(dashboard_db, monkeypatch):
@@ -121,19 +147,39 @@ def test_prompt_picker_search_and_feature_navigation(dashboard_db, monkeypatch):
     assert f"Feature {feature}" in _texts(at)
 
 
+# Plain SQL for two-edge recurring paths (definitions in docs/sql.md, not the macro's code): chains
+# u -> v -> w of edges in the same prompt, keyed by features and signs, with the number of prompts.
+TWO_EDGE_PATHS = """
+SELECT a.up_layer || '.' || a.up_feature || ' -> ' || a.down_layer || '.' || a.down_feature
+       || ' -> ' || b.down_layer || '.' || b.down_feature AS path,
+       CASE WHEN a.weight < 0 THEN '-' ELSE '+' END || CASE WHEN b.weight < 0 THEN '-' ELSE '+' END AS signs,
+       count(DISTINCT a.prompt_id) AS support,
+       list(DISTINCT a.prompt_id ORDER BY a.prompt_id) AS prompts
+FROM edges a JOIN edges b ON b.run_id = a.run_id AND b.prompt_id = a.prompt_id
+ AND b.up_layer = a.down_layer AND b.up_feature = a.down_feature
+WHERE a.run_id = $run
+GROUP BY ALL HAVING count(DISTINCT a.prompt_id) >= 2
+"""
+
+
 def test_recurring_paths_and_drill_in(dashboard_db, monkeypatch):
     at = app_test(monkeypatch, dashboard_db.path, "paths").run()
     _ok(at)
     table = at.dataframe[0].value
-    with open_database(dashboard_db.path, read_only=True) as db:
-        expected = api.recurring_paths(db, n_edges=2, min_support=2, run=dashboard_db.run_id, limit=200)
-    assert len(table) == expected.height and table["support"].is_monotonic_decreasing
+    con = duckdb.connect(str(dashboard_db.path), read_only=True)
+    try:
+        expected = con.execute(TWO_EDGE_PATHS, {"run": dashboard_db.run_id}).fetchall()
+    finally:
+        con.close()
+    assert 0 < len(expected) <= 200  # the page shows up to 200
+    shown = set(zip(table["path"], table["sign_pattern"], table["support"], strict=True))
+    assert shown == {(path, signs, support) for path, signs, support, _ in expected}
+    assert table["support"].is_monotonic_decreasing
     first = " -> ".join(dashboard_db.path_nodes)
     assert table["path"][0] == first and table["sign_pattern"][0] == dashboard_db.path_signs
     prompts = at.dataframe[1].value
-    with open_database(dashboard_db.path, read_only=True) as db:
-        want = api.path_prompts(db, first, dashboard_db.run_id, dashboard_db.path_signs)
-    assert sorted(prompts["prompt_id"]) == sorted(want["prompt_id"].to_list()) and len(prompts) >= 2
+    want = [ids for path, signs, _, ids in expected if (path, signs) == (first, dashboard_db.path_signs)][0]
+    assert sorted(prompts["prompt_id"]) == want and len(prompts) >= 2
     assert prompts["graph"][0].startswith("?page=graph&prompt=")
 
     # another path, by the select; then sort by strength; then open a prompt's graph
