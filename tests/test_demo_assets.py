@@ -2,7 +2,10 @@
 
 The model and SAEs are loaded exactly as featuregraph users load them
 (:mod:`demo.loading`), and the quality numbers recorded in the manifest by
-``python -m featuregraph.demo.train`` are re-measured on the bundled jsonl files.
+``python -m featuregraph.demo.train`` are re-measured: on the bundled jsonl files, and on the
+held-out sets the training script evaluates on (regenerated from the manifest's seeds). The
+quality targets are checked against the re-measured numbers; a missed target fails unless it is
+a named known shortfall below, recorded as not met in the manifest with the value measured here.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from featuregraph.demo import (
     SAES_DIR,
     sae_dirs,
 )
-from featuregraph.demo.corpus import TASKS
+from featuregraph.demo.config import TrainConfig
+from featuregraph.demo.corpus import TASKS, CorpusGenerator
 from featuregraph.demo.loading import load_hf_model, load_hooked_model, load_saes
-from featuregraph.demo.metrics import encode_contexts, prepare_prompts, sae_stats, task_accuracy
+from featuregraph.demo.metrics import cross_entropy, encode_contexts, prepare_prompts, sae_stats, task_accuracy
 
 ASSET_BUDGET_BYTES = 25 * 1024 * 1024
 # Re-measurement runs the same code on the same files; only floating-point
@@ -34,6 +38,19 @@ ASSET_BUDGET_BYTES = 25 * 1024 * 1024
 ACCURACY_TOL = 0.02
 EV_TOL = 0.01
 L0_REL_TOL = 0.05
+# Cross-entropy is re-measured on the first HELDOUT_DOCS of the manifest's held-out documents (a
+# quarter: the full set takes a minute of CPU), so it agrees with the recorded figure to sampling
+# error only: about 1% here.
+HELDOUT_DOCS = 500
+CE_REL_TOL = 0.03
+CE_INCREASE_TOL = 0.03
+
+# Targets the committed assets are known to miss, by name, with where the shortfall is stated.
+# Anything else missed fails; so does a known shortfall that is met again (drop it from here).
+KNOWN_SHORTFALLS = {
+    "ce_relative_increase": "README.md, 'The demo': all five SAEs spliced at once cost +82% cross-entropy "
+    "against a 10% target",
+}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, str]]:
@@ -123,43 +140,99 @@ def test_hooked_model_matches_hf(model, hf_model, prompts: list[dict[str, str]])
     assert (hf_pred == tl_pred).float().mean() >= 0.999
 
 
-def test_task_accuracy_matches_manifest(model, prompts, manifest: dict[str, Any]) -> None:
-    measured = task_accuracy(model, prepare_prompts(model.tokenizer, prompts))
+@pytest.fixture(scope="module")
+def bundled_measured(model, saes, prompts, noise) -> dict[str, Any]:
+    """Task accuracy and SAE statistics re-measured on the bundled jsonl files."""
+    tokens, valid = encode_contexts(model.tokenizer, [r["text"] for r in noise + prompts])
+    return {
+        "task_accuracy": task_accuracy(model, prepare_prompts(model.tokenizer, prompts)),
+        "sae": sae_stats(model, saes, tokens, valid),
+    }
+
+
+@pytest.fixture(scope="module")
+def heldout_measured(model, saes, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The held-out metrics of the manifest, re-measured on sets regenerated from its seeds (in the
+    order the training script draws them: task prompts, noise contexts, documents)."""
+    cfg = TrainConfig(**manifest["config"])
+    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout")
+    task_prompts = [e.to_json() for e in held.balanced(cfg.eval_prompts_per_task)]
+    held.balanced(cfg.noise_contexts, tags=("filler",))
+    docs = held.take(cfg.eval_docs, cfg.train_mix())[:HELDOUT_DOCS]
+    tokens, valid = encode_contexts(model.tokenizer, [d.text for d in docs])
+    clean = cross_entropy(model, tokens, valid)
+    spliced = cross_entropy(model, tokens, valid, list(saes.values()))
+    return {
+        "task_accuracy": task_accuracy(model, prepare_prompts(model.tokenizer, task_prompts)),
+        "sae": sae_stats(model, saes, tokens, valid),
+        "ce_loss": {"clean": clean, "all_saes_spliced": spliced, "relative_increase": (spliced - clean) / clean},
+    }
+
+
+def _target_values(measured: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+    """``{target name: (measured value, met)}`` for the targets of a set of measurements, named as
+    in the manifest's ``targets_met``; the bounds are the manifest's ``targets``."""
+    targets = json.loads(MANIFEST_PATH.read_text())["targets"]
+    out: dict[str, tuple[float, bool]] = {}
+    for tag, acc in measured["task_accuracy"].items():
+        out[f"task_accuracy/{tag}"] = (acc["first_token"], acc["first_token"] >= targets["task_accuracy_min"])
+    for hook, stats in measured["sae"].items():
+        ev, l0 = stats["explained_variance"], stats["mean_l0"]
+        out[f"sae_explained_variance/{hook}"] = (ev, ev >= targets["sae_explained_variance_min"])
+        out[f"sae_mean_l0/{hook}"] = (l0, targets["sae_mean_l0_min"] <= l0 <= targets["sae_mean_l0_max"])
+    if "ce_loss" in measured:
+        increase = measured["ce_loss"]["relative_increase"]
+        out["ce_relative_increase"] = (increase, increase <= targets["ce_relative_increase_max"])
+    return out
+
+
+def test_task_accuracy_matches_manifest(bundled_measured, manifest: dict[str, Any]) -> None:
+    measured = bundled_measured["task_accuracy"]
     recorded = manifest["bundled_check"]["task_accuracy"]
     for tag in TASKS:
         acc = measured[tag]["first_token"]
         assert acc == pytest.approx(recorded[tag]["first_token"], abs=ACCURACY_TOL), tag
 
 
-def test_assets_meet_the_quality_targets(manifest: dict[str, Any]) -> None:
-    """Task accuracy and SAE quality targets are met; the spliced-CE target is met or its
-    shortfall is explained in the manifest."""
-    missed = {k for k, ok in manifest["targets_met"].items() if not ok}
-    assert missed <= {"ce_relative_increase"}, missed
-    if missed:
-        assert len(manifest["ce_shortfall_explanation"]) > 40
-    targets = manifest["targets"]
-    for tag, acc in manifest["bundled_check"]["task_accuracy"].items():
-        assert acc["first_token"] >= targets["task_accuracy_min"], tag
-    for hook, stats in manifest["bundled_check"]["sae"].items():
-        assert targets["sae_mean_l0_min"] <= stats["mean_l0"] <= targets["sae_mean_l0_max"], hook
+def test_heldout_metrics_match_manifest(heldout_measured, manifest: dict[str, Any]) -> None:
+    """The figures the README quotes (``metrics`` of the manifest), re-measured."""
+    recorded = manifest["metrics"]
+    for tag in TASKS:
+        got = heldout_measured["task_accuracy"][tag]["first_token"]
+        assert got == pytest.approx(recorded["task_accuracy"][tag]["first_token"], abs=ACCURACY_TOL), tag
+    for hook, stats in heldout_measured["sae"].items():
+        want = recorded["sae"][hook]
+        assert stats["explained_variance"] == pytest.approx(want["explained_variance"], abs=EV_TOL), hook
+        assert stats["mean_l0"] == pytest.approx(want["mean_l0"], rel=L0_REL_TOL), hook
+    ce, want = heldout_measured["ce_loss"], recorded["ce_loss"]
+    assert ce["clean"] == pytest.approx(want["clean"], rel=CE_REL_TOL)
+    assert ce["all_saes_spliced"] == pytest.approx(want["all_saes_spliced"], rel=CE_REL_TOL)
+    assert ce["relative_increase"] == pytest.approx(want["relative_increase"], abs=CE_INCREASE_TOL)
 
 
-def test_sae_quality_matches_manifest(model, saes, prompts, noise, manifest: dict[str, Any]) -> None:
-    tokens, valid = encode_contexts(model.tokenizer, [r["text"] for r in noise + prompts])
-    measured = sae_stats(model, saes, tokens, valid)
+def test_assets_meet_the_quality_targets(heldout_measured, bundled_measured, manifest: dict[str, Any]) -> None:
+    """Every target is met by the re-measured numbers, on the held-out sets and on the bundled files,
+    except a named known shortfall, which the manifest must record as not met with the value measured."""
+    heldout = _target_values(heldout_measured)
+    assert set(heldout) == set(manifest["targets_met"]), "the manifest names other targets than these"
+    for name, (value, met) in heldout.items():
+        if name in KNOWN_SHORTFALLS:
+            assert not met, f"{name} is met again ({value:.3f}): drop it from KNOWN_SHORTFALLS and the README"
+            assert manifest["targets_met"][name] is False, name
+        else:
+            assert met, f"{name}: measured {value:.3f} misses its target"
+            assert manifest["targets_met"][name] is True, name
+    recorded = manifest["metrics"]["ce_loss"]["relative_increase"]
+    assert recorded == pytest.approx(heldout["ce_relative_increase"][0], abs=CE_INCREASE_TOL)
+    for name, (value, met) in _target_values(bundled_measured).items():
+        assert met or name in KNOWN_SHORTFALLS, f"{name} on the bundled files: measured {value:.3f}"
+
+
+def test_sae_quality_matches_manifest(bundled_measured, manifest: dict[str, Any]) -> None:
+    measured = bundled_measured["sae"]
     recorded = manifest["bundled_check"]["sae"]
     for hook, stats in measured.items():
         ev, l0 = stats["explained_variance"], stats["mean_l0"]
         assert ev == pytest.approx(recorded[hook]["explained_variance"], abs=EV_TOL), hook
         assert l0 == pytest.approx(recorded[hook]["mean_l0"], rel=L0_REL_TOL), hook
         assert 0.4 <= ev <= 1.0 and l0 >= 1, (hook, ev, l0)  # a working SAE, even below the targets
-
-
-def test_spliced_cross_entropy_recorded(manifest: dict[str, Any]) -> None:
-    ce = manifest["metrics"]["ce_loss"]
-    assert ce["all_saes_spliced"] >= ce["clean"] > 0
-    assert ce["relative_increase"] == pytest.approx((ce["all_saes_spliced"] - ce["clean"]) / ce["clean"])
-    if ce["relative_increase"] > manifest["targets"]["ce_relative_increase_max"]:
-        # Allowed only with a written explanation in the manifest.
-        assert manifest["targets_met"]["ce_relative_increase"] is False
