@@ -17,7 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What one prompt's sweep computes and keeps (see DESIGN.md).
+    """What one prompt's sweep computes and keeps (docs/method.md#edges, docs/method.md#logit-effects).
 
     Attributes:
         coefficient: ablation coefficient c; the feature's contribution is scaled by c

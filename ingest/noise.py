@@ -1,4 +1,4 @@
-"""Cross-context noise baselines (DESIGN.md, "Cross-context noise").
+"""Cross-context noise baselines (docs/method.md#cross-context-noise, docs/experiments.md).
 
 Features of a run are ablated in N contexts unrelated to its prompts (snippets of a corpus),
 with the sweep's own ablation code, and what they do there is summarised:

@@ -1,4 +1,4 @@
-"""The batched SAE ablation sweep (DESIGN.md, "One ablation", "Edges", "Logit effects").
+"""The batched SAE ablation sweep (docs/method.md#one-ablation, #edges, #logit-effects; docs/sweep.md).
 
 For one prompt, every SAE feature active at an ablated position is ablated in turn:
 ``x <- x + (c - 1) * a_i * W_dec[i]`` at each ablated position of its site, where ``a`` is
@@ -8,10 +8,10 @@ the model; only the ablation's own effect does. We record, at the read position:
 - edges into the next SAE site: ``act_down[ablated] - act_down[clean]``;
 - logit effects: ``logp_ablated - logp_clean`` and ``p_ablated - p_clean``.
 
-Why it is fast (DESIGN.md, "What makes it fast"): the clean residual at every site is
+Why it is fast (docs/method.md#cost-model): the clean residual at every site is
 computed once and reused, so an ablation at layer L only runs blocks L.. onward; many
 ablations share one forward as a batch of rank-1 updates; results stay on the device and
-are copied to the host once per prompt.
+are copied to the host once per group of prompts.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class Sweeper:
         removed: torch.Tensor,
         scale: float | torch.Tensor,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """One batch of single-feature ablations at site ``k`` (DESIGN.md, "One ablation").
+        """One batch of single-feature ablations at site ``k`` (docs/method.md#one-ablation).
 
         Row ``b`` adds ``scale_b * removed[b, pos] * W_dec[features[b]]`` to prompt
         ``prompt_idx[b]``'s clean residual, where ``removed`` holds the feature's clean

@@ -1,4 +1,4 @@
-"""Path validation and response curves (DESIGN.md, "Validation of a path").
+"""Path validation and response curves (docs/method.md#validating-a-path, #response-curves).
 
 - Validation: ablate a feature set (a path, or any set) jointly on new prompts and record how the
   next-token distribution moves, next to a control set of equal placement and size: feature 0 (and

@@ -1,6 +1,6 @@
 -- featuregraph schema, step 1: the sweep's results.
 -- Every table carries run_id. Sign convention everywhere: ablated minus clean.
--- Layers follow DESIGN.md: blocks.L.hook_resid_pre is layer L, blocks.L.hook_resid_post is L+1.
+-- Layers as in docs/method.md#sites-layers-and-feature-names: blocks.L.hook_resid_pre is layer L, blocks.L.hook_resid_post is L+1.
 
 CREATE SEQUENCE run_id_seq START 1;
 
