@@ -37,8 +37,9 @@ class SaeSite:
     """An SAE installed at one residual-stream site.
 
     ``layer`` is the residual-stream index (docs/method.md#sites-layers-and-feature-names):
-    ``blocks.L.hook_resid_pre`` is L, ``blocks.L.hook_resid_post`` is L+1. It is also the index of the first transformer
-    block that reads this residual, which is where a sweep resumes the forward pass.
+    ``blocks.L.hook_resid_pre`` is L, ``blocks.L.hook_resid_post`` is L+1. It is also the index
+    of the first transformer block that reads this residual, which is where a sweep resumes the
+    forward pass.
     """
 
     layer: int
