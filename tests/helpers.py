@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
 from featuregraph.ingest.loading import SaeSite, residual_layer
@@ -84,6 +83,8 @@ def table_rows(path: Path, columns: dict[str, str]) -> dict[str, list[tuple]]:
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {t: con.execute(f"SELECT {cols} FROM {t} ORDER BY ALL").fetchall() for t, cols in columns.items()}
+        return {
+            t: con.execute(f"SELECT {cols} FROM {t} ORDER BY ALL").fetchall() for t, cols in columns.items()
+        }
     finally:
         con.close()

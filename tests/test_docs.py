@@ -72,7 +72,11 @@ def test_anchor_follows_github():
 def test_no_file_cites_the_outside_design_note():
     files = repository_files()
     assert any(p.name == "method.md" for p in files) and len(files) > 20
-    citing = [str(p.relative_to(ROOT)) for p in files if OUTSIDE_NOTE in p.read_text(encoding="utf-8", errors="replace")]
+    citing = [
+        str(p.relative_to(ROOT))
+        for p in files
+        if OUTSIDE_NOTE in p.read_text(encoding="utf-8", errors="replace")
+    ]
     assert citing == [], f"cite docs/method.md instead of {OUTSIDE_NOTE} in {citing}"
 
 
