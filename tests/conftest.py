@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import HOOKS, PROMPTS
+
 from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.config import ModelSpec
-from helpers import HOOKS, PROMPTS
+
 
 # Tiny tensors: extra threads only add synchronisation cost (and flakiness under load).
 torch.set_num_threads(1)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
 from featuregraph.ingest.loading import SaeSite, residual_layer

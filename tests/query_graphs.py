@@ -15,10 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from helpers import make_run
+
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.models import PROMPT_TABLES, PromptResult
 from featuregraph.store.runs import create_run, finish_run, write_prompt_results
-from helpers import make_run
 
 Edge = tuple[int, int, int, int, float]  # up_layer, up_feature, down_layer, down_feature, weight
 

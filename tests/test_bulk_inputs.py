@@ -11,11 +11,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from featuregraph.ingest.run import ingest
-from featuregraph.ingest.sources import DatasetSpec, read_source
 from helpers import tiny_config
 
 from featuregraph.errors import InputError
+from featuregraph.ingest.run import ingest
+from featuregraph.ingest.sources import DatasetSpec, read_source
 
 RECORDS = [
     {"text": "The quick brown fox", "id": "a1", "tags": ["animal", "short"], "metadata": {"source": "seed"}},

@@ -11,11 +11,12 @@ from contextlib import contextmanager
 import duckdb
 import polars as pl
 import pytest
+from test_dashboard_support import app_test, dashboard_db_fixture  # noqa: F401
+
 from featuregraph.dashboard import graph as g
 from featuregraph.query import api, pages
 from featuregraph.store.db import open_database
 from featuregraph.store.models import Node
-from test_dashboard_support import app_test, dashboard_db_fixture  # noqa: F401
 
 SIGN_TEXT = "ablated minus clean"
 
@@ -464,9 +465,9 @@ def test_neuronpedia_url():
 
 
 def test_dashboard_command(tmp_path):
-    from featuregraph.dashboard.launch import streamlit_command
     from typer.testing import CliRunner
 
+    from featuregraph.dashboard.launch import streamlit_command
     from featuregraph.cli import app
 
     result = CliRunner().invoke(app, ["dashboard", "--help"])

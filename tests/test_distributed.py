@@ -15,11 +15,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from featuregraph.ingest.run import ingest
 from helpers import insert_run, table_rows, tiny_config
 from typer.testing import CliRunner
 
 from featuregraph.cli import app
+from featuregraph.ingest.run import ingest
 
 try:
     import ray

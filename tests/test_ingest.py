@@ -11,11 +11,12 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+from helpers import PROMPTS, table_rows, tiny_config
+
 from featuregraph.ingest.loading import load_all
 from featuregraph.ingest.prompts import read_prompts, tokenize_prompts
 from featuregraph.ingest.run import ingest
 from featuregraph.ingest.sweep import Sweeper
-from helpers import PROMPTS, table_rows, tiny_config
 
 CONTENT_TABLES = {
     "tokens": "prompt_id, position, token_id, token",

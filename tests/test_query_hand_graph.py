@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import math
 
-import featuregraph.query.api as api
 import polars as pl
 import pytest
+from query_graphs import HAND_GRAPH, LATER_PROMPTS, hand_database, new_run, prompt_result, write_graph
+
+import featuregraph.query.api as api
+from featuregraph.errors import DatabaseError, FeaturegraphError, InputError, NotFoundError
 from featuregraph.store.db import open_database
 from featuregraph.store.optimize import optimize
 from featuregraph.store.runs import write_prompt_results
 from featuregraph.store.summary import rebuild_summary
-from query_graphs import HAND_GRAPH, LATER_PROMPTS, hand_database, new_run, prompt_result, write_graph
-
-from featuregraph.errors import DatabaseError, FeaturegraphError, InputError, NotFoundError
 
 
 @pytest.fixture(scope="module")

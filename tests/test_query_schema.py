@@ -9,11 +9,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from helpers import insert_run
+from query_graphs import HAND_GRAPH, prompt_result
+
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.migrate import available_migrations
 from featuregraph.store.runs import write_prompt_results
-from helpers import insert_run
-from query_graphs import HAND_GRAPH, prompt_result
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 
-import featuregraph.query.api as api
 import pytest
+from helpers import PROMPTS, tiny_config
+
+import featuregraph.query.api as api
 from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.run import ingest
 from featuregraph.store.db import open_database
 from featuregraph.store.optimize import optimize
-from helpers import PROMPTS, tiny_config
 
 SIGN = {True: -1, False: 1}
 

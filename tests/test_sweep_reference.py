@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import build_sites
+
 from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest.reference import reference_sweep
 from featuregraph.ingest.sweep import PromptInput, Sweeper
-from helpers import build_sites
 
 ATOL = 1e-5
 D_VOCAB = 64
