@@ -61,7 +61,7 @@ def serve(db: Path, port: int = 8501, address: str = "127.0.0.1", headless: bool
     db = db.resolve()
     check_database(db)
     if warning := exposure_warning(address, port):
-        print(warning, file=sys.stderr)
+        sys.stderr.write(warning + "\n")
     env = {**os.environ, DB_ENV: str(db)}
     try:
         return subprocess.call(streamlit_command(db, port, address, headless), env=env)
