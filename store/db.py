@@ -106,7 +106,8 @@ class Database:
 
     Open it with :func:`open_database`, which checks the schema version. A writable
     connection takes DuckDB's single-writer lock on the file; readers should pass
-    ``read_only=True`` so that any number of them can share it.
+    ``read_only=True`` so that any number of them can share it. SQL typed by a user runs only
+    on a connection from :func:`open_sandbox` (``sandboxed``).
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool, sandboxed: bool = False):
