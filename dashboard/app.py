@@ -10,8 +10,7 @@ import streamlit as st
 
 from featuregraph.dashboard import data, nav
 from featuregraph.dashboard.views import feature, graph, noise, overview, paths, sql
-from featuregraph.errors import FeaturegraphError
-from featuregraph.query.pages import DatabaseBusyError
+from featuregraph.errors import DatabaseLockedError, FeaturegraphError
 
 VIEWS = {
     "overview": overview.render,
@@ -49,7 +48,7 @@ def main() -> None:
         try:
             run = _run_select()
             VIEWS[page](run)
-        except DatabaseBusyError as exc:
+        except DatabaseLockedError as exc:
             st.warning(f"An ingest is writing to this database right now; try again in a moment. ({exc})")
         except FeaturegraphError as exc:
             st.error(str(exc))

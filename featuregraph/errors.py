@@ -21,6 +21,11 @@ class DatabaseError(FeaturegraphError):
     """The database is unreadable, from a newer schema, locked, or a statement failed."""
 
 
+class DatabaseLockedError(DatabaseError):
+    """Another process holds a lock on the database file that this connection conflicts with
+    (DuckDB allows one writer, or any number of readers), and it was not released in time."""
+
+
 class NotFoundError(FeaturegraphError):
     """A run, prompt or feature asked for is not in the database."""
 

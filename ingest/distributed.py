@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from featuregraph.errors import FeaturegraphError, InputError, LoadError
+from featuregraph.errors import DatabaseLockedError, FeaturegraphError, InputError, LoadError
 from featuregraph.ingest.config import RunConfig
 from featuregraph.ingest.prompts import RawPrompt
 from featuregraph.ingest.run import IngestSummary, PreparedRun, _groups, open_run, prepare_run
@@ -367,8 +367,8 @@ def _drive(
         shards = [p for p, _ in pending]
         try:
             db = open_database(db_path, wait_s=wait_s)
-        except FeaturegraphError as exc:
-            if "in use by another process" in str(exc) and wait_s < FINAL_MERGE_LOCK_WAIT_S:
+        except DatabaseLockedError as exc:
+            if wait_s < FINAL_MERGE_LOCK_WAIT_S:
                 log.info("merge postponed: %s", exc)
                 return False
             raise

@@ -14,6 +14,8 @@ from typing import Callable, Optional
 import typer
 
 FORMAT_HELP = "table, csv, json or parquet (parquet needs --out)."
+# `featuregraph sql` runs whatever it is given: a stray cross join should not hold the terminal.
+SQL_TIME_LIMIT_S = 60.0
 
 
 def _emit(
@@ -280,13 +282,16 @@ def register(app: typer.Typer) -> None:
         fmt: str = fmt_opt,
         out: Optional[Path] = out_opt,
         max_rows: Optional[int] = rows_opt,
-        time_limit: Optional[float] = time_opt,
+        time_limit: float = typer.Option(
+            SQL_TIME_LIMIT_S, "--time-limit", help="Stop the query after this many seconds (0: no limit)."
+        ),
     ) -> None:
-        """Run one read-only SQL query on DB; anything that would write is refused."""
+        """Run one read-only SQL query on DB in the SQL sandbox (no files, settings or extensions)."""
         from featuregraph.query.readonly import run_sql
         from featuregraph.store.db import QueryLimits
 
-        frame, truncated = run_sql(db, sql, limits=QueryLimits(time_limit_s=time_limit, max_rows=max_rows))
+        limits = QueryLimits(time_limit_s=time_limit if time_limit > 0 else None, max_rows=max_rows)
+        frame, truncated = run_sql(db, sql, limits=limits)
         _emit(frame, fmt, out, max_rows, truncated)
 
     @app.command("optimize")

@@ -2,8 +2,8 @@
 
 Every function takes an open :class:`store.db.Database` and returns a polars frame (or a small
 Python value), binding every value as a parameter; the dashboard never writes SQL itself.
-:func:`open_reader` opens a database read-only for one interaction, and turns "a writer holds
-the lock" into :class:`DatabaseBusyError` so that the dashboard can say an ingest is writing.
+:func:`open_reader` opens a database in the SQL sandbox for one interaction; a writer holding the
+lock raises :class:`~featuregraph.errors.DatabaseLockedError` (the dashboard: an ingest is writing).
 
 Sign convention everywhere: ablated minus clean (a negative edge weight or dprob means that
 ablating the feature suppresses the target).
@@ -17,10 +17,9 @@ from typing import Sequence
 
 import polars as pl
 
-from featuregraph.errors import DatabaseError
 from featuregraph.query.api import fetch, parse_node
 from featuregraph.query.readonly import check_read_only
-from featuregraph.store.db import LOCK_WAIT_ENV, SCHEMA_TABLES, Database, QueryLimits, open_database, quote_identifier
+from featuregraph.store.db import LOCK_WAIT_ENV, SCHEMA_TABLES, Database, QueryLimits, open_sandbox, quote_identifier
 from featuregraph.store.models import Node
 
 # Readers of the dashboard wait this long for a writer's lock before saying an ingest is writing.
@@ -29,27 +28,18 @@ DASHBOARD_LOCK_WAIT_S = 2.0
 HISTOGRAM_SAMPLE_ROWS = 20_000
 
 
-class DatabaseBusyError(DatabaseError):
-    """Another process (an ingest) holds the database's write lock."""
-
-
 def open_reader(path: str | Path, wait_s: float | None = None) -> Database:
-    """Open ``path`` read-only for one interaction (close it soon after).
+    """Open ``path`` in the SQL sandbox (read-only) for one interaction (close it soon after).
 
     Waits up to ``wait_s`` seconds (default: ``FEATUREGRAPH_LOCK_WAIT``, else 2 s) for a
-    writer's lock; if it is still held, raises :class:`DatabaseBusyError` naming the writer.
+    writer's lock; if it is still held, raises :class:`DatabaseLockedError` naming the writer.
     """
     if wait_s is None:
         try:
             wait_s = float(os.environ.get(LOCK_WAIT_ENV, DASHBOARD_LOCK_WAIT_S))
         except ValueError:
             wait_s = DASHBOARD_LOCK_WAIT_S
-    try:
-        return open_database(path, read_only=True, wait_s=wait_s)
-    except DatabaseError as exc:
-        if "in use by another process" in str(exc):
-            raise DatabaseBusyError(str(exc)) from exc
-        raise
+    return open_sandbox(path, wait_s=wait_s)
 
 
 def database_stamp(path: str | Path) -> tuple[int, int, int]:
@@ -618,7 +608,6 @@ __all__ = [
     "DASHBOARD_LOCK_WAIT_S",
     "HISTOGRAM_SAMPLE_ROWS",
     "SNR_MEASURES",
-    "DatabaseBusyError",
     "busy_features",
     "console_sql",
     "curve_points",

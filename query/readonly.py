@@ -1,9 +1,9 @@
-"""``featuregraph sql``: any read query against a database, opened read-only.
+"""``featuregraph sql``: any read query against a database, opened in the SQL sandbox.
 
-Two locks: the database is opened ``read_only`` (DuckDB itself refuses to change it), and
-only one SELECT (or EXPLAIN of one) is accepted, so neither COPY ... TO, ATTACH, SET nor
-INSTALL can write files, other databases or settings. Refusals are one-line
-:class:`ReadOnlyError`\\ s; the query runs under :class:`store.db.QueryLimits`.
+Two locks: the database is opened by :func:`store.db.open_sandbox` (read-only, and DuckDB
+itself refuses any file, other database, setting or extension), and only one SELECT (or
+EXPLAIN of one) is accepted. Refusals are one-line :class:`ReadOnlyError`\\ s; the query runs
+under :class:`store.db.QueryLimits`. The dashboard's SQL console goes through the same two.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 
 from featuregraph.errors import DatabaseError, InputError, ReadOnlyError
-from featuregraph.store.db import Database, QueryLimits, open_database
+from featuregraph.store.db import Database, QueryLimits, open_sandbox
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
 
@@ -29,7 +29,10 @@ def _statement_types(db: Database, sql: str) -> list[str]:
 
 
 def check_read_only(db: Database, sql: str) -> None:
-    """Refuse anything but a single SELECT, or EXPLAIN [ANALYZE] of one."""
+    """Refuse anything but a single SELECT, or EXPLAIN [ANALYZE] of one, and any connection
+    that is not a sandbox (:func:`store.db.open_sandbox`): user SQL runs only there."""
+    if not db.sandboxed:
+        raise DatabaseError("SQL typed by a user runs only on a sandboxed connection (store.db.open_sandbox)")
     types = _statement_types(db, sql)
     if not types:
         raise InputError("no SQL statement given")
@@ -50,8 +53,8 @@ def check_read_only(db: Database, sql: str) -> None:
 def run_sql(
     path: str | Path, sql: str, params: list | dict | None = None, limits: QueryLimits | None = None
 ) -> tuple[pl.DataFrame, bool]:
-    """Run one read query on the database at ``path`` (opened read-only): (frame, truncated)."""
-    with open_database(path, read_only=True) as db:
+    """Run one read query on the database at ``path`` (opened in the sandbox): (frame, truncated)."""
+    with open_sandbox(path) as db:
         check_read_only(db, sql)
         result = db.query(sql, params, limits)
     return pl.from_arrow(result.table), result.truncated

@@ -15,13 +15,20 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
 
-from featuregraph.errors import DatabaseError, QueryTimeoutError
+from featuregraph.errors import (
+    DatabaseError,
+    DatabaseLockedError,
+    FeaturegraphError,
+    QueryTimeoutError,
+    ReadOnlyError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,16 @@ def _short(sql: str) -> str:
     return statement if len(statement) <= 160 else statement[:157] + "..."
 
 
+def _statement_error(exc: duckdb.Error, sql: str) -> FeaturegraphError:
+    # DuckDB raises PermissionException where its configuration forbids an access: in a sandbox
+    # (open_sandbox), a statement reaching outside the database. A refusal, not a failure.
+    if isinstance(exc, duckdb.PermissionException):
+        return ReadOnlyError(
+            f"the SQL sandbox reaches nothing outside the database: {_first_line(exc)} [in: {_short(sql)}]"
+        )
+    return DatabaseError(f"{_first_line(exc)} [in: {_short(sql)}]")
+
+
 @dataclass(frozen=True)
 class QueryLimits:
     """Guard rails for one read query: a time limit in seconds and a row cap (None: no limit)."""
@@ -89,13 +106,15 @@ class Database:
 
     Open it with :func:`open_database`, which checks the schema version. A writable
     connection takes DuckDB's single-writer lock on the file; readers should pass
-    ``read_only=True`` so that any number of them can share it.
+    ``read_only=True`` so that any number of them can share it. SQL typed by a user runs only
+    on a connection from :func:`open_sandbox` (``sandboxed``).
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool):
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool, sandboxed: bool = False):
         self.con = con
         self.path = path
         self.read_only = read_only
+        self.sandboxed = sandboxed  # opened by open_sandbox: fit for SQL typed by a user
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Run one statement (or a script without parameters) and return the cursor."""
@@ -105,7 +124,7 @@ class Database:
                 return self.con.execute(sql)
             return self.con.execute(sql, params)
         except duckdb.Error as exc:
-            raise DatabaseError(f"{_first_line(exc)} [in: {_short(sql)}]") from exc
+            raise _statement_error(exc, sql) from exc
 
     def fetchall(self, sql: str, params: Any = None) -> list[tuple]:
         return self.execute(sql, params).fetchall()
@@ -150,7 +169,7 @@ class Database:
                 f"query stopped at its time limit of {limits.time_limit_s:g} s [in: {_short(sql)}]"
             ) from exc
         except duckdb.Error as exc:
-            raise DatabaseError(f"{_first_line(exc)} [in: {_short(sql)}]") from exc
+            raise _statement_error(exc, sql) from exc
         finally:
             if timer is not None:
                 timer.cancel()
@@ -221,16 +240,18 @@ def _lock_holder(target: str, msg: str) -> str:
     return f"process {m.group(2)} ({m.group(1)})" if m else msg
 
 
-def _duckdb_connect(target: str, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
-    """duckdb.connect, retrying while another process holds a conflicting lock for up to ``wait_s``."""
+def _wait_for_lock(
+    target: str, wait_s: float, opener: Callable[[], duckdb.DuckDBPyConnection]
+) -> duckdb.DuckDBPyConnection:
+    """``opener()``, retried while another process holds a conflicting lock for up to ``wait_s``.
+
+    The one place that reads DuckDB's lock message: callers get :class:`DatabaseLockedError`.
+    """
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(target, read_only=read_only)
-            # DuckDB's own progress bar would write over ours (and into piped output).
-            con.execute("SET enable_progress_bar = false")
-            return con
+            return opener()
         except duckdb.Error as exc:
             msg = _first_line(exc)
             if "lock" not in msg.lower():
@@ -238,7 +259,7 @@ def _duckdb_connect(target: str, read_only: bool, wait_s: float) -> duckdb.DuckD
             left = deadline - time.monotonic()
             if left <= 0:
                 waited = f"; gave up after waiting {wait_s:g} s" if wait_s > 0 else ""
-                raise DatabaseError(
+                raise DatabaseLockedError(
                     f"{target} is in use by another process (DuckDB allows one writer, or readers "
                     f"only): {_lock_holder(target, msg)}{waited}"
                 ) from exc
@@ -246,14 +267,70 @@ def _duckdb_connect(target: str, read_only: bool, wait_s: float) -> duckdb.DuckD
             delay = min(delay * 2, 0.5)
 
 
-def connect(path: str | Path, read_only: bool = False, wait_s: float | None = None) -> Database:
+def _open_plain(target: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(target, read_only=read_only)
+    # DuckDB's own progress bar would write over ours (and into piped output).
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+# Set, in this order, on a sandbox's connection once its database is attached.
+# enable_external_access = false refuses every file and network access DuckDB offers (file
+# functions and globs, COPY, EXPORT, ATTACH of another file, INSTALL/LOAD, secrets, Python
+# replacement scans) except to the database already attached; lock_configuration, last,
+# refuses every later SET, RESET or PRAGMA that would change a setting, these included.
+SANDBOX_SETTINGS = (
+    ("enable_progress_bar", False),
+    ("autoinstall_known_extensions", False),
+    ("autoload_known_extensions", False),
+    ("allow_community_extensions", False),
+    ("enable_external_access", False),
+    ("lock_configuration", True),
+)
+ATTACH_READ_ONLY = "ATTACH ? AS {alias} (READ_ONLY)"
+_RESERVED_CATALOGS = frozenset({"memory", "system", "temp", "main"})
+
+
+def _open_sandboxed(target: str) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB instance with ``target`` attached read-only, then locked down.
+
+    A private instance (not ``duckdb.connect(target)``) because DuckDB shares one instance per
+    file within a process and its settings are instance-wide: locking it would lock every
+    other connection of this process to the same file, and a file already open with other
+    settings could not be opened sandboxed at all. The file is attached before external access
+    is switched off (DuckDB then keeps allowing that one file and its write-ahead log).
+    """
+    alias = Path(target).stem
+    if alias.lower() in _RESERVED_CATALOGS:
+        alias = f"featuregraph_{alias}"
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(ATTACH_READ_ONLY.format(alias=quote_identifier(alias)), [target])
+        con.execute(f"USE {quote_identifier(alias)}")
+        con.execute("DETACH memory")  # nothing writable left in the instance
+        # Spill files of large sorts go beside the database, as for a plain connection.
+        con.execute("SET temp_directory = ?", [target + ".tmp"])
+        for name, value in SANDBOX_SETTINGS:
+            con.execute(f"SET {name} = {str(value).lower()}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def connect(
+    path: str | Path, read_only: bool = False, wait_s: float | None = None, sandboxed: bool = False
+) -> Database:
     """Open the DuckDB file without looking at its schema; see :func:`open_database`.
 
     While another process holds a conflicting lock, retry for up to ``wait_s`` seconds
     (default: ``FEATUREGRAPH_LOCK_WAIT`` or 15 s for readers, no wait for writers), then
-    raise a one-line :class:`DatabaseError` naming the process that holds it.
+    raise a one-line :class:`DatabaseLockedError` naming the process that holds it.
+    ``sandboxed`` (read-only files only): see :func:`open_sandbox`.
     """
     target = str(path)
+    if sandboxed and (not read_only or target == ":memory:"):
+        raise DatabaseError("a sandboxed connection opens an existing database file, read-only")
     if target != ":memory:":
         p = Path(target)
         if read_only and not p.exists():
@@ -262,12 +339,24 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float | None = No
             raise DatabaseError(f"{target} is a directory, not a database file")
         if not read_only:
             p.parent.mkdir(parents=True, exist_ok=True)
+    opener = partial(_open_sandboxed, target) if sandboxed else partial(_open_plain, target, read_only)
     try:
-        con = _duckdb_connect(target, read_only, _lock_wait(read_only, wait_s))
+        con = _wait_for_lock(target, _lock_wait(read_only, wait_s), opener)
     except duckdb.Error as exc:
         msg = _first_line(exc)
         raise DatabaseError(f"{target} is not a readable DuckDB database (corrupt?): {msg}") from exc
-    return Database(con, target, read_only)
+    return Database(con, target, read_only, sandboxed=sandboxed)
+
+
+def _checked(db: Database) -> Database:
+    from featuregraph.store.migrate import ensure_schema
+
+    try:
+        ensure_schema(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def open_database(path: str | Path, read_only: bool = False, wait_s: float | None = None) -> Database:
@@ -277,12 +366,16 @@ def open_database(path: str | Path, read_only: bool = False, wait_s: float | Non
     featuregraph database, a schema newer than this featuregraph, or (read-only) a
     schema older than this featuregraph.
     """
-    from featuregraph.store.migrate import ensure_schema
+    return _checked(connect(path, read_only=read_only, wait_s=wait_s))
 
-    db = connect(path, read_only=read_only, wait_s=wait_s)
-    try:
-        ensure_schema(db)
-    except BaseException:
-        db.close()
-        raise
-    return db
+
+def open_sandbox(path: str | Path, wait_s: float | None = None) -> Database:
+    """Open a featuregraph database read-only for SQL typed by a user: the sandbox.
+
+    The connection reaches nothing but this one database: DuckDB itself refuses to read, list
+    or write any other file (``read_text``, ``read_csv``, ``glob``, ``COPY``, ``EXPORT``),
+    to attach another database, to change a setting (``SET``, ``RESET``, ``PRAGMA``) and to
+    install or load an extension (see :data:`SANDBOX_SETTINGS`). The schema's macros and views
+    work as usual. Waits for a writer's lock like :func:`open_database` with ``read_only``.
+    """
+    return _checked(connect(path, read_only=True, wait_s=wait_s, sandboxed=True))

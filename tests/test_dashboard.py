@@ -14,6 +14,7 @@ import pytest
 from test_dashboard_support import app_test, dashboard_db_fixture  # noqa: F401
 
 from featuregraph.dashboard import graph as g
+from featuregraph.errors import DatabaseLockedError
 from featuregraph.query import api, pages
 from featuregraph.store.db import open_database
 from featuregraph.store.models import Node
@@ -452,7 +453,7 @@ def test_open_reader_names_a_busy_database(dashboard_db, tmp_path):
     copy = tmp_path / "busy.duckdb"
     shutil.copy(dashboard_db.path, copy)
     with written_by_another_process(copy):
-        with pytest.raises(pages.DatabaseBusyError, match="in use by another process"):
+        with pytest.raises(DatabaseLockedError, match="in use by another process"):
             pages.open_reader(copy, wait_s=0.1)
 
 

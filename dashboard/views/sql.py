@@ -42,8 +42,9 @@ def _downloads(frame: pl.DataFrame) -> None:
 def render(run: int | None) -> None:
     st.header("SQL console")
     st.caption(
-        "One SELECT (or EXPLAIN of one) at a time, on the database opened read-only: anything that would change it "
-        "is refused. The query macros and views of docs/sql.md are available. " + nav.SIGN_CONVENTION
+        "One SELECT (or EXPLAIN of one) at a time, on the database opened read-only in the SQL sandbox: anything "
+        "that would change it, or reach a file, a setting or an extension, is refused. The query macros and views "
+        "of docs/sql.md are available. " + nav.SIGN_CONVENTION
     )
     with st.expander("Examples"):
         st.markdown(EXAMPLES)
