@@ -14,7 +14,10 @@ import pytest
 from test_dashboard_support import app_test, dashboard_db_fixture  # noqa: F401
 
 from featuregraph.dashboard import graph as g
-from featuregraph.query import api, pages
+from featuregraph.query import api
+from featuregraph.query.features import neuronpedia_url
+from featuregraph.query.prompts import longest_paths, prompt_graph_snr
+from featuregraph.query.reader import DatabaseBusyError, open_reader
 from featuregraph.store.db import open_database
 from featuregraph.store.models import Node
 
@@ -102,7 +105,7 @@ def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
     after = _edges(charts[0].proto.spec) if charts else 0
     assert after < before
     with open_database(dashboard_db.path, read_only=True) as db:
-        kept = pages.prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 50.0, "z")
+        kept = prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 50.0, "z")
     assert after == kept.height
     assert (kept["z_score"].abs() >= 50).all() and (kept["path_len"] >= 2).all()
 
@@ -389,14 +392,14 @@ def test_longest_paths_on_a_hand_graph():
         {"up_layer": [0, 1, 2, 0, 1], "up_feature": [1, 2, 3, 9, 8], "down_layer": [1, 2, 3, 1, 2],
          "down_feature": [2, 3, 4, 8, 7]}
     )  # fmt: skip
-    assert pages.longest_paths(edges).to_list() == [3, 3, 3, 2, 2]
+    assert longest_paths(edges).to_list() == [3, 3, 3, 2, 2]
 
 
 def test_prompt_graph_snr_without_a_threshold_is_the_macro(dashboard_db):
     with open_database(dashboard_db.path, read_only=True) as db:
         plain = api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=2)
-        with_noise = pages.prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 0.0)
-        recomputed = pages.longest_paths(api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=1))
+        with_noise = prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 0.0)
+        recomputed = longest_paths(api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=1))
         assert with_noise.select(plain.columns).equals(plain)
         assert with_noise["z_score"].null_count() < with_noise.height
         assert recomputed.max() == 2
@@ -406,16 +409,16 @@ def test_open_reader_names_a_busy_database(dashboard_db, tmp_path):
     copy = tmp_path / "busy.duckdb"
     shutil.copy(dashboard_db.path, copy)
     with written_by_another_process(copy):
-        with pytest.raises(pages.DatabaseBusyError, match="in use by another process"):
-            pages.open_reader(copy, wait_s=0.1)
+        with pytest.raises(DatabaseBusyError, match="in use by another process"):
+            open_reader(copy, wait_s=0.1)
 
 
 def test_neuronpedia_url():
     assert (
-        pages.neuronpedia_url("gpt2-small/5-res-jb", 10603)
+        neuronpedia_url("gpt2-small/5-res-jb", 10603)
         == "https://neuronpedia.org/gpt2-small/5-res-jb/10603"
     )
-    assert pages.neuronpedia_url(None, 3) is None and pages.neuronpedia_url("", 3) is None
+    assert neuronpedia_url(None, 3) is None and neuronpedia_url("", 3) is None
 
 
 def test_dashboard_command(tmp_path):
@@ -437,9 +440,11 @@ def test_dashboard_command(tmp_path):
 
 def test_the_dashboard_imports_without_torch():
     code = (
-        "import sys; import featuregraph.dashboard.data, dashboard.graph, dashboard.launch, dashboard.nav, dashboard.render; "
-        "import featuregraph.dashboard.views.graph, dashboard.views.paths, dashboard.views.feature, dashboard.views.noise; "
-        "import featuregraph.dashboard.views.sql, dashboard.views.overview, query.pages; "
+        "import sys; import featuregraph.dashboard.data, featuregraph.dashboard.graph, featuregraph.dashboard.launch; "
+        "import featuregraph.dashboard.nav, featuregraph.dashboard.render, featuregraph.dashboard.views.graph; "
+        "import featuregraph.dashboard.views.paths, featuregraph.dashboard.views.feature; "
+        "import featuregraph.dashboard.views.noise, featuregraph.dashboard.views.sql; "
+        "import featuregraph.dashboard.views.overview, featuregraph.query.cli, featuregraph.query.helpers; "
         "assert 'torch' not in sys.modules and 'sae_lens' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,7 +13,7 @@ from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.render import shaded_tokens, signed_bars
 from featuregraph.query.api import parse_node
-from featuregraph.query.pages import neuronpedia_url
+from featuregraph.query.features import neuronpedia_url
 
 
 def _pick(run: int) -> str | None:

@@ -10,7 +10,7 @@ import streamlit as st
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot
-from featuregraph.query.pages import SNR_MEASURES
+from featuregraph.query.prompts import SNR_MEASURES
 from featuregraph.store.models import Node
 
 ANY = "(any)"
