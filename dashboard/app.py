@@ -39,7 +39,10 @@ def _run_select() -> int | None:
 
 def cut_lines(cuts: list[tuple[str, Truncation]]) -> list[str]:
     """One line per query whose table the row cap cut: ``Path prompts: first N rows of M ...``."""
-    lines = [f"{name.replace('_', ' ').capitalize()}: {cut.message()} (the dashboard's row cap)" for name, cut in cuts]
+    lines = [
+        f"{name.replace('_', ' ').capitalize()}: {cut.message()} (the dashboard's row cap)"
+        for name, cut in cuts
+    ]
     return list(dict.fromkeys(lines))
 
 

@@ -60,7 +60,9 @@ def _cli_param(p: Param) -> inspect.Parameter:
     if p.required:
         return inspect.Parameter(p.name, kind, default=typer.Argument(..., help=p.help), annotation=p.type)
     annotation = Optional[p.type] if p.optional or p.default is None else p.type
-    return inspect.Parameter(p.name, kind, default=typer.Option(p.default, p.flag, help=p.help), annotation=annotation)
+    return inspect.Parameter(
+        p.name, kind, default=typer.Option(p.default, p.flag, help=p.help), annotation=annotation
+    )
 
 
 def _command(helper: Helper, common: dict[str, inspect.Parameter]) -> Callable[..., None]:

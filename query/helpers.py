@@ -87,8 +87,19 @@ class Helper:
 
 # Parameters several helpers share.
 RUN = Param("run", int, "Run id (default: every run; results carry run_id).", None, "--run", optional=True)
-FEATURE = Param("feature", str, "Feature as LAYER.FEATURE, e.g. 5.10603.", label="Feature (LAYER.FEATURE)", widget="text")
-TAG = Param("tag", str, "Only prompts with this tag.", None, "--tag", optional=True, label="Prompt tag", widget="select")
+FEATURE = Param(
+    "feature", str, "Feature as LAYER.FEATURE, e.g. 5.10603.", label="Feature (LAYER.FEATURE)", widget="text"
+)
+TAG = Param(
+    "tag",
+    str,
+    "Only prompts with this tag.",
+    None,
+    "--tag",
+    optional=True,
+    label="Prompt tag",
+    widget="select",
+)
 SIGN_HELP = "Sign pattern, one of + - * per edge"
 
 
@@ -96,6 +107,7 @@ def _min_weight(help: str, label: str) -> Param:
     return Param("min_weight", float, help, 0.0, "--min-weight", label=label, minimum=0.0, step=0.001)
 
 
+# fmt: off
 HELPERS: dict[str, Helper] = {
     h.command: h
     for h in (
@@ -197,6 +209,7 @@ HELPERS: dict[str, Helper] = {
         ),
     )
 }
+# fmt: on
 
 
 def helper(command: str) -> Helper:

@@ -122,9 +122,13 @@ def test_a_cut_result_says_how_many_rows_exist(db_path):
     result = run("query", "recurring", db_path, "--edges", "2", "-f", "json", "--max-rows", str(len(every)))
     assert result.stderr == ""  # exactly the cap: complete, nothing to say
     # too slow to count in time: it says that more exist
-    result = run("sql", db_path, "SELECT * FROM range(100000000000) t(i)", "--max-rows", "3", "--time-limit", "1")
+    result = run(
+        "sql", db_path, "SELECT * FROM range(100000000000) t(i)", "--max-rows", "3", "--time-limit", "1"
+    )
     assert result.exit_code == 0, result.output
-    assert result.stderr.splitlines() == ["first 3 rows; more exist (stopped at the row cap; raise --max-rows to see more)"]
+    assert result.stderr.splitlines() == [
+        "first 3 rows; more exist (stopped at the row cap; raise --max-rows to see more)"
+    ]
 
 
 def test_query_commands_follow_the_helper_table(db_path):
@@ -141,7 +145,9 @@ def test_query_commands_follow_the_helper_table(db_path):
     default = json.loads(run("query", "prompt-graph", db_path, 2, "-f", "json").stdout)
     assert HELPERS["prompt-graph"].param("k").default == 10
     assert default == json.loads(run("query", "prompt-graph", db_path, 2, "--k", "10", "-f", "json").stdout)
-    assert len(json.loads(run("query", "prompt-graph", db_path, 2, "--k", "1", "-f", "json").stdout)) < len(default)
+    assert len(json.loads(run("query", "prompt-graph", db_path, 2, "--k", "1", "-f", "json").stdout)) < len(
+        default
+    )
 
 
 def test_optimize_command(tmp_path):
