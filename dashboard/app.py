@@ -1,7 +1,8 @@
 """The featuregraph dashboard (Streamlit). Start it with ``featuregraph dashboard DB``.
 
 Reads the database read-only, one short connection per interaction (dashboard/data.py);
-every query goes through the query layer (query/api.py, query/pages.py).
+every query goes through the query layer (query/api.py and the page queries of query/overview.py,
+prompts.py, features.py, noise.py); a table cut at the row cap says so at the top of the page.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import streamlit as st
 from featuregraph.dashboard import data, nav
 from featuregraph.dashboard.views import feature, graph, noise, overview, paths, sql
 from featuregraph.errors import DatabaseLockedError, FeaturegraphError
+from featuregraph.query.rows import Truncation
 
 VIEWS = {
     "overview": overview.render,
@@ -34,6 +36,15 @@ def _run_select() -> int | None:
     )
 
 
+def cut_lines(cuts: list[tuple[str, Truncation]]) -> list[str]:
+    """One line per query whose table the row cap cut: ``Path prompts: first N rows of M ...``."""
+    lines = [
+        f"{name.replace('_', ' ').capitalize()}: {cut.message()} (the dashboard's row cap)"
+        for name, cut in cuts
+    ]
+    return list(dict.fromkeys(lines))
+
+
 def main() -> None:
     st.set_page_config(page_title="featuregraph", layout="wide")
     try:
@@ -45,6 +56,7 @@ def main() -> None:
     st.sidebar.caption(f"`{path}` (read-only)")
     page = nav.current_page()
     with data.reader_scope(path):
+        notices = st.container()  # at the top, filled once the page has run its queries
         try:
             run = _run_select()
             VIEWS[page](run)
@@ -52,6 +64,8 @@ def main() -> None:
             st.warning(f"An ingest is writing to this database right now; try again in a moment. ({exc})")
         except FeaturegraphError as exc:
             st.error(str(exc))
+        for line in cut_lines(data.cuts()):
+            notices.warning(line)
     st.sidebar.markdown(nav.SIGN_CONVENTION)
 
 

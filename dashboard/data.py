@@ -22,7 +22,9 @@ import streamlit as st
 
 from featuregraph.dashboard.launch import DB_ENV
 from featuregraph.errors import DatabaseError
-from featuregraph.query import api, pages
+from featuregraph.query import api, features, noise, overview, prompts, readonly
+from featuregraph.query.reader import database_stamp, open_reader
+from featuregraph.query.rows import Truncation, with_cut
 from featuregraph.store.db import Database, QueryLimits
 
 LIMITS = api.DASHBOARD_LIMITS
@@ -36,16 +38,15 @@ QUERIES: dict[str, Callable[..., Any]] = {
     "feature_edges": api.feature_edges,
     "feature_logits": api.feature_logits,
     "top_contexts": api.top_contexts,
-    **{name: getattr(pages, name) for name in pages.__all__ if callable(getattr(pages, name))},
+    **{
+        name: getattr(module, name)
+        for module in (overview, prompts, features, noise)
+        for name in module.__all__
+        if callable(getattr(module, name))
+    },
+    "console_sql": readonly.console_sql,
 }
-UNLIMITED = {
-    "row_counts",
-    "schema_version",
-    "longest_paths",
-    "open_reader",
-    "database_stamp",
-    "neuronpedia_url",
-}
+UNLIMITED = {"row_counts", "schema_version", "longest_paths", "neuronpedia_url"}
 
 
 def database_path() -> Path:
@@ -64,6 +65,7 @@ def database_path() -> Path:
 class _Scope(threading.local):
     path: Path | None = None
     db: Database | None = None
+    cuts: tuple[tuple[str, Truncation], ...] = ()
 
 
 _scope = _Scope()
@@ -72,7 +74,7 @@ _scope = _Scope()
 @contextmanager
 def reader_scope(path: Path) -> Iterator[None]:
     """For one script run: open the database on first use, close it at the end."""
-    _scope.path, _scope.db = path, None
+    _scope.path, _scope.db, _scope.cuts = path, None, ()
     try:
         yield
     finally:
@@ -85,15 +87,19 @@ def _db() -> Database:
     if _scope.db is None:
         if _scope.path is None:
             raise RuntimeError("query outside reader_scope")
-        _scope.db = pages.open_reader(_scope.path)
+        _scope.db = open_reader(_scope.path)
     return _scope.db
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _cached(path: str, stamp: tuple, name: str, args: tuple, kwargs: tuple) -> Any:
+def _cached(
+    path: str, stamp: tuple, limits: tuple, name: str, args: tuple, kwargs: tuple
+) -> tuple[Any, Truncation | None]:
+    """(the query's result, how the row cap cut it); ``limits`` is part of the cache key."""
     fn = QUERIES[name]
-    extra = {} if name in UNLIMITED else {"limits": LIMITS}
-    return fn(_db(), *args, **dict(kwargs), **extra)
+    if name in UNLIMITED:
+        return fn(_db(), *args, **dict(kwargs)), None
+    return with_cut(fn, _db(), *args, **dict(kwargs), limits=QueryLimits(*limits))
 
 
 def stamp() -> tuple:
@@ -102,15 +108,25 @@ def stamp() -> tuple:
         raise RuntimeError("query outside reader_scope")
     if not path.exists():
         raise DatabaseError(f"no database at {path}")
-    return pages.database_stamp(path)
+    return database_stamp(path)
 
 
 def load(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Run query ``name`` of :data:`QUERIES` (cached while the database file is unchanged)."""
+    """Run query ``name`` of :data:`QUERIES` (cached while the database file is unchanged).
+
+    A result cut at the row cap is remembered for this script run (:func:`cuts`)."""
     start = time.perf_counter()
-    result = _cached(str(_scope.path), stamp(), name, args, tuple(sorted(kwargs.items())))
+    limits = (LIMITS.time_limit_s, LIMITS.max_rows)
+    result, cut = _cached(str(_scope.path), stamp(), limits, name, args, tuple(sorted(kwargs.items())))
+    if cut is not None:
+        _scope.cuts = (*_scope.cuts, (name, cut))
     log.debug("%s%r: %.3f s", name, args, time.perf_counter() - start)
     return result
+
+
+def cuts() -> list[tuple[str, Truncation]]:
+    """The results of this script run cut at the row cap so far: (query name, truncation)."""
+    return list(_scope.cuts)
 
 
 def load_fresh(name: str, *args: Any, limits: QueryLimits | None = None, **kwargs: Any) -> Any:
@@ -119,4 +135,4 @@ def load_fresh(name: str, *args: Any, limits: QueryLimits | None = None, **kwarg
     return QUERIES[name](_db(), *args, limits=limits or LIMITS, **kwargs)
 
 
-__all__ = ["DB_ENV", "QUERIES", "database_path", "load", "load_fresh", "reader_scope", "stamp"]
+__all__ = ["DB_ENV", "QUERIES", "cuts", "database_path", "load", "load_fresh", "reader_scope", "stamp"]

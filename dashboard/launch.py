@@ -34,7 +34,7 @@ def check_database(db: Path) -> None:
     """Fail early, with the query layer's one-line message, if ``db`` is not a readable database
     (a database an ingest is writing to is fine: the pages say so until it lets go)."""
     from featuregraph.errors import DatabaseLockedError
-    from featuregraph.query.pages import open_reader
+    from featuregraph.query.reader import open_reader
 
     try:
         open_reader(db).close()

@@ -4,12 +4,12 @@ Each function checks its inputs (feature names ``L.F``, that the run and prompt 
 calls the macro of the same name (migrations/0003_query_macros.sql, documented in
 docs/sql.md) with every value bound as a parameter. Pass ``limits`` (a time limit and a row
 cap; :data:`DASHBOARD_LIMITS` for interactive use) to run it through
-:meth:`store.db.Database.query`'s guard rails; a result cut by the row cap is logged.
+:meth:`store.db.Database.query`'s guard rails; a result cut by the row cap says so
+(query/rows.py: "first N rows of M").
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -17,10 +17,9 @@ from typing import Iterable, Sequence
 import polars as pl
 
 from featuregraph.errors import InputError, NotFoundError
+from featuregraph.query.rows import fetch_rows
 from featuregraph.store.db import Database, QueryLimits
 from featuregraph.store.models import Node
-
-log = logging.getLogger(__name__)
 
 DASHBOARD_LIMITS = QueryLimits(time_limit_s=10.0, max_rows=10_000)
 MAX_PATH_EDGES = 6
@@ -167,11 +166,10 @@ def check_node(db: Database, node: Node, run: int | None) -> None:
 def fetch(
     db: Database, sql: str, params: dict | None = None, limits: QueryLimits | None = None
 ) -> pl.DataFrame:
-    """Run ``sql`` through the guard rails and return a polars frame."""
-    result = db.query(sql, params, limits)
-    if result.truncated:
-        log.info("result cut at the row cap of %d rows", limits.max_rows if limits else 0)
-    return pl.from_arrow(result.table)
+    """Run ``sql`` through the guard rails and return a polars frame. A cut at the row cap is
+    reported to :func:`query.rows.capture` (:func:`query.rows.fetch_rows` returns it with the
+    frame; :func:`query.rows.with_cut` with a helper's result)."""
+    return fetch_rows(db, sql, params, limits).frame
 
 
 # -- the helpers -------------------------------------------------------------------------------

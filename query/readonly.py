@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 
 from featuregraph.errors import DatabaseError, InputError, ReadOnlyError
+from featuregraph.query.rows import Truncation, fetch_rows
 from featuregraph.store.db import Database, QueryLimits, open_sandbox
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
@@ -52,12 +53,24 @@ def check_read_only(db: Database, sql: str) -> None:
 
 def run_sql(
     path: str | Path, sql: str, params: list | dict | None = None, limits: QueryLimits | None = None
-) -> tuple[pl.DataFrame, bool]:
-    """Run one read query on the database at ``path`` (opened in the sandbox): (frame, truncated)."""
+) -> tuple[pl.DataFrame, Truncation | None]:
+    """Run one read query on the database at ``path`` (opened in the sandbox): (frame, how the
+    row cap cut it or None)."""
     with open_sandbox(path) as db:
         check_read_only(db, sql)
-        result = db.query(sql, params, limits)
-    return pl.from_arrow(result.table), result.truncated
+        rows = fetch_rows(db, sql, params, limits)
+    return rows.frame, rows.truncation
 
 
-__all__ = ["check_read_only", "run_sql"]
+def console_sql(
+    db: Database, sql: str, limits: QueryLimits | None = None
+) -> tuple[pl.DataFrame, Truncation | None]:
+    """One read query typed by a user (a single SELECT or EXPLAIN of one, else
+    :class:`featuregraph.errors.ReadOnlyError`) under ``limits``: (frame, how the row cap cut
+    it or None)."""
+    check_read_only(db, sql)
+    rows = fetch_rows(db, sql, None, limits)
+    return rows.frame, rows.truncation
+
+
+__all__ = ["check_read_only", "console_sql", "run_sql"]

@@ -15,7 +15,10 @@ from test_dashboard_support import app_test, dashboard_db_fixture  # noqa: F401
 
 from featuregraph.dashboard import graph as g
 from featuregraph.errors import DatabaseLockedError
-from featuregraph.query import api, pages
+from featuregraph.query import api
+from featuregraph.query.features import neuronpedia_url
+from featuregraph.query.prompts import longest_paths, prompt_graph_snr
+from featuregraph.query.reader import open_reader
 from featuregraph.store.db import open_database
 from featuregraph.store.models import Node
 
@@ -230,7 +233,7 @@ def test_feature_page(dashboard_db, monkeypatch):
     ]
     with open_database(dashboard_db.path, read_only=True) as db:
         contexts = api.top_contexts(db, up, dashboard_db.run_id, top=10)
-        edges = api.feature_edges(db, up, dashboard_db.run_id, top=25)
+        edges = api.feature_edges(db, up, dashboard_db.run_id, top=20)
     html = at.get("html")
     assert len(html) == contexts.height and "background: rgba(255,127,14" in html[0].proto.body
     out_edges = [d.value for d in at.dataframe if "neighbour" in d.value.columns]
@@ -238,6 +241,13 @@ def test_feature_page(dashboard_db, monkeypatch):
     assert len(at.get("vega_lite_chart")) >= 2  # logit effects, and the curve along the path
     assert any("curve #" in m.value for m in at.markdown)
     assert not at.get("link_button")  # the tiny SAEs have no Neuronpedia id
+    # the edge table follows its form: one neighbour per direction
+    at.number_input(key="feature_top_edges").set_value(1).run()
+    _ok(at)
+    with open_database(dashboard_db.path, read_only=True) as db:
+        one = api.feature_edges(db, up, dashboard_db.run_id, top=1)
+    shown = [d.value for d in at.dataframe if "neighbour" in d.value.columns]
+    assert sum(len(d) for d in shown) == one.height < edges.height
     # neighbours are one click away
     at.button(key="feature_open_neighbour").click().run()
     _ok(at)
@@ -326,6 +336,43 @@ def test_sql_console_runs_reads_and_refuses_writes(dashboard_db, monkeypatch):
     at.text_area(key="sql_text").input("SELECT * FROM no_such_table")
     at.button[0].click().run()
     assert "no_such_table" in at.error[0].value and not at.exception
+
+
+def test_a_table_cut_at_the_row_cap_says_so(dashboard_db, monkeypatch):
+    from featuregraph.dashboard import data
+    from featuregraph.store.db import QueryLimits
+
+    at = app_test(monkeypatch, dashboard_db.path).run()
+    _ok(at)
+    assert not any("row cap" in w.value for w in at.warning)  # nothing cut under the usual cap
+    with open_database(dashboard_db.path, read_only=True) as db:
+        saes = db.fetchone("SELECT count(*) FROM run_saes")[0]
+        experiments = db.fetchone("SELECT count(*) FROM experiments")[0]
+    assert saes > 2 and experiments > 2
+    monkeypatch.setattr(data, "LIMITS", QueryLimits(time_limit_s=10.0, max_rows=2))
+    at = app_test(monkeypatch, dashboard_db.path).run()
+    _ok(at)
+    warnings = [w.value for w in at.warning]
+    assert f"Run saes: first 2 rows of {saes} (the dashboard's row cap)" in warnings
+    assert f"Experiments: first 2 rows of {experiments} (the dashboard's row cap)" in warnings
+    assert len(at.dataframe[1].value) == 2  # the SAEs table, cut
+
+
+def test_forms_take_labels_and_defaults_from_the_helper_table(dashboard_db, monkeypatch):
+    from featuregraph.query.helpers import helper
+
+    at = app_test(monkeypatch, dashboard_db.path, "graph", prompt=2).run()
+    _ok(at)
+    graph = helper("prompt-graph")
+    for key, name in (("graph_k", "k"), ("graph_min_path", "min_path")):
+        slider = at.slider(key=key)
+        assert slider.label == graph.param(name).label and slider.help == graph.param(name).help
+        assert slider.value == graph.param(name).start
+    at = app_test(monkeypatch, dashboard_db.path, "paths").run()
+    _ok(at)
+    recurring = helper("recurring")
+    assert at.number_input(key="paths_limit").value == recurring.param("limit").start
+    assert at.text_input(key="paths_signs").label == recurring.param("signs").label
 
 
 def test_sidebar_moves_between_pages(dashboard_db, monkeypatch):
@@ -436,14 +483,14 @@ def test_longest_paths_on_a_hand_graph():
         {"up_layer": [0, 1, 2, 0, 1], "up_feature": [1, 2, 3, 9, 8], "down_layer": [1, 2, 3, 1, 2],
          "down_feature": [2, 3, 4, 8, 7]}
     )  # fmt: skip
-    assert pages.longest_paths(edges).to_list() == [3, 3, 3, 2, 2]
+    assert longest_paths(edges).to_list() == [3, 3, 3, 2, 2]
 
 
 def test_prompt_graph_snr_without_a_threshold_is_the_macro(dashboard_db):
     with open_database(dashboard_db.path, read_only=True) as db:
         plain = api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=2)
-        with_noise = pages.prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 0.0)
-        recomputed = pages.longest_paths(api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=1))
+        with_noise = prompt_graph_snr(db, 2, dashboard_db.run_id, 3, 2, 0.0, 1, 0.0)
+        recomputed = longest_paths(api.prompt_graph(db, 2, dashboard_db.run_id, k=3, min_path=1))
         assert with_noise.select(plain.columns).equals(plain)
         assert with_noise["z_score"].null_count() < with_noise.height
         assert recomputed.max() == 2
@@ -454,15 +501,14 @@ def test_open_reader_names_a_busy_database(dashboard_db, tmp_path):
     shutil.copy(dashboard_db.path, copy)
     with written_by_another_process(copy):
         with pytest.raises(DatabaseLockedError, match="in use by another process"):
-            pages.open_reader(copy, wait_s=0.1)
+            open_reader(copy, wait_s=0.1)
 
 
 def test_neuronpedia_url():
     assert (
-        pages.neuronpedia_url("gpt2-small/5-res-jb", 10603)
-        == "https://neuronpedia.org/gpt2-small/5-res-jb/10603"
+        neuronpedia_url("gpt2-small/5-res-jb", 10603) == "https://neuronpedia.org/gpt2-small/5-res-jb/10603"
     )
-    assert pages.neuronpedia_url(None, 3) is None and pages.neuronpedia_url("", 3) is None
+    assert neuronpedia_url(None, 3) is None and neuronpedia_url("", 3) is None
 
 
 def test_dashboard_command(tmp_path):
@@ -484,9 +530,11 @@ def test_dashboard_command(tmp_path):
 
 def test_the_dashboard_imports_without_torch():
     code = (
-        "import sys; import featuregraph.dashboard.data, dashboard.graph, dashboard.launch, dashboard.nav, dashboard.render; "
-        "import featuregraph.dashboard.views.graph, dashboard.views.paths, dashboard.views.feature, dashboard.views.noise; "
-        "import featuregraph.dashboard.views.sql, dashboard.views.overview, query.pages; "
+        "import sys; import featuregraph.dashboard.data, featuregraph.dashboard.graph, featuregraph.dashboard.launch; "
+        "import featuregraph.dashboard.nav, featuregraph.dashboard.render, featuregraph.dashboard.views.graph; "
+        "import featuregraph.dashboard.views.paths, featuregraph.dashboard.views.feature; "
+        "import featuregraph.dashboard.views.noise, featuregraph.dashboard.views.sql; "
+        "import featuregraph.dashboard.views.overview, featuregraph.query.cli, featuregraph.query.helpers; "
         "assert 'torch' not in sys.modules and 'sae_lens' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -100,7 +100,7 @@ def test_sql_refuses_writes(db_path, sql, kind):
 def test_row_cap_and_time_limit(db_path):
     result = run("sql", db_path, "SELECT * FROM range(100) t(i)", "--max-rows", "7", "-f", "csv")
     assert result.stdout.splitlines() == ["i"] + [str(i) for i in range(7)]
-    assert "stopped at 7 rows" in result.output
+    assert "first 7 rows of 100 (stopped at the row cap" in result.stderr
     with open_database(db_path, read_only=True) as db:
         capped = db.query("SELECT * FROM range(100) t(i)", limits=QueryLimits(max_rows=100))
         assert capped.table.num_rows == 100 and not capped.truncated
@@ -109,6 +109,45 @@ def test_row_cap_and_time_limit(db_path):
         assert db.query("SELECT 42 AS x").table.to_pylist() == [{"x": 42}]  # the connection still works
     result = run("sql", db_path, "SELECT count(*) FROM range(100000000000) a", "--time-limit", "0.2")
     assert result.exit_code == 2 and "time limit" in result.output
+
+
+def test_a_cut_result_says_how_many_rows_exist(db_path):
+    every = json.loads(run("query", "recurring", db_path, "--edges", "2", "-f", "json").stdout)
+    assert len(every) > 2
+    result = run("query", "recurring", db_path, "--edges", "2", "-f", "json", "--max-rows", "2")
+    assert [r["path"] for r in json.loads(result.stdout)] == [r["path"] for r in every[:2]]
+    assert result.stderr.splitlines() == [
+        f"first 2 rows of {len(every)} (stopped at the row cap; raise --max-rows to see more)"
+    ]
+    result = run("query", "recurring", db_path, "--edges", "2", "-f", "json", "--max-rows", str(len(every)))
+    assert result.stderr == ""  # exactly the cap: complete, nothing to say
+    # too slow to count in time: it says that more exist
+    result = run(
+        "sql", db_path, "SELECT * FROM range(100000000000) t(i)", "--max-rows", "3", "--time-limit", "1"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "first 3 rows; more exist (stopped at the row cap; raise --max-rows to see more)"
+    ]
+
+
+def test_query_commands_follow_the_helper_table(db_path):
+    from featuregraph.query.helpers import HELPERS
+
+    listing = run("query", "--help").output
+    for helper in HELPERS.values():
+        assert helper.command in listing
+        text = run("query", helper.command, "--help").output
+        for param in helper.params:
+            if param.flag is not None:
+                assert param.flag in text, (helper.command, param.flag)
+    # a default taken from the table: --k 10 keeps every edge of prompt 2, --k 1 fewer
+    default = json.loads(run("query", "prompt-graph", db_path, 2, "-f", "json").stdout)
+    assert HELPERS["prompt-graph"].param("k").default == 10
+    assert default == json.loads(run("query", "prompt-graph", db_path, 2, "--k", "10", "-f", "json").stdout)
+    assert len(json.loads(run("query", "prompt-graph", db_path, 2, "--k", "1", "-f", "json").stdout)) < len(
+        default
+    )
 
 
 def test_optimize_command(tmp_path):

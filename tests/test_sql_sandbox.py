@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 from featuregraph.cli import app
 from featuregraph.dashboard.launch import exposure_warning, serve
 from featuregraph.errors import DatabaseError, DatabaseLockedError, FeaturegraphError
-from featuregraph.query import pages
+from featuregraph.query.reader import open_reader
+from featuregraph.query.readonly import console_sql
 from featuregraph.query.readonly import run_sql
 from featuregraph.store.db import QueryLimits, open_database, open_sandbox
 
@@ -119,11 +120,11 @@ def test_cli_refuses(db_path, files, probe):
 
 @pytest.mark.parametrize("probe", PROBES + ENTRY_ONLY_PROBES)
 def test_dashboard_console_refuses(db_path, files, probe):
-    with pages.open_reader(db_path) as db:
+    with open_reader(db_path) as db:
         with pytest.raises(FeaturegraphError) as exc_info:
-            pages.console_sql(db, probe.format(**files), limits=QueryLimits(time_limit_s=10, max_rows=100))
+            console_sql(db, probe.format(**files), limits=QueryLimits(time_limit_s=10, max_rows=100))
         _assert_refused(exc_info, files)
-        assert pages.console_sql(db, "SELECT count(*) AS n FROM edges")[0]["n"].to_list() == [17]
+        assert console_sql(db, "SELECT count(*) AS n FROM edges")[0]["n"].to_list() == [17]
 
 
 @pytest.mark.parametrize("probe", PROBES + ENTRY_ONLY_PROBES)
@@ -159,10 +160,10 @@ def test_macros_and_reads_work_through_each_entry(db_path):
     assert json.loads(result.stdout) == RECURRING_ROWS
     frame, truncated = run_sql(db_path, RECURRING)
     assert frame.to_dicts() == RECURRING_ROWS and not truncated
-    with pages.open_reader(db_path) as db:
-        frame, truncated = pages.console_sql(db, RECURRING, limits=QueryLimits(time_limit_s=10, max_rows=100))
+    with open_reader(db_path) as db:
+        frame, truncated = console_sql(db, RECURRING, limits=QueryLimits(time_limit_s=10, max_rows=100))
         assert frame.to_dicts() == RECURRING_ROWS and not truncated
-        edges = pages.console_sql(db, "SELECT direction, neighbour, n FROM feature_edges('3.4')")[0]
+        edges = console_sql(db, "SELECT direction, neighbour, n FROM feature_edges('3.4')")[0]
         assert edges.to_dicts() == [{"direction": "in", "neighbour": "2.3", "n": 3}]  # prompts 0, 1, 2
     with open_sandbox(db_path) as db:
         assert db.fetchall("SELECT fg_layer('5.10603'), fg_feature('5.10603')") == [(5, 10603)]
@@ -172,7 +173,7 @@ def test_macros_and_reads_work_through_each_entry(db_path):
 def test_user_sql_needs_the_sandbox(db_path):
     with open_database(db_path, read_only=True) as db:
         with pytest.raises(DatabaseError, match="sandboxed connection"):
-            pages.console_sql(db, "SELECT 1")
+            console_sql(db, "SELECT 1")
 
 
 def test_sandbox_reads_the_write_ahead_log(tmp_path):

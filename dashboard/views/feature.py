@@ -11,9 +11,10 @@ import streamlit as st
 
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
+from featuregraph.dashboard.forms import widget
 from featuregraph.dashboard.render import shaded_tokens, signed_bars
 from featuregraph.query.api import parse_node
-from featuregraph.query.pages import neuronpedia_url
+from featuregraph.query.features import neuronpedia_url
 
 
 def _pick(run: int) -> str | None:
@@ -48,7 +49,8 @@ def _header(run: int, name: str) -> None:
 
 
 def _contexts(run: int, name: str) -> None:
-    contexts = load("top_contexts", name, run, 10)
+    top = widget("contexts", "top", "feature_top_contexts")
+    contexts = load("top_contexts", name, run, int(top))
     if contexts.height == 0:
         st.info("This feature is not active in any stored prompt.")
         return
@@ -60,7 +62,10 @@ def _contexts(run: int, name: str) -> None:
 
 
 def _edges(run: int, name: str) -> None:
-    edges = load("feature_edges", name, run, 25)
+    left, right = st.columns(2)
+    top = widget("neighbourhood", "top", "feature_top_edges", left)
+    min_count = widget("neighbourhood", "min_count", "feature_min_count", right)
+    edges = load("feature_edges", name, run, int(top), int(min_count))
     if edges.height == 0:
         st.info("No edges into or out of this feature.")
         return
@@ -88,7 +93,8 @@ def _edges(run: int, name: str) -> None:
 
 
 def _logits(run: int, name: str) -> None:
-    logits = load("feature_logits", name, run, 10)
+    top = widget("logits", "top", "feature_top_tokens")
+    logits = load("feature_logits", name, run, int(top))
     if logits.height == 0:
         st.info("No logit effects stored for this feature.")
         return

@@ -9,11 +9,13 @@ import streamlit as st
 
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
+from featuregraph.dashboard.forms import widget
 from featuregraph.dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot
-from featuregraph.query.pages import SNR_MEASURES
+from featuregraph.query.prompts import SNR_MEASURES
 from featuregraph.store.models import Node
 
 ANY = "(any)"
+GRAPH = "prompt-graph"  # the helper of query/helpers.py behind the drawing
 SNR_LABELS = {"z": "|z| vs noise", "ratio": "|w| / noise p95"}
 
 
@@ -49,11 +51,9 @@ def pick_prompt(run: int) -> int | None:
 def _controls(run: int) -> dict:
     cols = st.columns(4)
     opts = {
-        "k": cols[0].slider("Top-k edges per feature", 1, 32, 3, key="graph_k"),
-        "min_path": cols[1].slider("Minimum path length (edges)", 1, 6, 2, key="graph_min_path"),
-        "min_weight": cols[2].number_input(
-            "Minimum |weight|", min_value=0.0, value=0.0, step=0.001, format="%.4f", key="graph_min_weight"
-        ),
+        "k": widget(GRAPH, "k", "graph_k", cols[0]),
+        "min_path": widget(GRAPH, "min_path", "graph_min_path", cols[1]),
+        "min_weight": widget(GRAPH, "min_weight", "graph_min_weight", cols[2]),
         "max_edges": cols[3].slider("Edges drawn at most", 5, 300, 30, key="graph_max_edges"),
     }
     noise = load("experiments", run, "noise").filter(pl.col("status") == "complete")

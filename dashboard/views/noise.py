@@ -13,7 +13,7 @@ from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.render import histogram_lines
 from featuregraph.dashboard.views.feature import curve_charts
-from featuregraph.query.pages import HISTOGRAM_SAMPLE_ROWS
+from featuregraph.query.noise import HISTOGRAM_SAMPLE_ROWS
 
 
 def _pick(run: int, kind: str, label: str) -> tuple[int, dict] | None:

@@ -7,8 +7,9 @@ import streamlit as st
 
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
+from featuregraph.dashboard.forms import widget
 
-ANY = "(any)"
+RECURRING = "recurring"  # the helper of query/helpers.py behind the search
 SORTS = {
     "support": ("support", True),
     "strength": ("min_abs_mean_weight", True),
@@ -21,7 +22,8 @@ def _layers(run: int) -> list[int]:
     return sorted(load("run_saes", run)["layer"].to_list())
 
 
-def _form(run: int, layers: list[int], tags: list[str]) -> dict | None:
+def _form(run: int, layers: list[int], tags: list[str]) -> dict:
+    """The search's filters: labels, help, starting values and bounds from the helper table."""
     max_edges = max(min(len(layers) - 1, 6), 2)
     runs = load("runs")
     prompts = runs.filter(pl.col("run_id") == run)["prompts_done"].sum()
@@ -30,42 +32,25 @@ def _form(run: int, layers: list[int], tags: list[str]) -> dict | None:
     default_support = max(2, int(prompts) // 10)
     with st.form("paths_form"):
         cols = st.columns(4)
-        n_edges = cols[0].slider("Edges per path", 2, 6, min(3, max_edges), key="paths_n_edges")
-        min_support = cols[1].number_input(
-            "Minimum support (prompts)", 2, value=default_support, step=1, key="paths_support",
-            help="Prompts the whole path must occur in. Default: 10% of the run's prompts (at least 2), which keeps "
-            "the search fast; lower it to find rarer paths.",
-        )  # fmt: skip
-        min_weight = cols[2].number_input(
-            "Minimum |weight| on every edge",
-            0.0,
-            value=0.0,
-            step=0.001,
-            format="%.4f",
-            key="paths_min_weight",
-        )
-        limit = cols[3].number_input("Paths at most", 1, 10_000, 200, step=50, key="paths_limit")
+        params = {
+            "n_edges": widget(RECURRING, "n_edges", "paths_n_edges", cols[0], value=min(3, max_edges)),
+            "min_support": widget(RECURRING, "min_support", "paths_support", cols[1], value=default_support),
+            "min_weight": widget(RECURRING, "min_weight", "paths_min_weight", cols[2]),
+            "limit": widget(RECURRING, "limit", "paths_limit", cols[3]),
+        }
         cols = st.columns(4)
-        layer_opts = [ANY, *layers]
-        min_layer = cols[0].selectbox("From layer", layer_opts, key="paths_min_layer")
-        max_layer = cols[1].selectbox("To layer", layer_opts, key="paths_max_layer")
-        signs = cols[2].text_input(
-            "Sign pattern", key="paths_signs", placeholder="e.g. +-* (blank: any)",
-            help="One character per edge: - ablating the source suppresses the target, + promotes it, * either.",
-        )  # fmt: skip
-        tag = cols[3].selectbox("Prompt tag", [ANY, *tags], key="paths_tag")
+        params["min_layer"] = widget(RECURRING, "min_layer", "paths_min_layer", cols[0], options=layers)
+        params["max_layer"] = widget(RECURRING, "max_layer", "paths_max_layer", cols[1], options=layers)
+        params["signs"] = widget(
+            RECURRING, "signs", "paths_signs", cols[2], placeholder="e.g. +-* (blank: any)"
+        )
+        params["tag"] = widget(RECURRING, "tag", "paths_tag", cols[3], options=tags)
+        st.caption(
+            f"Minimum support starts at 10% of the run's prompts ({default_support}), which keeps the search fast; "
+            "lower it to find rarer paths."
+        )
         st.form_submit_button("Search")
-    return {
-        "n_edges": int(n_edges),
-        "min_support": int(min_support),
-        "run": run,
-        "min_layer": None if min_layer == ANY else int(min_layer),
-        "max_layer": None if max_layer == ANY else int(max_layer),
-        "signs": signs.strip() or None,
-        "min_weight": float(min_weight),
-        "tag": None if tag == ANY else tag,
-        "limit": int(limit),
-    }
+    return {**params, "run": run}
 
 
 def _table(found: pl.DataFrame) -> pl.DataFrame:
@@ -101,7 +86,9 @@ def _drill(run: int, path: str, signs: str, tag: str | None, min_weight: float) 
 
 
 def render(run: int | None) -> None:
-    caption = "Chains of edges through consecutive layers with the same features and signs, found in many prompts. "
+    caption = (
+        "Chains of edges through consecutive layers with the same features and signs, found in many prompts. "
+    )
     if not nav.page_intro("Recurring paths", run, caption + nav.SIGN_CONVENTION):
         return
     layers = _layers(run)

@@ -69,7 +69,7 @@ def render(run: int | None) -> None:
     if "sql_result" not in st.session_state:
         return
     ran, frame, truncated = st.session_state["sql_result"]
-    note = f" (stopped at the row cap of {frame.height:,}: raise it to see more)" if truncated else ""
+    note = f": {truncated.message()} (stopped at the row cap: raise it to see more)" if truncated else ""
     st.markdown(f"**{frame.height:,} row{'' if frame.height == 1 else 's'}**{note}")
     st.dataframe(frame, hide_index=True)
     if frame.width:
