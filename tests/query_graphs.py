@@ -41,10 +41,13 @@ VOCAB = [f"t{i}" for i in range(8)]
 
 RUN_ROW = {
     "model": "hand-built", "model_source": "path", "model_sha256": None, "model_config": {"n_layers": 3},
-    "prompts_source": "tests", "n_prompts": 0, "coefficient": 0.0, "edge_top_k": 32, "edge_floor": 0.0,
-    "logit_top_k": 2, "top_next_k": 1, "prepend_bos": True, "read_position": -1, "device": "cpu",
-    "dtype": "float32", "config": {}, "featuregraph_version": "test", "torch_version": "-",
-    "sae_lens_version": "-", "transformer_lens_version": "-",
+    "prompts_source": "tests", "n_prompts": 0, "prepend_bos": True, "device": "cpu",
+    "config": {
+        "sweep": {"coefficient": 0.0, "edge_top_k": 32, "edge_floor": 0.0, "logit_top_k": 2, "top_next_k": 1,
+                  "read_position": -1},
+        "dtype": "float32",
+    },
+    "featuregraph_version": "test", "torch_version": "-", "sae_lens_version": "-", "transformer_lens_version": "-",
 }  # fmt: skip
 
 

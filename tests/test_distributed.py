@@ -337,11 +337,11 @@ def test_the_merger_never_duplicates_a_prompt(tiny_assets, tmp_path):
     assert write_shard(run_dir, "g000000-x", "k" * 64, 0, [r.prompt_id for r in results], files) == first
     assert complete_shards(run_dir) == [first]
     with open_database(tmp_path / "fg.duckdb") as db:
-        db.execute("INSERT INTO runs (run_key, status, model, model_source, model_config, n_prompts, coefficient, "
-                   "edge_top_k, edge_floor, logit_top_k, top_next_k, prepend_bos, read_position, device, dtype, config, "
-                   "featuregraph_version, torch_version, sae_lens_version, transformer_lens_version, started_at) VALUES "
-                   "(?, 'running', 'm', 'path', '{}', 4, 0, 32, 0.0001, 10, 10, true, -1, 'cpu', 'float32', '{}', "
-                   "'0', '0', '0', '0', now())", ["k" * 64])  # fmt: skip
+        db.execute("INSERT INTO runs (run_key, status, model, model_source, model_config, n_prompts, prepend_bos, "
+                   "device, config, config_version, featuregraph_version, torch_version, sae_lens_version, "
+                   "transformer_lens_version, started_at) VALUES "
+                   "(?, 'running', 'm', 'path', '{}', 4, true, 'cpu', '{}', 2, '0', '0', '0', '0', now())",
+                   ["k" * 64])  # fmt: skip
         run_id = db.fetchone("SELECT run_id FROM runs")[0]
         assert merge_shards(db, run_id, "k" * 64, [first]).prompt_ids == [0, 1, 2, 3]
         assert merge_shards(db, run_id, "k" * 64, [first]).prompt_ids == []
