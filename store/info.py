@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from featuregraph.errors import DatabaseError
-from featuregraph.store.db import Database, open_database, quote_identifier
-from featuregraph.store.migrate import current_version
+from featuregraph.store.db import Database, connect, quote_identifier
+from featuregraph.store.migrate import current_version, ensure_schema
 from featuregraph.store.run_config import upgrade_config
 from featuregraph.store.tables import TABLE_NAMES
 from featuregraph.store.writer import describe_writer, live_writer
@@ -49,10 +49,8 @@ def count_rows(db: Database) -> dict[str, int]:
     return {t: int(db.fetchone(COUNT_ROWS.format(table=quote_identifier(t)))[0]) for t in COUNTED_TABLES}
 
 
-def check_file(db: Database, path: Path, full: bool = True) -> list[str]:
-    """Raise a one-line :class:`DatabaseError` when the file is truncated or a table cannot be
-    read (``full``: every row of every table, else the row counts only); return notes on what
-    is sound but worth knowing (a write-ahead log left behind)."""
+def check_size(db: Database, path: Path) -> None:
+    """Raise a one-line :class:`DatabaseError` when the file is shorter than its header says."""
     block_size, total_blocks = db.fetchone(DATABASE_SIZE)
     expected = FILE_HEADER_BYTES + int(block_size) * int(total_blocks)
     size = path.stat().st_size
@@ -61,6 +59,12 @@ def check_file(db: Database, path: Path, full: bool = True) -> list[str]:
             f"{path} is truncated (corrupt): {size:,} bytes on disk, but its header accounts for "
             f"{expected:,}; restore it from a copy"
         )
+
+
+def check_file(db: Database, path: Path, full: bool = True) -> list[str]:
+    """Raise a one-line :class:`DatabaseError` when a table cannot be read (``full``: every row
+    of every table, else nothing beyond the row counts); return notes on what is sound but worth
+    knowing (a write-ahead log left behind)."""
     if full:
         for t in COUNTED_TABLES:
             try:
@@ -130,7 +134,9 @@ def database_info(path: str | Path, full_check: bool = True) -> dict[str, Any]:
     """Schema version, runs (with their state), row counts per table, file size (bytes) and
     notes from the file check of a database; raises :class:`DatabaseError` for an unsound file."""
     path = Path(path)
-    with open_database(path, read_only=True) as db:
+    with connect(path, read_only=True) as db:
+        check_size(db, path)  # before anything reads a block the file may not have
+        ensure_schema(db)
         notes = check_file(db, path, full_check)
         version = current_version(db)
         runs = [dict(zip(RUN_COLUMNS, row, strict=True)) for row in db.fetchall(RUNS_SUMMARY)]
@@ -184,4 +190,4 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["COUNTED_TABLES", "count_rows", "check_file", "database_info", "format_info", "resume_command"]
+__all__ = ["COUNTED_TABLES", "count_rows", "check_size", "check_file", "database_info", "format_info", "resume_command"]
