@@ -46,7 +46,6 @@ INSERT_RUN_SAE = (
 RESUME_RUN = "UPDATE runs SET status = 'running', device = ?, finished_at = NULL WHERE run_id = ?"
 FINISH_RUN = "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?"
 DONE_PROMPTS = "SELECT prompt_id FROM prompts WHERE run_id = ?"
-HAS_VOCAB = "SELECT count(*) FROM vocab WHERE run_id = ?"
 
 
 
