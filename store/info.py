@@ -39,8 +39,12 @@ COUNT_ROWS = "SELECT count(*) FROM {table}"
 # Hashing each whole row reads every column of every row group, so DuckDB verifies the
 # checksum of every block; count(*) alone is answered from metadata.
 READ_ROWS = "SELECT count(hash(__row)) FROM {table} AS __row"
-DATABASE_SIZE = "SELECT block_size, total_blocks FROM pragma_database_size()"
-# A DuckDB file starts with three 4 KiB headers, then total_blocks blocks of block_size bytes.
+BLOCK_SIZE = "SELECT block_size FROM pragma_database_size()"
+USER_TABLES = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT internal"
+# The last block a table's data lives in (storage_info lists each column segment's block).
+LAST_BLOCK = "SELECT max(block_id) FROM pragma_storage_info(?) WHERE persistent AND block_id >= 0"
+# A DuckDB file starts with three 4 KiB headers, then blocks of block_size bytes. (The header's
+# total_blocks is no bound on the file: blocks can be counted before they are first written.)
 FILE_HEADER_BYTES = 3 * 4096
 
 
@@ -50,13 +54,17 @@ def count_rows(db: Database) -> dict[str, int]:
 
 
 def check_size(db: Database, path: Path) -> None:
-    """Raise a one-line :class:`DatabaseError` when the file is shorter than its header says."""
-    block_size, total_blocks = db.fetchone(DATABASE_SIZE)
-    expected = FILE_HEADER_BYTES + int(block_size) * int(total_blocks)
+    """Raise a one-line :class:`DatabaseError` when a table's data lies past the end of the file."""
+    block_size = int(db.fetchone(BLOCK_SIZE)[0])
+    # Every table the file holds (not only the spec's: this runs before the schema is checked).
+    tables = [r[0] for r in db.fetchall(USER_TABLES)]
+    last = [db.fetchone(LAST_BLOCK, [t])[0] for t in tables]
+    last_block = max((int(b) for b in last if b is not None), default=-1)
+    expected = FILE_HEADER_BYTES + block_size * (last_block + 1)
     size = path.stat().st_size
     if size < expected:
         raise DatabaseError(
-            f"{path} is truncated (corrupt): {size:,} bytes on disk, but its header accounts for "
+            f"{path} is truncated (corrupt): {size:,} bytes on disk, but its tables' data reaches byte "
             f"{expected:,}; restore it from a copy"
         )
 
