@@ -152,11 +152,18 @@ def ingest(
 
 @app.command()
 @user_errors
-def info(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) -> None:
-    """Schema version, runs, row counts and size on disk of DB (opened read-only)."""
+def info(
+    db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
+    quick: bool = typer.Option(False, "--quick", help="Count rows without reading every table in full."),
+) -> None:
+    """Check DB (opened read-only) and show its schema version, runs, row counts and size on disk.
+
+    A truncated or unreadable file is an error; a run left 'running' by an ingest that was
+    stopped is shown as interrupted, with the command that resumes it.
+    """
     from featuregraph.store.info import database_info, format_info
 
-    typer.echo(format_info(database_info(db)))
+    typer.echo(format_info(database_info(db, full_check=not quick)))
 
 
 @app.command()

@@ -1,6 +1,9 @@
-"""Typed, frozen configuration of an ingest run, recorded verbatim in ``runs.config``.
+"""Typed, frozen configuration of an ingest run, recorded in ``runs.config``.
 
-``__post_init__`` only validates; nothing here has side effects.
+``__post_init__`` only validates; nothing here has side effects. :meth:`RunConfig.stored`
+is the dict an ingest stores (layout ``store.run_config.CONFIG_VERSION``) and
+:meth:`RunConfig.from_stored` reads one back once ``store.run_config.upgrade_config`` has
+brought it to that layout.
 """
 
 from __future__ import annotations
@@ -121,3 +124,20 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def stored(self, too_long: str, bad_prompts: str) -> dict[str, Any]:
+        """What ``runs.config`` holds for a run created with these prompt policies."""
+        return {**self.to_dict(), "ingest": {"too_long": too_long, "bad_prompts": bad_prompts}}
+
+    @classmethod
+    def from_stored(cls, raw: dict[str, Any]) -> "RunConfig":
+        """The config of a stored run, from ``runs.config`` in the current layout (see
+        ``store.run_config.upgrade_config``); the prompt policies under ``ingest`` are not part of it."""
+        return cls(
+            model=ModelSpec(**raw["model"]),
+            saes=tuple(SaeSpec(**s) for s in raw["saes"]),
+            sweep=SweepConfig(**raw["sweep"]),
+            device=raw["device"],
+            dtype=raw["dtype"],
+            prepend_bos=raw["prepend_bos"],
+        )

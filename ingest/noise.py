@@ -25,6 +25,7 @@ from featuregraph.errors import InputError
 from featuregraph.ingest.prompts import RawPrompt
 from featuregraph.ingest.reload import RunContext
 from featuregraph.ingest.sweep import PromptInput
+from featuregraph.store.tables import value_columns
 
 
 @dataclass(frozen=True)
@@ -204,10 +205,7 @@ def noise_baseline(
                 l_samples.append((pid[valid], dprob.gather(-1, ids)[valid], dlogp.gather(-1, ids)[valid]))
 
     # -- per feature ------------------------------------------------------------------
-    cols: dict[str, list] = {k: [] for k in (
-        "layer", "feature", "n_contexts", "n_active", "edge_abs_mean", "edge_abs_std", "edge_abs_p95",
-        "dprob_abs_mean", "dprob_abs_std", "dprob_abs_p95",
-    )}  # fmt: skip
+    cols: dict[str, list] = {k: [] for k in value_columns("noise_features")}
     active = {k: np.zeros(len(chosen[k]), np.int64) for k in range(len(sites))}
     for k, rb in feat_rows:
         np.add.at(active[k], rb.cpu().numpy(), 1)
@@ -225,18 +223,14 @@ def noise_baseline(
             dm, ds, dp = _moments(per_logit[k].get(r, []))
             for name, value in zip(cols, (site.layer, f, n_total, int(active[k][r]), em, es, ep, dm, ds, dp)):
                 cols[name].append(value)
+    # Column types come from the table spec (store/tables.py) when the rows are written.
     tables: dict[str, dict[str, np.ndarray]] = {
-        "noise_features": {
-            "layer": np.array(cols["layer"], np.int16),
-            "feature": np.array(cols["feature"], np.int32),
-            "n_contexts": np.array(cols["n_contexts"], np.int32),
-            "n_active": np.array(cols["n_active"], np.int32),
-            **{c: np.array(cols[c], dtype=np.float64).astype(np.float32) for c in list(cols)[4:]},
-        },
+        # float: a missing moment (None) becomes NaN, stored as NULL
+        "noise_features": {c: np.array(v, dtype=float if c.endswith(MOMENTS) else None) for c, v in cols.items()},
         "noise_contexts": {
-            "context_id": np.array([c.prompt_id for c in contexts], np.int32),
+            "context_id": np.array([c.prompt_id for c in contexts]),
             "text": np.array([c.text for c in contexts], dtype=object),
-            "n_tokens": np.array([len(c.token_ids) for c in contexts], np.int16),
+            "n_tokens": np.array([len(c.token_ids) for c in contexts]),
         },
     }
 
@@ -249,16 +243,16 @@ def noise_baseline(
     keep = np.array([(int(a), int(b)) in chosen_set for a, b in edge_targets[:, :2]], dtype=bool).reshape(-1)
     t = edge_targets[keep]
     tables["noise_edges"] = {
-        "up_layer": t[:, 0].astype(np.int16),
-        "up_feature": t[:, 1].astype(np.int32),
-        "down_layer": t[:, 2].astype(np.int16),
-        "down_feature": t[:, 3].astype(np.int32),
-        "n": np.full(len(t), n_total, np.int32),
-        "n_active": n_act[keep].astype(np.int32),
-        "mean": mean[keep].astype(np.float32),
-        "std": std[keep].astype(np.float32),
-        "abs_p95": p95[keep].astype(np.float32),
-        "z_scale": np.maximum(std[keep], edge_floor).astype(np.float32),
+        "up_layer": t[:, 0],
+        "up_feature": t[:, 1],
+        "down_layer": t[:, 2],
+        "down_feature": t[:, 3],
+        "n": np.full(len(t), n_total),
+        "n_active": n_act[keep],
+        "mean": mean[keep],
+        "std": std[keep],
+        "abs_p95": p95[keep],
+        "z_scale": np.maximum(std[keep], edge_floor),
     }
     pid = torch.cat([p for p, _, _ in l_samples]).cpu().numpy() if l_samples else np.empty(0, np.int64)
     dp = torch.cat([v for _, v, _ in l_samples]).double().cpu().numpy() if l_samples else np.empty(0)
@@ -268,20 +262,22 @@ def noise_baseline(
     keep = np.array([(int(a), int(b)) in chosen_set for a, b in logit_targets[:, :2]], dtype=bool).reshape(-1)
     t = logit_targets[keep]
     tables["noise_logits"] = {
-        "layer": t[:, 0].astype(np.int16),
-        "feature": t[:, 1].astype(np.int32),
-        "token_id": t[:, 2].astype(np.int32),
-        "n": np.full(len(t), n_total, np.int32),
-        "n_active": n_act[keep].astype(np.int32),
-        "dprob_mean": mean[keep].astype(np.float32),
-        "dprob_std": std[keep].astype(np.float32),
-        "dprob_abs_p95": p95[keep].astype(np.float32),
-        "dlogp_mean": lmean[keep].astype(np.float32),
-        "dlogp_std": lstd[keep].astype(np.float32),
-        "z_scale": np.maximum(std[keep], LOGIT_STD_FLOOR).astype(np.float32),
+        "layer": t[:, 0],
+        "feature": t[:, 1],
+        "token_id": t[:, 2],
+        "n": np.full(len(t), n_total),
+        "n_active": n_act[keep],
+        "dprob_mean": mean[keep],
+        "dprob_std": std[keep],
+        "dprob_abs_p95": p95[keep],
+        "dlogp_mean": lmean[keep],
+        "dlogp_std": lstd[keep],
+        "z_scale": np.maximum(std[keep], LOGIT_STD_FLOOR),
     }
     return tables
 
 
 # The smallest dprob spread a z-score divides by: below float32 resolution of probabilities.
 LOGIT_STD_FLOOR = 1e-6
+# noise_features columns that hold a moment of a distribution (None when the feature never fired).
+MOMENTS = ("_mean", "_std", "_p95")

@@ -20,6 +20,7 @@ from featuregraph.errors import InputError
 from featuregraph.ingest.reload import RunContext
 from featuregraph.ingest.sweep import PromptInput
 from featuregraph.store.models import Node
+from featuregraph.store.tables import value_columns
 
 CONTROLS = ("zero", "random")
 
@@ -89,10 +90,9 @@ def validate(
         "path": sweeper.ablate_sets(clean, idx, [path] * n, spec.coefficient).exp(),
         "control": sweeper.ablate_sets(clean, idx, controls, spec.coefficient).exp(),
     }
-    res: dict[str, list] = {c: [] for c in (
-        "prompt_index", "text", "arm", "features", "total_variation", "answer_token_id", "answer_dprob", "answer_dprob_frac",
-    )}  # fmt: skip
-    tok: dict[str, list] = {c: [] for c in ("prompt_index", "arm", "kind", "rank", "token_id", "p_clean", "p_ablated", "dprob", "dprob_frac")}
+    # Rows are appended as tuples in the table spec's column order (store/tables.py).
+    res: dict[str, list] = {c: [] for c in value_columns("validation_results")}
+    tok: dict[str, list] = {c: [] for c in value_columns("validation_tokens")}
 
     def add_tokens(i: int, arm: str, kind: str, ids: torch.Tensor, p_abl: torch.Tensor) -> None:
         for rank, t in enumerate(ids.tolist(), start=1):
@@ -146,7 +146,7 @@ class CurveSpec:
 
 
 @torch.no_grad()
-def response_curve(ctx: RunContext, spec: CurveSpec, prompt: PromptInput) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+def response_curve(ctx: RunContext, spec: CurveSpec, prompt: PromptInput) -> tuple[dict[str, dict[str, list]], dict]:
     """One forward per coefficient, batched; returns ``curve_points`` columns and a summary."""
     sweeper = ctx.sweeper()
     up = Node.parse(spec.up)
@@ -168,7 +168,7 @@ def response_curve(ctx: RunContext, spec: CurveSpec, prompt: PromptInput) -> tup
     feats = torch.full((n,), up.feature, dtype=torch.long, device=sweeper.device)
     down_acts, logp = sweeper.ablate(clean, k, zeros, feats, removed[None].expand(n, -1), coefs - 1.0)
     tokens = list(spec.tokens) or clean.logp[0].topk(min(5, clean.logp.shape[-1])).indices.tolist()
-    rows: dict[str, list] = {c: [] for c in ("coefficient", "down_activation", "token_id", "logp", "prob")}
+    rows: dict[str, list] = {c: [] for c in value_columns("curve_points")}
     for i, c in enumerate(spec.coefficients):
         act = float(down_acts[i, down_col]) if down_col is not None and down_acts is not None else None
         for t in tokens:
@@ -182,12 +182,5 @@ def response_curve(ctx: RunContext, spec: CurveSpec, prompt: PromptInput) -> tup
         fit = slope * xs + intercept
         ss = float(((ys - ys.mean()) ** 2).sum())
         summary.update(slope=float(slope), intercept=float(intercept), r2=1.0 - float(((ys - fit) ** 2).sum()) / ss if ss > 0 else 1.0)
-    return {
-        "curve_points": {
-            "coefficient": np.array(rows["coefficient"], float),
-            "down_activation": np.array(rows["down_activation"], dtype=float),
-            "token_id": np.array(rows["token_id"], np.int32),
-            "logp": np.array(rows["logp"], np.float32),
-            "prob": np.array(rows["prob"], np.float32),
-        }
-    }, summary
+    # Plain lists, typed by the table spec when written; None becomes NULL.
+    return {"curve_points": rows}, summary

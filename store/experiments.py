@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from featuregraph.store.db import Database
 from featuregraph.store.runs import now
+from featuregraph.store.tables import arrow_table
 
 INSERT_EXPERIMENT = """
 INSERT INTO experiments (run_id, kind, status, spec, summary, device, featuregraph_version, torch_version,
@@ -85,13 +85,6 @@ def write_experiment(
             )[0]
         )
         for name, cols in tables.items():
-            n = len(next(iter(cols.values()))) if cols else 0
-            data = {
-                "run_id": pa.array(np.full(n, run_id, np.int32)),
-                "experiment_id": pa.array(np.full(n, experiment_id, np.int32)),
-            }
-            for col, values in cols.items():
-                # Lists: None -> NULL; numpy float arrays: NaN -> NULL.
-                data[col] = pa.array(values, from_pandas=True) if isinstance(values, np.ndarray) else pa.array(list(values))
-            db.insert_arrow(name, pa.table(data))
+            # Lists: None -> NULL; numpy float arrays: NaN -> NULL; types from the table spec.
+            db.insert_arrow(name, arrow_table(name, cols, run_id=run_id, experiment_id=experiment_id))
     return experiment_id
