@@ -50,7 +50,7 @@ def _run(
 
 def register(app: typer.Typer) -> None:
     """Add the query layer's commands (``query``, ``sql``, ``optimize``) to ``app``."""
-    from featuregraph.cli import user_errors
+    from featuregraph.cli_support import user_errors
 
     query_app = typer.Typer(
         help="Ask a database: one prompt's graph, recurring paths, a feature's neighbourhood, ...",
