@@ -47,7 +47,11 @@ def _option(f: dataclasses.Field, annotation: Any) -> tuple[str, Any, Any]:
         off = meta.get("flag", f"--no-{flag[2:]}")
         name = off[2:].replace("-", "_")
         # The field's help starts with the verb the switch turns off ("Fold ..." -> "Do not fold ...").
-        return name, bool, typer.Option(False, off, help=f"Do not {meta['help'][0].lower()}{meta['help'][1:]}")
+        return (
+            name,
+            bool,
+            typer.Option(False, off, help=f"Do not {meta['help'][0].lower()}{meta['help'][1:]}"),
+        )
     if bool in args and f.default is None:
         return f.name, Optional[bool], typer.Option(None, f"{flag}/--no-{flag[2:]}", help=meta["help"])
     if "choices" in meta:
@@ -69,7 +73,9 @@ def config_options(target: str, cls: type, skip: tuple[str, ...] = ()) -> Callab
         signature = inspect.signature(fn, eval_str=True)
         params = [p for p in signature.parameters.values() if p.name != target]
         for name, annotation, option in built.values():
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+            params.append(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+            )
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import featuregraph.ingest.run as ingest_run
 import pytest
+from featuregraph.ingest.config import DTYPES, ModelSpec, RunConfig, SweepConfig
 from typer.testing import CliRunner
 
-import featuregraph.ingest.run as ingest_run
 from featuregraph.cli import app
-from featuregraph.ingest.config import DTYPES, ModelSpec, RunConfig, SweepConfig
 
 
 class Captured(Exception):
@@ -54,7 +54,11 @@ def test_defaults_are_the_dataclass_defaults(tmp_path, captured):
     assert config.sweep == SweepConfig()
     assert config.model == ModelSpec("gpt2")
     defaults = RunConfig(ModelSpec("gpt2"), config.saes)
-    assert (config.device, config.dtype, config.prepend_bos) == (defaults.device, defaults.dtype, defaults.prepend_bos)
+    assert (config.device, config.dtype, config.prepend_bos) == (
+        defaults.device,
+        defaults.dtype,
+        defaults.prepend_bos,
+    )
 
 
 def test_flags_reach_the_config(tmp_path, captured):
@@ -77,4 +81,6 @@ def test_choices_come_from_the_registries(tmp_path, captured):
     assert result.exit_code == 2 and "float32" in result.output
     result = _ingest(tmp_path, "--read-position", "-2")
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == ["Error: read_position must be -1 (last token) or >= 0, got -2"]
+    assert result.output.strip().splitlines() == [
+        "Error: read_position must be -1 (last token) or >= 0, got -2"
+    ]

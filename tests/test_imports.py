@@ -82,7 +82,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if colour.get(nxt) == GREY:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if colour.get(nxt) == WHITE:
                 found = visit(nxt)
                 if found:
@@ -102,7 +102,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_the_packages():
     graph = import_graph()
     # A graph that missed the mapped folders would be trivially acyclic.
-    assert {"featuregraph.cli", "featuregraph.store.db", "featuregraph.query.cli", "featuregraph.demo.train"} <= set(graph)
+    assert {
+        "featuregraph.cli",
+        "featuregraph.store.db",
+        "featuregraph.query.cli",
+        "featuregraph.demo.train",
+    } <= set(graph)
     assert "featuregraph.errors" in graph["featuregraph.store.db"]
 
 
