@@ -295,10 +295,9 @@ def register(app: typer.Typer) -> None:
         db: Path = typer.Argument(..., help="featuregraph DuckDB file (needs the write lock)."),
     ) -> None:
         """Sort DB's tables for the queries and rebuild the edge summary (see docs/sql.md)."""
+        from featuregraph.errors import DatabaseError
         from featuregraph.store.db import open_database
         from featuregraph.store.optimize import optimize
-
-        from featuregraph.errors import DatabaseError
 
         if not db.exists():
             raise DatabaseError(f"no database at {db}")
