@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import streamlit as st
-
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 
