@@ -7,11 +7,11 @@ every query goes through the query layer (query/api.py, query/pages.py).
 from __future__ import annotations
 
 import streamlit as st
+
 from featuregraph.dashboard import data, nav
 from featuregraph.dashboard.views import feature, graph, noise, overview, paths, sql
-from featuregraph.query.pages import DatabaseBusyError
-
 from featuregraph.errors import FeaturegraphError
+from featuregraph.query.pages import DatabaseBusyError
 
 VIEWS = {
     "overview": overview.render,

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import streamlit as st
+
 from featuregraph.dashboard.launch import DB_ENV
+from featuregraph.errors import DatabaseError
 from featuregraph.query import api, pages
 from featuregraph.store.db import Database, QueryLimits
-
-from featuregraph.errors import DatabaseError
 
 LIMITS = api.DASHBOARD_LIMITS
 log = logging.getLogger(__name__)

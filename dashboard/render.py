@@ -7,6 +7,7 @@ from typing import Sequence
 
 import altair as alt
 import polars as pl
+
 from featuregraph.dashboard.graph import BLUE, RED, SHADE, visible_token
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+import featuregraph
+from featuregraph.errors import InputError
 from featuregraph.ingest.noise import NoiseSpec, noise_baseline, sample_contexts
 from featuregraph.ingest.prompts import RawPrompt, read_prompts, tokenize_prompts
 from featuregraph.ingest.reload import RunContext, load_run, resolve_run
@@ -27,9 +30,6 @@ from featuregraph.store.experiments import (
 )
 from featuregraph.store.models import Node
 from featuregraph.store.runs import now
-
-import featuregraph
-from featuregraph.errors import InputError
 
 # The run's SAE sites as stored, so that feature names are checked before any model loads.
 RUN_SITES = "SELECT layer, d_sae FROM run_saes WHERE run_id = ? ORDER BY layer"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import featuregraph.ingest.run as ingest_run
 import pytest
-from featuregraph.ingest.config import DTYPES, ModelSpec, RunConfig, SweepConfig
 from typer.testing import CliRunner
 
+import featuregraph.ingest.run as ingest_run
 from featuregraph.cli import app
+from featuregraph.ingest.config import DTYPES, ModelSpec, RunConfig, SweepConfig
 
 
 class Captured(Exception):

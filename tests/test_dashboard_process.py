@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from featuregraph.dashboard.browser import free_port
 from featuregraph.store.db import open_database
 

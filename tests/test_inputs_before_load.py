@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import featuregraph.ingest.experiments as experiments
 import pytest
-from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec
-from featuregraph.ingest.run import ingest
 from typer.testing import CliRunner
 
+import featuregraph.ingest.experiments as experiments
 from featuregraph.cli import app
+from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec
+from featuregraph.ingest.run import ingest
 
 
 @pytest.fixture(scope="module")

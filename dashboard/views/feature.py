@@ -8,6 +8,7 @@ import json
 import altair as alt
 import polars as pl
 import streamlit as st
+
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.render import shaded_tokens, signed_bars

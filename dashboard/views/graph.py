@@ -6,6 +6,7 @@ from collections import Counter
 
 import polars as pl
 import streamlit as st
+
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot

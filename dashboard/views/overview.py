@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 

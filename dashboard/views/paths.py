@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import streamlit as st
+
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 

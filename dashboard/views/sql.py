@@ -6,12 +6,12 @@ import io
 
 import polars as pl
 import streamlit as st
+
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load_fresh
+from featuregraph.errors import FeaturegraphError, ReadOnlyError
 from featuregraph.query.output import render as render_text
 from featuregraph.store.db import QueryLimits
-
-from featuregraph.errors import FeaturegraphError, ReadOnlyError
 
 EXAMPLE = "SELECT run_id, tag, count(*) AS prompts FROM prompts GROUP BY ALL ORDER BY prompts DESC"
 EXAMPLES = """
