@@ -6,6 +6,7 @@ Heavy modules (torch, sae_lens) are imported inside the commands that need them,
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -27,6 +28,20 @@ app = typer.Typer(
     # ("--no-center-writi…") at 80 columns. Sub-commands inherit it.
     rich_markup_mode=None,
 )
+
+
+# What the compute commands import; the core install (databases, queries, dashboard) has none of it.
+INGEST_EXTRA = ("torch", "sae_lens", "transformer_lens", "transformers")
+
+
+def _needs_ingest_extra(command: str) -> None:
+    """A one-line error naming the extra to install when the compute side is missing."""
+    missing = [name for name in INGEST_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(
+            f"`featuregraph {command}` needs {', '.join(missing)} (not installed): "
+            "pip install 'featuregraph[ingest]' (torch first, see README)"
+        )
 
 
 def _layers(text: str) -> list[int]:
@@ -73,6 +88,7 @@ def ingest(
     The sweep, model and run settings (--coefficient ... --prepend-bos) are flags built from the
     fields of SweepConfig, ModelSpec and RunConfig (ingest/config.py).
     """
+    _needs_ingest_extra("ingest")
     from featuregraph.ingest.config import SaeSpec
     from featuregraph.ingest.run import ingest as run_ingest
 
@@ -177,6 +193,7 @@ def noise(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Cross-context noise baseline of a run's features (read it through the edge_snr / logit_snr views)."""
+    _needs_ingest_extra("noise")
     from featuregraph.ingest.experiments import run_noise
     from featuregraph.ingest.noise import NoiseSpec
 
@@ -203,6 +220,7 @@ def validate(
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
 ) -> None:
     """Ablate a path jointly on new prompts, next to a control of equal placement and size."""
+    _needs_ingest_extra("validate")
     from featuregraph.ingest.experiments import run_validation
     from featuregraph.ingest.validation import ValidationSpec
 
@@ -228,6 +246,7 @@ def curve(
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
 ) -> None:
     """Response curve: scale UP by each coefficient and record DOWN's activation and next-token probabilities."""
+    _needs_ingest_extra("curve")
     from featuregraph.ingest.experiments import run_curve
 
     _features(up if down is None else f"{up},{down}")
@@ -263,6 +282,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline."""
+    _needs_ingest_extra("demo")
     from featuregraph.demo.run import run_demo
 
     s = run_demo(db, per_tag or None, noise_contexts, device, progress=not quiet, say=typer.echo)
