@@ -8,6 +8,9 @@ works only as long as the definitions happen to come before the call. Imports un
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -119,3 +122,33 @@ def test_cycle_finder_finds_a_cycle():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _requirement_name(req: str) -> str:
+    return re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_third_party_import_is_declared():
+    """Each top-level module featuregraph imports comes from a distribution pyproject.toml names
+    (as a dependency or in an extra): nothing works only because something else pulled it in."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_requirement_name(r) for r in project["dependencies"]}
+    for reqs in project["optional-dependencies"].values():
+        declared |= {_requirement_name(r) for r in reqs}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names}:
+                if top in sys.stdlib_module_names or top == "featuregraph":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+                if not dists & declared:
+                    undeclared.setdefault(top, set()).add(path.relative_to(ROOT).as_posix())
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
