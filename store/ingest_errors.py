@@ -9,10 +9,6 @@ import pyarrow as pa
 from featuregraph.store.db import Database
 
 DELETE_RUN_ERRORS = "DELETE FROM ingest_errors WHERE run_id = ?"
-RUN_ERRORS = """
-SELECT prompt_index, external_id, source_line, reason, detail, excerpt
-FROM ingest_errors WHERE run_id = ? ORDER BY prompt_index
-"""
 
 COLUMNS = ("prompt_index", "external_id", "source_line", "reason", "detail", "excerpt")
 
@@ -40,8 +36,4 @@ def record_ingest_errors(db: Database, run_id: int, errors: Iterable[dict[str, A
         db.insert_arrow("ingest_errors", data)
 
 
-def run_ingest_errors(db: Database, run_id: int) -> list[dict[str, Any]]:
-    return [dict(zip(COLUMNS, row, strict=True)) for row in db.fetchall(RUN_ERRORS, [run_id])]
-
-
-__all__ = ["record_ingest_errors", "run_ingest_errors"]
+__all__ = ["record_ingest_errors"]

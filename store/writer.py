@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def writer_file(db_path: str | Path) -> Path:
@@ -51,18 +50,6 @@ class WriterNote:
             pass
 
 
-@contextmanager
-def announce_writer(db_path: str | Path, **info: Any) -> Iterator[WriterNote]:
-    """Announce this process as the writer of ``db_path`` while the block runs."""
-    note = WriterNote(db_path, info)
-    if str(db_path) != ":memory:":
-        note.update()
-    try:
-        yield note
-    finally:
-        note.remove()
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -92,4 +79,4 @@ def describe_writer(db_path: str | Path) -> str | None:
     return f"{what} ({', '.join(parts)})" + (f", which holds the write lock {holds}" if holds else "")
 
 
-__all__ = ["announce_writer", "describe_writer", "writer_file", "WriterNote"]
+__all__ = ["describe_writer", "writer_file", "WriterNote"]
