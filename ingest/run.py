@@ -24,12 +24,24 @@ from tqdm.auto import tqdm
 import featuregraph
 from featuregraph.ingest.config import RunConfig
 from featuregraph.ingest.loading import Loaded, load_all
-from featuregraph.ingest.prompts import PreparedPrompts, RawPrompt, prepare_prompts, prompts_sha256, read_prompts
+from featuregraph.ingest.prompts import (
+    PreparedPrompts,
+    RawPrompt,
+    prepare_prompts,
+    prompts_sha256,
+    read_prompts,
+)
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.ingest_errors import record_ingest_errors
 from featuregraph.store.runs import (
-    SAE_FIELDS, create_run, done_prompt_ids, find_run, finish_run, resume_run, write_prompt_results,
+    SAE_FIELDS,
+    create_run,
+    done_prompt_ids,
+    find_run,
+    finish_run,
+    resume_run,
+    write_prompt_results,
 )  # fmt: skip
 from featuregraph.store.writer import WriterNote
 

@@ -514,8 +514,8 @@ def test_neuronpedia_url():
 def test_dashboard_command(tmp_path):
     from typer.testing import CliRunner
 
-    from featuregraph.dashboard.launch import streamlit_command
     from featuregraph.cli import app
+    from featuregraph.dashboard.launch import streamlit_command
 
     result = CliRunner().invoke(app, ["dashboard", "--help"])
     assert result.exit_code == 0 and "--port" in result.output and "--headless" in result.output

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import duckdb
+import planted
 import pytest
 
-import planted
 from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
 from featuregraph.ingest.experiments import run_curve, run_noise, run_validation
 from featuregraph.ingest.noise import NoiseSpec

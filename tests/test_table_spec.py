@@ -10,6 +10,7 @@ import socket
 import duckdb
 import numpy as np
 import pytest
+from query_graphs import HAND_GRAPH, RUN_ROW, VOCAB, hand_database, sae_rows, write_graph
 from typer.testing import CliRunner
 
 from featuregraph.cli import app
@@ -24,7 +25,6 @@ from featuregraph.store.run_config import CONFIG_VERSION, upgrade_config
 from featuregraph.store.runs import create_run
 from featuregraph.store.tables import SPEC, arrow_table
 from featuregraph.store.writer import WriterNote, writer_file
-from query_graphs import HAND_GRAPH, RUN_ROW, VOCAB, hand_database, sae_rows, write_graph
 
 CATALOG = """
 SELECT table_name, column_name, data_type, is_nullable, is_generated
