@@ -233,7 +233,17 @@ def test_sql_has_a_default_time_limit(db_path, monkeypatch):
 def test_dashboard_warns_off_loopback(db_path, monkeypatch, capsys):
     for address in ("127.0.0.1", "::1", "localhost"):
         assert exposure_warning(address, 8501) is None
-    monkeypatch.setattr("featuregraph.dashboard.launch.subprocess.call", lambda *a, **k: 0)
+
+    class Finished:  # a server that has already exited cleanly: nothing is started for real
+        pid = -1
+
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr("featuregraph.dashboard.launch.start", lambda *a, **k: Finished())
     assert serve(db_path, 8502, "0.0.0.0", headless=True) == 0
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "0.0.0.0" in lines[0] and "8502" in lines[0] and "read-only SQL" in lines[0]
