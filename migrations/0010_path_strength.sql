@@ -87,7 +87,8 @@ CREATE MACRO fg_strong(weight, ablation_max_abs, p_value, min_weight, min_rel_we
 -- whose support reaches min_support; mean_weights are over the supporting prompts.
 -- Occurrences failing a filter are kept (flagged) for support_any; candidate edges and the
 -- pruning of longer chains use the filtered counts, so a chain is extended only while it and
--- its tail are strong in min_support prompts.
+-- its tail are strong in min_support prompts. (Also fixed here: an edge that skips a layer,
+-- u -> layer + 2, was read as the step u -> layer + 1 to the same feature index.)
 CREATE OR REPLACE MACRO recurring_paths(n_edges := 3, min_support := 2, run := NULL, min_layer := NULL,
                                         max_layer := NULL, sign_pattern := NULL, min_weight := 0,
                                         prompt_tag := NULL, min_rel_weight := 0, max_p := NULL,
@@ -165,20 +166,20 @@ occ_rows AS (
     FROM edge_occurrences o
     JOIN cand u ON u.run_id = o.run_id AND u.up_layer = o.up_layer AND u.up_feature = o.up_feature
                AND u.down_feature = o.down_feature AND u.sign = o.sign
-    WHERE o.n_sorted >= greatest(min_support, 2)
+    WHERE o.n_sorted >= greatest(min_support, 2) AND o.down_layer = o.up_layer + 1
     UNION ALL
     SELECT o.*, u.eid, u.up_node, u.down_node
     FROM edge_occurrences o
     JOIN cand u ON u.run_id = o.run_id AND u.up_layer = o.up_layer AND u.up_feature = o.up_feature
                AND u.down_feature = o.down_feature AND u.sign = o.sign
-    WHERE o.n_sorted IS NULL
+    WHERE o.n_sorted IS NULL AND o.down_layer = o.up_layer + 1
     UNION ALL
     SELECT o.*, u.eid, u.up_node, u.down_node
     FROM edge_occurrences o
     JOIN (SELECT * FROM lagging LIMIT 131071) u
       ON u.run_id = o.run_id AND u.n_sorted = o.n_sorted AND u.up_layer = o.up_layer
      AND u.up_feature = o.up_feature AND u.down_feature = o.down_feature AND u.sign = o.sign
-    WHERE o.n_sorted < greatest(min_support, 2)
+    WHERE o.n_sorted < greatest(min_support, 2) AND o.down_layer = o.up_layer + 1
 ),
 occ AS MATERIALIZED (
     -- at_key / to_key: the edge's upstream / downstream feature in its prompt, packed in 63 bits;
