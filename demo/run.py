@@ -22,10 +22,6 @@ PROMPTS_PER_TAG = "SELECT tag, count(*) FROM prompts WHERE run_id = ? GROUP BY t
 EDGE_COUNT = "SELECT count(*) FROM edges WHERE run_id = ?"
 
 
-#: Recurring paths per task considered when ranking them by task specificity.
-PATH_CANDIDATES = 40
-
-
 @dataclass(frozen=True)
 class TaskPath:
     """A recurring 2-edge path and, per task tag, the number of that task's prompts containing it
@@ -50,31 +46,27 @@ class DemoSummary:
 def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str, list[TaskPath]]:
     """Per task, the recurring 2-edge paths that are most specific to it.
 
-    Candidates are the task's ``PATH_CANDIDATES`` most supported paths found in at least a
-    tenth of its prompts (``recurring_paths(..., prompt_tag := tag)``); each is then counted in every task
-    (``path_prompts`` with the same sign pattern) and ranked by
-    ``support_in_task / n_task - max over other tasks of support / n_other``. Paths that
-    are at least as common elsewhere are dropped, so a task may get fewer than ``top``.
+    ``tag_specific_paths`` (docs/sql.md) over the chains found in at least a tenth of the task's
+    prompts, counting only edges of at least a tenth of their ablation's largest |weight|
+    (:data:`query.api.RECOMMENDED_MIN_REL_WEIGHT`, as the CLI and the dashboard do), ranked by
+    ``support_in_task / n_task - max over other tasks of support / n_other``. Paths that are at
+    least as common elsewhere are dropped, so a task may get fewer than ``top``.
     """
-    from featuregraph.query.api import path_prompts, recurring_paths
+    from featuregraph.query.api import RECOMMENDED_MIN_REL_WEIGHT, tag_specific_paths
 
     out: dict[str, list[TaskPath]] = {}
     for tag in tags:
         # A path in under a tenth of the task's prompts does not recur in any useful sense, and
         # a low bar makes the candidate search explode on a few hundred prompts.
-        min_support = max(2, tags[tag] // 10)
-        cands = recurring_paths(db, n_edges=2, min_support=min_support, run=run_id, tag=tag, limit=PATH_CANDIDATES)
-        scored = []
-        for row in cands.iter_rows(named=True):
-            found = path_prompts(db, row["nodes"], run=run_id, signs=row["signs"])
-            counts = Counter(found["tag"].to_list()) if found.height else Counter()
-            support = {t: int(counts.get(t, 0)) for t in tags}
-            others = max((support[t] / n for t, n in tags.items() if t != tag), default=0.0)
-            score = support[tag] / tags[tag] - others
-            if score > 0:
-                scored.append((score, TaskPath(str(row["path"]), tuple(row["signs"]), support)))
-        scored.sort(key=lambda item: -item[0])
-        out[tag] = [p for _, p in scored[:top]]
+        found = tag_specific_paths(
+            db, tag, n_edges=2, min_support=max(2, tags[tag] // 10), run=run_id,
+            min_rel_weight=RECOMMENDED_MIN_REL_WEIGHT, top=top,
+        )  # fmt: skip
+        out[tag] = []
+        for row in found.iter_rows(named=True):
+            if row["specificity"] > 0:
+                support = {s["tag"]: int(s["support"]) for s in row["tag_supports"]}
+                out[tag].append(TaskPath(str(row["path"]), tuple(row["signs"]), {t: support.get(t, 0) for t in tags}))
     return out
 
 

@@ -313,3 +313,29 @@ def test_migration_0010_backfills_an_older_database(tmp_path):
         test_the_stored_ablation_maxima(db)
         assert got_paths(api.recurring_paths(db, 2, 2, min_rel_weight=0.4)) == expected_paths(2, 2, min_rel=0.4)
         assert db.fetchall("SELECT * FROM recurring_paths(max_p := 0.5)") == []  # no noise experiment: no p
+
+
+# -- the CLI's defaults --------------------------------------------------------------------
+
+
+def test_the_cli_ranks_by_relative_weight_by_default(strength_db):
+    import json
+
+    from typer.testing import CliRunner
+
+    from featuregraph.cli import app
+
+    def cli(*args) -> list[dict]:
+        result = CliRunner().invoke(app, ["query", *map(str, args), "-f", "json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    rows = cli("recurring", strength_db.path, "--edges", "2", "--limit", "1000")
+    default = got_paths(api.recurring_paths(strength_db, 2, 2, min_rel_weight=api.RECOMMENDED_MIN_REL_WEIGHT))
+    assert default != got_paths(api.recurring_paths(strength_db, 2, 2))  # the default filter matters here
+    assert {(r["start_layer"], tuple(r["features"]), tuple(r["signs"])): (r["support"], r["support_any"])
+            for r in rows} == default  # fmt: skip
+    rows = cli("tag-specific", strength_db.path, "b", "--min-rel-weight", "0.3", "--max-p", "0.6", "--top", "5")
+    want = api.tag_specific_paths(strength_db, "b", min_rel_weight=0.3, max_p=0.6, top=5)
+    assert [(r["path"], r["specificity"]) for r in rows] == list(zip(want["path"], want["specificity"]))
+    assert rows
