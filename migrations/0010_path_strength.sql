@@ -181,17 +181,24 @@ occ_rows AS (
      AND u.up_feature = o.up_feature AND u.down_feature = o.down_feature AND u.sign = o.sign
     WHERE o.n_sorted < greatest(min_support, 2) AND o.down_layer = o.up_layer + 1
 ),
+-- p-values only when max_p asks for them: the ASOF join sorts every occurrence.
+scored AS (
+    SELECT o.*, CAST(NULL AS DOUBLE) AS p_value FROM occ_rows o WHERE max_p IS NULL
+    UNION ALL
+    SELECT o.*, (1 + nn.n_ge) / (1 + nn.n_samples) AS p_value
+    FROM occ_rows o
+    ASOF LEFT JOIN fg_edge_nulls(run, max_p, experiment) nn
+      ON nn.run_id = o.run_id AND nn.layer = o.up_layer AND nn.feature = o.up_feature AND abs(o.weight) <= nn.value
+    WHERE max_p IS NOT NULL
+),
 occ AS MATERIALIZED (
     -- at_key / to_key: the edge's upstream / downstream feature in its prompt, packed in 63 bits;
     -- strong: the occurrence passes the strength filters (every occurrence is kept, for support_any)
     SELECT (CAST(o.run_id AS BIGINT) << 50) + (CAST(o.prompt_id AS BIGINT) << 18) + o.up_node AS at_key,
            (CAST(o.run_id AS BIGINT) << 50) + (CAST(o.prompt_id AS BIGINT) << 18) + o.down_node AS to_key,
            o.sign, o.eid, o.weight,
-           fg_strong(o.weight, o.ablation_max_abs, (1 + nn.n_ge) / (1 + nn.n_samples),
-                     min_weight, min_rel_weight, max_p) AS strong
-    FROM occ_rows o
-    ASOF LEFT JOIN fg_edge_nulls(run, max_p, experiment) nn
-      ON nn.run_id = o.run_id AND nn.layer = o.up_layer AND nn.feature = o.up_feature AND abs(o.weight) <= nn.value
+           fg_strong(o.weight, o.ablation_max_abs, o.p_value, min_weight, min_rel_weight, max_p) AS strong
+    FROM scored o
     WHERE (run IS NULL OR o.run_id = run)
       AND (prompt_tag IS NULL OR (o.run_id, o.prompt_id) IN (
             SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
