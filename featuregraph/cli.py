@@ -220,24 +220,29 @@ def validate(
     path: str = typer.Option(..., "--path", help="Features to ablate together, e.g. 1.120,2.77,3.5."),
     prompts: Path = typer.Option(..., "--prompts", help="New prompts: .txt or .jsonl (an 'answer' key is followed)."),
     run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
-    control: str = typer.Option("random", "--control", help="zero (feature 0.. at the same layers) or random (random active features)."),
+    control: str = typer.Option(
+        "matched",
+        "--control",
+        help="matched (active features at the same sites, closest in activation), random (random active features) "
+        "or zero (features 0.. at the same sites, active or not).",
+    ),
     coefficient: float = typer.Option(0.0, "--coefficient", help="Ablation coefficient c of the path and control features."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens recorded per prompt and arm."),
     seed: int = typer.Option(0, "--seed", help="Seed for drawing the random control."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
 ) -> None:
-    """Ablate a path jointly on new prompts, next to a control of equal placement and size."""
+    """Ablate a path jointly on new prompts, next to a control at the same sites (matched in activation by default);
+    prints the answer's log-prob change against the control's first."""
     _needs_ingest_extra("validate")
     from featuregraph.ingest.experiments import run_validation
     from featuregraph.ingest.validation import ValidationSpec
+    from featuregraph.query.validation import validation_lines
 
     spec = ValidationSpec(tuple(_features(path)), str(prompts), control, coefficient, top_k, seed)
     experiment_id, s = run_validation(db, spec, run_id=run, device=device)
-    typer.echo(
-        f"validation experiment {experiment_id}: {s['prompts']} prompts; mean total variation path "
-        f"{s['mean_total_variation_path']:.4f} vs control {s['mean_total_variation_control']:.4f}; "
-        f"path beats control on {100 * s['path_beats_control']:.0f}%"
-    )
+    typer.echo(f"validation experiment {experiment_id}: {s['prompts']} prompts, {s['control']} control")
+    for line in validation_lines(s):
+        typer.echo(line)
 
 
 @app.command()

@@ -23,7 +23,9 @@ WHERE c.experiment_id = $experiment
 ORDER BY c.token_id, c.coefficient
 """
 VALIDATION_RESULTS = """
-SELECT prompt_index, text, arm, features, total_variation, answer_token_id, answer_dprob, answer_dprob_frac
+SELECT prompt_index, text, arm, features, answer_token_id, answer_dlogp, answer_dlogit_diff, wrong_token_id,
+       logit_diff_clean, answer_dprob, answer_dprob_frac, total_variation, inactive_features, activation_ratio,
+       n_unmatched
 FROM validation_results WHERE experiment_id = $experiment ORDER BY prompt_index, arm DESC
 """
 VALIDATION_TOKENS = """

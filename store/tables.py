@@ -205,6 +205,10 @@ TABLES: tuple[Table, ...] = (
         **EXPERIMENT_KEY, prompt_index=INTEGER, text=VARCHAR, arm=VARCHAR, features=VARCHAR,
         total_variation=FLOAT, answer_token_id=INTEGER.null, answer_dprob=FLOAT.null,
         answer_dprob_frac=FLOAT.null,
+        # 0009: the answer's log-prob and logit-difference change, inactive features, control matching
+        answer_dlogp=FLOAT.null, wrong_token_id=INTEGER.null, logit_diff_clean=FLOAT.null,
+        answer_dlogit_diff=FLOAT.null, inactive_features=VARCHAR.null, activation_ratio=FLOAT.null,
+        n_unmatched=SMALLINT.null,
     ),  # fmt: skip
     _table(
         "validation_tokens", "experiment",

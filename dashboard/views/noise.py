@@ -14,6 +14,7 @@ from featuregraph.dashboard.data import load
 from featuregraph.dashboard.render import histogram_lines
 from featuregraph.dashboard.views.feature import curve_charts
 from featuregraph.query.noise import HISTOGRAM_SAMPLE_ROWS
+from featuregraph.query.validation import validation_lines
 
 
 def _pick(run: int, kind: str, label: str) -> tuple[int, dict] | None:
@@ -114,32 +115,38 @@ def _validation(run: int) -> None:
     spec, summary = json.loads(row["spec"]), json.loads(row["summary"] or "{}")
     st.caption(
         f"Path {' -> '.join(spec.get('features', []))} ablated jointly (c = {spec.get('coefficient')}) on new prompts, "
-        f"next to a {spec.get('control')} control of equal placement and size. Total variation: 0.5 \u00d7 \u03a3|dprob|."
+        f"next to a {spec.get('control')} control at the same sites and of the same size. Answer log-prob change: "
+        "log p_ablated(answer) \u2212 log p_clean(answer); logit difference: answer against the clean run's most "
+        "likely other token. Intervals: bootstrap 95% of the median over prompts; sign test: two-sided, exact."
     )
+    for line in validation_lines(summary):
+        (st.warning if line.startswith("warning:") else st.markdown)(line)
     cols = st.columns(4)
-    for col, key, label in (
-        (cols[0], "mean_total_variation_path", "mean total variation: path"),
-        (cols[1], "mean_total_variation_control", "mean total variation: control"),
-        (cols[2], "path_beats_control", "path beats control"),
-        (cols[3], "mean_answer_dprob_path", "mean answer dprob: path"),
+    lead = summary.get("answer_dlogp", {})
+    for col, value, label in (
+        (cols[0], lead.get("path", {}).get("median"), "answer log-prob change: path median"),
+        (cols[1], lead.get("control", {}).get("median"), "answer log-prob change: control median"),
+        (cols[2], summary.get("mean_total_variation_path"), "mean total variation: path"),
+        (cols[3], summary.get("mean_total_variation_control"), "mean total variation: control"),
     ):
-        if key in summary:
-            value = summary[key]
-            col.metric(label, f"{100 * value:.0f}%" if key == "path_beats_control" else f"{value:.4g}")
+        if value is not None:
+            col.metric(label, f"{value:.3g}")
     results = load("validation_results", experiment)
     if results.height == 0:
         return
+    # Older experiments (before answer log-probs were stored) fall back to total variation.
+    y = "answer_dlogp" if results["answer_dlogp"].null_count() < results.height else "total_variation"
     chart = (
-        alt.Chart(results.to_pandas(), title="Total variation per prompt")
+        alt.Chart(results.to_pandas(), title=f"{y} per prompt")
         .mark_bar()
         .encode(
             x=alt.X("prompt_index:O", title="prompt"),
             xOffset="arm:N",
-            y=alt.Y("total_variation:Q"),
+            y=alt.Y(f"{y}:Q"),
             color=alt.Color(
                 "arm:N", scale=alt.Scale(domain=["path", "control"], range=["#ff7f0e", "#7f7f7f"])
             ),
-            tooltip=["prompt_index", "arm", "features", "total_variation", "answer_dprob", "text"],
+            tooltip=["prompt_index", "arm", "features", "answer_dlogp", "total_variation", "inactive_features", "text"],
         )
     )
     st.altair_chart(chart, width="stretch")
