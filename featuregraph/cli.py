@@ -205,20 +205,27 @@ def noise(
     contexts: int = typer.Option(200, "--contexts", help="Contexts sampled from the corpus."),
     context_tokens: int = typer.Option(32, "--context-tokens", help="Tokens kept per context."),
     features: Optional[str] = typer.Option(None, "--features", help="Features to baseline, e.g. 3.12,4.7 (default: all in the run's edges)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the context sampling and of the thinning of samples."),
+    min_read_position: int = typer.Option(3, "--min-read-position", help="Earliest position read in a context (0 is BOS)."),
+    max_samples: int = typer.Option(2000, "--max-samples", help="Null samples kept per feature."),
+    inject_inactive: bool = typer.Option(False, "--inject-inactive/--no-inject-inactive", help="Null by injection for features that never fire in the contexts."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Cross-context noise baseline of a run's features (read it through the edge_snr / logit_snr views)."""
+    """Cross-context noise baseline of a run's features, with p-values (views edge_snr / logit_snr)."""
     from featuregraph.ingest.experiments import run_noise
     from featuregraph.ingest.noise import NoiseSpec
 
-    spec = NoiseSpec(str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else ())
+    spec = NoiseSpec(
+        str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else (),
+        min_read_position=min_read_position, max_samples=max_samples, inject_inactive=inject_inactive,
+    )  # fmt: skip
     experiment_id, summary = run_noise(db, spec, run, device, progress=not quiet)
     typer.echo(
-        f"noise experiment {experiment_id}: {summary['features']} features in {summary['contexts']} contexts "
-        f"({summary['features_active']} ever active; {summary['edges_with_noise']} edges with a noise floor), "
-        f"{summary['contexts_per_s']} contexts/s"
+        f"noise experiment {experiment_id}: {summary['features']} features in {summary['contexts']} contexts; "
+        f"{summary['features_active']} fire in them, {summary['features_injected']} injected, "
+        f"{summary['features_without_null']} without a null (their p-values are NULL); "
+        f"median {summary['median_samples']:.0f} samples per feature; {summary['contexts_per_s']} contexts/s"
     )
 
 

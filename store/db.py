@@ -43,6 +43,7 @@ SCHEMA_TABLES = frozenset(
         "noise_features",
         "noise_edges",
         "noise_logits",
+        "noise_null",
         "validation_results",
         "validation_tokens",
         "curve_points",
