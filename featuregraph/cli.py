@@ -310,6 +310,14 @@ def demo(
     typer.echo(f"run {s.run_id} in {s.db_path}: {tags} prompts; {s.edges:,} edges")
     if s.noise_experiment is not None:
         typer.echo(f"noise baseline: experiment {s.noise_experiment} (see the edge_snr and logit_snr views)")
+    if s.significance:
+        typer.echo("stored effects significant against the noise baseline (share of those with a null; "
+                   "filler-heldout is unrelated text, so about 1% or less is the calibrated answer):")
+        for r in s.significance:
+            typer.echo(
+                f"  {r['tag']:<15} {r['effect']:<13} {r['with_null']:>9,} of {r['stored']:>9,} with a null   "
+                f"p<0.01: {r['share_p_below_001']:6.1%}   p<0.001: {r['share_p_below_0001']:6.1%}"
+            )
     for tag, paths in s.paths_per_tag.items():
         typer.echo(f"{tag}: most {tag}-specific recurring 2-edge paths (prompts containing it, per task)")
         for p in paths:

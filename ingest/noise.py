@@ -53,8 +53,8 @@ class NoiseSpec:
             are less like real prompts.
         max_samples: samples kept per feature for its null (a seeded random subset beyond this).
         inject_inactive: give features that never fire in the contexts an injected null.
-        exclude_run_prompts: skip corpus texts that are also prompts of the run, so the prompts
-            being tested are never part of their own baseline.
+        exclude_run_prompts: skip corpus texts that are prompts of the run or start with one, so
+            the prompts being tested are never part of their own baseline.
     """
 
     corpus: str
@@ -90,7 +90,7 @@ def sample_contexts(
     limit = min(spec.context_tokens, int(ctx.loaded.model.cfg.n_ctx) - len(bos))
     out: list[PromptInput] = []
     for i in order:
-        if corpus[i].text in exclude_texts:
+        if _overlaps(corpus[i].text, exclude_texts):
             continue
         ids = tok.encode(corpus[i].text, add_special_tokens=False)[:limit]
         if not ids:
@@ -101,6 +101,11 @@ def sample_contexts(
     if len(out) < 2:
         raise InputError(f"{spec.corpus}: fewer than 2 usable contexts")
     return out
+
+
+def _overlaps(text: str, prompts: frozenset[str]) -> bool:
+    """Whether ``text`` is a run prompt or starts with one (a prompt cut from it is not unrelated)."""
+    return text in prompts or any(text.startswith(p) for p in prompts)
 
 
 def _padded(groups: dict[int, list[int]], n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -183,9 +183,9 @@ ORDER BY le.layer, le.feature, le.direction, token_rank
 """
 PROMPT_EDGE_SNR = """
 SELECT up_layer, up_feature, down_layer, down_feature, weight, noise_mean, noise_std, noise_abs_p95,
-       z_score, noise_ratio
-FROM edge_snr
-WHERE run_id = $run AND prompt_id = $prompt AND experiment_id = $experiment
+       z_score, noise_ratio, p_value
+FROM edge_snr_at($experiment)
+WHERE run_id = $run AND prompt_id = $prompt
 """
 
 
@@ -258,8 +258,9 @@ SELECT run_id, layer, hook_name, d_sae, neuronpedia_id, release, sae_id, path
 FROM run_saes WHERE layer = $layer AND ($run IS NULL OR run_id = $run) ORDER BY run_id
 """
 FEATURE_NOISE = """
-SELECT nf.experiment_id, nf.run_id, nf.n_contexts, nf.n_active, nf.edge_abs_mean, nf.edge_abs_std,
-       nf.edge_abs_p95, nf.dprob_abs_mean, nf.dprob_abs_std, nf.dprob_abs_p95
+SELECT nf.experiment_id, nf.run_id, nf.n_contexts, nf.n_active, nf.n_samples, nf.null_mode,
+       1.0 / (1 + nf.n_samples) AS smallest_p, nf.edge_max_median, nf.edge_max_p95,
+       nf.logit_max_median, nf.logit_max_p95
 FROM noise_features nf
 WHERE nf.layer = $layer AND nf.feature = $feature AND ($run IS NULL OR nf.run_id = $run)
 ORDER BY nf.experiment_id DESC
@@ -267,24 +268,25 @@ ORDER BY nf.experiment_id DESC
 # In context (the run's stored edges out of the feature) against noise, per downstream feature.
 FEATURE_EDGE_SNR = """
 SELECT down_layer || '.' || down_feature AS down, count(*) AS prompts, avg(weight) AS mean_weight,
+       median(p_value) AS median_p, count(*) FILTER (p_value < 0.01) AS prompts_p_below_001,
        any_value(noise_mean) AS noise_mean, any_value(noise_std) AS noise_std,
-       any_value(noise_abs_p95) AS noise_abs_p95, avg(abs(z_score)) AS mean_abs_z,
-       avg(noise_ratio) AS mean_noise_ratio
-FROM edge_snr
-WHERE experiment_id = $experiment AND up_layer = $layer AND up_feature = $feature
+       avg(abs(z_score)) AS mean_abs_z, avg(noise_ratio) AS mean_noise_ratio
+FROM edge_snr_at($experiment)
+WHERE up_layer = $layer AND up_feature = $feature
 GROUP BY down_layer, down_feature
-ORDER BY mean_abs_z DESC NULLS LAST, prompts DESC
+ORDER BY prompts_p_below_001 DESC, median_p NULLS LAST, prompts DESC
 LIMIT $top
 """
 FEATURE_LOGIT_SNR = """
 SELECT s.token_id, any_value(v.token) AS token, count(*) AS prompts, avg(s.dprob) AS mean_dprob,
+       median(s.p_value) AS median_p, count(*) FILTER (s.p_value < 0.01) AS prompts_p_below_001,
        any_value(s.noise_dprob_mean) AS noise_dprob_mean, any_value(s.noise_dprob_std) AS noise_dprob_std,
        avg(abs(s.z_score)) AS mean_abs_z, avg(s.noise_ratio) AS mean_noise_ratio
-FROM logit_snr s
+FROM logit_snr_at($experiment) s
 LEFT JOIN vocab v ON v.run_id = s.run_id AND v.token_id = s.token_id
-WHERE s.experiment_id = $experiment AND s.layer = $layer AND s.feature = $feature
+WHERE s.layer = $layer AND s.feature = $feature
 GROUP BY s.token_id
-ORDER BY mean_abs_z DESC NULLS LAST, prompts DESC
+ORDER BY prompts_p_below_001 DESC, median_p NULLS LAST, prompts DESC
 LIMIT $top
 """
 FEATURE_CURVES = """
@@ -402,7 +404,7 @@ WITH e AS (
     USING SAMPLE reservoir({HISTOGRAM_SAMPLE_ROWS} ROWS) REPEATABLE (7)
 ),
 j AS MATERIALIZED (
-    SELECT abs(e.weight) AS in_context, nf.edge_abs_p95 AS noise_p95
+    SELECT abs(e.weight) AS in_context, nf.edge_max_p95 AS noise_p95
     FROM e
     LEFT JOIN noise_features nf
       ON nf.experiment_id = $experiment AND nf.layer = e.up_layer AND nf.feature = e.up_feature
@@ -419,7 +421,7 @@ WITH l AS (
     USING SAMPLE reservoir({HISTOGRAM_SAMPLE_ROWS} ROWS) REPEATABLE (7)
 ),
 j AS MATERIALIZED (
-    SELECT abs(l.dprob) AS in_context, nf.dprob_abs_p95 AS noise_p95
+    SELECT abs(l.dprob) AS in_context, nf.logit_max_p95 AS noise_p95
     FROM l
     LEFT JOIN noise_features nf ON nf.experiment_id = $experiment AND nf.layer = l.layer AND nf.feature = l.feature
 )
@@ -430,7 +432,7 @@ SELECT 'noise p95 of the feature', floor(log10(noise_p95) * 4) / 4, count(*) FRO
 ORDER BY series, bin
 """
 # Per feature, from the same sample of edges: mean |weight| in context against the mean size of
-# its top edges in the noise contexts (noise_features.edge_abs_mean).
+# largest effect in the noise contexts (noise_features.edge_max_median).
 FEATURE_NOISE_SCATTER = f"""
 WITH e AS (
     SELECT * FROM (SELECT up_layer, up_feature, weight FROM edges WHERE run_id = $run)
@@ -441,10 +443,10 @@ ctx AS (
     FROM e GROUP BY ALL
 )
 SELECT c.layer || '.' || c.feature AS feature, c.layer, c.edges AS sampled_edges, c.in_context_abs_mean,
-       nf.edge_abs_mean AS noise_abs_mean, nf.n_active, nf.n_contexts
+       nf.edge_max_median AS noise_max_median, nf.n_active, nf.n_contexts
 FROM ctx c
 JOIN noise_features nf ON nf.experiment_id = $experiment AND nf.layer = c.layer AND nf.feature = c.feature
-WHERE nf.edge_abs_mean > 0
+WHERE nf.edge_max_median > 0
 ORDER BY c.edges DESC, c.layer, c.feature
 LIMIT $limit
 """
@@ -456,7 +458,7 @@ RECURRING_EDGE_SNR = """
 WITH j AS MATERIALIZED (
     SELECT s.up_layer, s.up_feature, s.down_layer, s.down_feature, s.sign, s.n, s.sum_weight / s.n AS mean_weight,
            ne.mean AS noise_mean, ne.std AS noise_std, ne.abs_p95 AS noise_abs_p95,
-           (s.sum_weight / s.n - ne.mean) / ne.z_scale AS z_of_mean
+           (s.sum_weight / s.n - ne.mean) / nullif(ne.std, 0) AS z_of_mean
     FROM edge_summary s
     JOIN noise_edges ne
       ON ne.experiment_id = $experiment AND ne.up_layer = s.up_layer AND ne.up_feature = s.up_feature
@@ -473,6 +475,32 @@ UNION ALL
 SELECT 'histogram', NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL, least(floor(abs(z_of_mean) * 2) / 2, $z_cap)
 FROM j GROUP BY least(floor(abs(z_of_mean) * 2) / 2, $z_cap)
 """
+
+
+# How many of each tag's stored effects are significant against one noise experiment. On prompts
+# that are themselves unrelated text (never part of the baseline) this is the calibration check:
+# about 1% (at most) below p = 0.01.
+SIGNIFICANCE_BY_TAG = """
+WITH e AS (
+    SELECT coalesce(p.tag, '(none)') AS tag, 'edges' AS effect, s.p_value
+    FROM edge_snr_at($experiment) s JOIN prompts p USING (run_id, prompt_id) WHERE s.run_id = $run
+),
+l AS (
+    SELECT coalesce(p.tag, '(none)') AS tag, 'logit effects' AS effect, s.p_value
+    FROM logit_snr_at($experiment) s JOIN prompts p USING (run_id, prompt_id) WHERE s.run_id = $run
+)
+SELECT tag, effect, count(*) AS stored, count(p_value) AS with_null,
+       avg((p_value < 0.01)::INT) AS share_p_below_001, avg((p_value < 0.001)::INT) AS share_p_below_0001,
+       median(p_value) AS median_p
+FROM (SELECT * FROM e UNION ALL SELECT * FROM l)
+GROUP BY ALL ORDER BY tag, effect
+"""
+
+
+def significance_by_tag(db: Database, run: int, experiment: int, limits: QueryLimits | None = None) -> pl.DataFrame:
+    """Per prompt tag and kind of effect (edges, logit effects): how many stored effects have a
+    noise null, and the share with p below 0.01 and 0.001 (shares among those with a null)."""
+    return fetch(db, SIGNIFICANCE_BY_TAG, {"run": run, "experiment": experiment}, limits)
 
 
 def curve_points(db: Database, experiment: int, limits: QueryLimits | None = None) -> pl.DataFrame:
@@ -543,7 +571,8 @@ def recurring_edge_snr(
 
 SNR_MEASURES = {
     "z": "|z| against the edge's noise (weight - noise mean) / noise std",
-    "ratio": "|weight| / noise p95 of |weight|",
+    "ratio": "|weight| / p95 of the feature's largest effect in noise",
+    "p": "-log10 p-value against the feature's noise null (2 means p = 0.01)",
 }
 
 
@@ -589,16 +618,25 @@ def prompt_graph_snr(
     graph = api.prompt_graph(db, prompt_id, run, k, 1 if filtering else min_path, min_weight, limits)
     if experiment is None:
         return graph.with_columns(
-            pl.lit(None, pl.Float64).alias("z_score"), pl.lit(None, pl.Float64).alias("noise_ratio")
+            pl.lit(None, pl.Float64).alias("z_score"),
+            pl.lit(None, pl.Float64).alias("noise_ratio"),
+            pl.lit(None, pl.Float64).alias("p_value"),
         )
     keys = ["up_layer", "up_feature", "down_layer", "down_feature"]
     snr = prompt_edge_snr(db, run, prompt_id, experiment, limits).select(
-        *keys, pl.col("z_score").cast(pl.Float64), pl.col("noise_ratio").cast(pl.Float64)
+        *keys,
+        pl.col("z_score").cast(pl.Float64),
+        pl.col("noise_ratio").cast(pl.Float64),
+        pl.col("p_value").cast(pl.Float64),
     )
     graph = graph.join(snr, on=keys, how="left")
     if not filtering:
         return graph
-    value = pl.col("z_score").abs() if measure == "z" else pl.col("noise_ratio")
+    value = {
+        "z": pl.col("z_score").abs(),
+        "ratio": pl.col("noise_ratio"),
+        "p": -pl.col("p_value").log10(),
+    }[measure]
     graph = graph.filter(value.fill_null(0.0) >= min_snr)
     if graph.height == 0:
         return graph
@@ -634,6 +672,7 @@ __all__ = [
     "find_prompts",
     "logit_noise_histogram",
     "recurring_edge_snr",
+    "significance_by_tag",
     "longest_paths",
     "neuronpedia_url",
     "node_activations",
