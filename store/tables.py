@@ -188,6 +188,13 @@ TABLES: tuple[Table, ...] = (
         **EXPERIMENT_KEY, layer=SMALLINT, feature=INTEGER, n_contexts=INTEGER, n_active=INTEGER,
         edge_abs_mean=FLOAT.null, edge_abs_std=FLOAT.null, edge_abs_p95=FLOAT.null,
         dprob_abs_mean=FLOAT.null, dprob_abs_std=FLOAT.null, dprob_abs_p95=FLOAT.null,
+        # 0008: the null of the ablation's largest effect (edge_abs_* / dprob_abs_* are NULL from then on)
+        n_samples=INTEGER.null, null_mode=VARCHAR.null, edge_max_median=FLOAT.null, edge_max_p95=FLOAT.null,
+        logit_max_median=FLOAT.null, logit_max_p95=FLOAT.null,
+    ),  # fmt: skip
+    _table(
+        "noise_null", "experiment",
+        **EXPERIMENT_KEY, layer=SMALLINT, feature=INTEGER, kind=VARCHAR, value=FLOAT, n_ge=INTEGER,
     ),  # fmt: skip
     _table(
         "noise_edges", "experiment",

@@ -41,40 +41,113 @@ def planted_db(tmp_path_factory):
     return root, db
 
 
-def test_planted_edge_and_logit_stand_out_from_noise(planted_db):
+def _noise(root, db, **kw):
+    spec = NoiseSpec(str(root / "corpus.txt"), n_contexts=50, context_tokens=8, **kw)
+    return run_noise(db, spec, progress=False)
+
+
+def test_a_feature_that_never_fires_in_noise_gets_no_p_value(planted_db):
     root, db = planted_db
-    experiment_id, summary = run_noise(db, NoiseSpec(str(root / "corpus.txt"), n_contexts=50, context_tokens=8), progress=False)
-    assert summary["contexts"] == 50
+    experiment_id, summary = _noise(root, db)
+    assert summary["contexts"] == 50 and summary["features_without_null"] >= 1
     con = duckdb.connect(str(db), read_only=True)
     nf = con.execute(
-        "SELECT n_contexts, n_active FROM noise_features WHERE experiment_id = ? AND layer = 0 AND feature = ?",
+        "SELECT n_contexts, n_active, n_samples, null_mode FROM noise_features WHERE experiment_id = ? AND layer = 0 AND feature = ?",
         [experiment_id, planted.UP],
     ).fetchone()
-    assert nf == (50, 0)  # the trigger never occurs in the corpus
-    planted_z = con.execute(
-        "SELECT min(abs(z_score)), count(*) FROM edge_snr WHERE up_layer = 0 AND up_feature = ? AND down_feature = ?",
-        [planted.UP, planted.DOWN],
+    assert nf == (50, 0, 0, None)  # the trigger never occurs in the corpus
+    rows = con.execute(
+        "SELECT p_value, z_score, noise_ratio, experiment_id FROM edge_snr_at(?) WHERE up_layer = 0 AND up_feature = ? AND down_feature = ?",
+        [experiment_id, planted.UP, planted.DOWN],
+    ).fetchall()
+    assert len(rows) == 12  # the planted edge is in every task prompt
+    assert all(r[0] is None and r[1] is None and r[2] is None and r[3] == experiment_id for r in rows)
+    con.close()
+
+
+def test_planted_edge_against_an_injected_null_has_the_smallest_p_value(planted_db):
+    root, db = planted_db
+    experiment_id, summary = _noise(root, db, inject_inactive=True)
+    assert summary["features_injected"] >= 1
+    con = duckdb.connect(str(db), read_only=True)
+    n, mode = con.execute(
+        "SELECT n_samples, null_mode FROM noise_features WHERE experiment_id = ? AND layer = 0 AND feature = ?",
+        [experiment_id, planted.UP],
     ).fetchone()
-    assert planted_z[1] == 12 and planted_z[0] > 100  # in every prompt
-    like_noise = [
-        r[0]
-        for r in con.execute(
-            "SELECT abs(z_score) FROM edge_snr JOIN prompts USING (run_id, prompt_id) "
-            "WHERE tag = 'like-noise' AND z_score IS NOT NULL"
-        ).fetchall()
-    ]
-    assert len(like_noise) > 20
-    median = sorted(like_noise)[len(like_noise) // 2]
-    # Edges of contexts like the corpus look like its noise (zeros count: a pair that is rarely
-    # nonzero elsewhere scores a few sigma), far from the planted, context-specific edge.
-    assert median < 5.0 and planted_z[0] > 20 * median
-    z_logit = con.execute(
-        "SELECT max(z_score), avg(dprob) FROM logit_snr WHERE layer = 0 AND feature = ? AND token_id = ?",
-        [planted.UP, planted.OUT],
+    assert mode == "injected" and n > 100
+    ps = con.execute(
+        "SELECT p_value, noise_n FROM edge_snr_at(?) WHERE up_layer = 0 AND up_feature = ? AND down_feature = ?",
+        [experiment_id, planted.UP, planted.DOWN],
+    ).fetchall()
+    assert len(ps) == 12 and all(p == pytest.approx(1 / (n + 1)) and m == n for p, m in ps)
+    # Its suppression of OUT is not specific to the trigger's context: 0.3 writes along OUT's
+    # unembedding wherever it is, so the injected null holds effects as large, and p says so.
+    lp = con.execute(
+        "SELECT min(p_value), avg(dprob) FROM logit_snr_at(?) WHERE layer = 0 AND feature = ? AND token_id = ?",
+        [experiment_id, planted.UP, planted.OUT],
     ).fetchone()
-    assert z_logit[0] < -100 and z_logit[1] < -0.004  # ablating 0.3 suppresses OUT, far beyond noise
-    kinds = con.execute("SELECT kind, status, spec->>'n_contexts' FROM experiments").fetchall()
-    assert ("noise", "complete", "50") in kinds
+    assert lp[1] < -0.004 and lp[0] > 0.05
+    con.close()
+
+
+def test_held_out_unrelated_contexts_look_like_noise(planted_db):
+    """Calibration: prompts drawn like the corpus (never part of the baseline) are tested against
+    the baseline; their stored edges and logit effects must be significant at most at the nominal rate."""
+    root, db = planted_db
+    experiment_id, _ = _noise(root, db)
+    con = duckdb.connect(str(db), read_only=True)
+    for view in ("edge_snr_at", "logit_snr_at"):
+        n, below_01, below_05, smallest = con.execute(
+            f"SELECT count(p_value), count(*) FILTER (p_value < 0.01), count(*) FILTER (p_value < 0.05), min(p_value) "
+            f"FROM {view}(?) s JOIN prompts p USING (run_id, prompt_id) WHERE p.tag = 'like-noise'",
+            [experiment_id],
+        ).fetchone()
+        assert n > 20, view
+        assert below_01 <= 0.02 * n and below_05 <= 0.07 * n, (view, n, below_01, below_05)
+        # ...and the test can reject: the null is large enough for p far below 0.01.
+        assert smallest is not None
+    pmin = con.execute(
+        "SELECT min(1.0 / (1 + n_samples)) FROM noise_features WHERE experiment_id = ? AND n_samples > 0", [experiment_id]
+    ).fetchone()[0]
+    assert pmin < 0.005  # well below 0.01 from 50 contexts of 8 tokens
+    con.close()
+
+
+def test_p_value_is_the_empirical_tail_of_the_null(planted_db):
+    """For one feature with a null, recompute p of each of its stored edges from noise_null by hand."""
+    root, db = planted_db
+    experiment_id, _ = _noise(root, db)
+    con = duckdb.connect(str(db), read_only=True)
+    layer, feature, n = con.execute(
+        "SELECT layer, feature, n_samples FROM noise_features WHERE experiment_id = ? AND layer = 0 AND n_samples > 0 "
+        "ORDER BY n_samples DESC, feature LIMIT 1",
+        [experiment_id],
+    ).fetchone()
+    null = [r[0] for r in con.execute(
+        "SELECT value FROM noise_null WHERE experiment_id = ? AND layer = ? AND feature = ? AND kind = 'edge'",
+        [experiment_id, layer, feature],
+    ).fetchall()]
+    assert len(null) == n
+    rows = con.execute(
+        "SELECT weight, p_value FROM edge_snr_at(?) WHERE up_layer = ? AND up_feature = ?", [experiment_id, layer, feature]
+    ).fetchall()
+    assert rows
+    for weight, p in rows:
+        expected = (1 + sum(v >= np.float32(abs(weight)) for v in null)) / (1 + n)
+        assert p == pytest.approx(expected)
+    con.close()
+
+
+def test_views_read_one_noise_experiment_per_run(planted_db):
+    root, db = planted_db
+    first, _ = _noise(root, db, seed=1)
+    second, _ = _noise(root, db, seed=2)
+    con = duckdb.connect(str(db), read_only=True)
+    edges = con.execute("SELECT count(*) FROM edges").fetchone()[0]
+    for view in ("edge_snr",):
+        got = con.execute(f"SELECT count(*), count(DISTINCT experiment_id), max(experiment_id) FROM {view}").fetchone()
+        assert got == (edges, 1, max(first, second))
+    assert con.execute("SELECT count(*) FROM edge_snr_at(?)", [first]).fetchone()[0] == edges
     con.close()
 
 

@@ -37,10 +37,16 @@ def _noise(run: int) -> None:
     experiment, row = picked
     spec = json.loads(row["spec"])
     st.caption(
-        f"Every feature ablated in {spec.get('n_contexts')} unrelated contexts. Distributions: a random sample of "
-        f"{HISTOGRAM_SAMPLE_ROWS:,} of the run's stored effects in context, next to the noise floor of the feature "
-        "that caused each (the 95th percentile of its top effects' size across the noise contexts). Effects well "
-        "to the right of their noise floor are context-specific."
+        f"Every feature ablated in {spec.get('n_contexts')} unrelated contexts, read at every position. A stored "
+        "effect's p-value is the share of those samples in which the feature's largest effect on anything was at "
+        "least as large (a feature that never fires there has none). On prompts that are themselves unrelated "
+        "text, about 1% should fall below 0.01: that row is the calibration check."
+    )
+    st.dataframe(load("significance_by_tag", run, experiment), hide_index=True)
+    st.caption(
+        f"Distributions: a random sample of {HISTOGRAM_SAMPLE_ROWS:,} of the run's stored effects in context, next "
+        "to the noise floor of the feature that caused each (the 95th percentile of its largest effect across the "
+        "noise samples). Effects well to the right of their noise floor are context-specific."
     )
     left, right = st.columns(2)
     with left:
@@ -61,12 +67,12 @@ def _noise(run: int) -> None:
             alt.Chart(scatter.to_pandas(), title="Per feature: mean |weight| in context vs in noise")
             .mark_circle(size=30, opacity=0.6)
             .encode(
-                x=alt.X("noise_abs_mean:Q", scale=alt.Scale(type="log"), title="noise mean |weight|"),
+                x=alt.X("noise_max_median:Q", scale=alt.Scale(type="log"), title="noise median of the largest |weight|"),
                 y=alt.Y(
                     "in_context_abs_mean:Q", scale=alt.Scale(type="log"), title="in-context mean |weight|"
                 ),
                 color="layer:N",
-                tooltip=["feature", "sampled_edges", "in_context_abs_mean", "noise_abs_mean", "n_active"],
+                tooltip=["feature", "sampled_edges", "in_context_abs_mean", "noise_max_median", "n_active"],
             )
             .properties(height=320)
         )
@@ -81,7 +87,8 @@ def _edges_vs_noise(run: int) -> None:
     experiment, _row = picked
     st.caption(
         "Recurring signed edges against their own noise: z = (mean weight over the prompts - noise mean) / "
-        "noise spread (the noise's standard deviation, or the run's edge floor where that is larger)."
+        "noise spread (the standard deviation of this pair's change over the noise samples; no z where it never "
+        "changed)."
     )
     prompts = int(load("runs").filter(pl.col("run_id") == run)["prompts_done"].sum())
     min_prompts = st.number_input(
