@@ -39,9 +39,11 @@ TABLES = ("edges", "edge_summary", "edge_occurrences", "logit_effects", "prompts
 RUN_ROW = {
     "model": "synthetic", "model_source": "path", "model_sha256": None,
     "model_config": {"n_layers": 12, "synthetic": True}, "prompts_source": "benchmarks/query_bench.py",
-    "n_prompts": 0, "coefficient": 0.0, "edge_top_k": 4, "edge_floor": 0.0, "logit_top_k": 1,
-    "top_next_k": 0, "prepend_bos": True, "read_position": -1, "device": "cpu", "dtype": "float32",
-    "config": {"benchmark": True}, "featuregraph_version": "bench", "torch_version": "-",
+    "n_prompts": 0, "prepend_bos": True, "device": "cpu",
+    "config": {"benchmark": True, "dtype": "float32", "sweep": {
+        "coefficient": 0.0, "edge_top_k": 4, "edge_floor": 0.0, "logit_top_k": 1, "top_next_k": 0, "read_position": -1,
+    }},
+    "featuregraph_version": "bench", "torch_version": "-",
     "sae_lens_version": "-", "transformer_lens_version": "-",
 }  # fmt: skip
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from featuregraph.dashboard.launch import DB_ENV, streamlit_command
+from featuregraph.dashboard.launch import start, stop
 
 CHROMIUM = os.environ.get("FEATUREGRAPH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,11 +37,8 @@ def free_port() -> int:
 def served(db: Path, timeout_s: float = 60.0, log: Path | None = None) -> Iterator[str]:
     """Serve the dashboard for ``db`` on a free local port; yield its base URL."""
     port = free_port()
-    env = {**os.environ, DB_ENV: str(db)}
     out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        streamlit_command(db, port, headless=True), env=env, stdout=out, stderr=subprocess.STDOUT
-    )
+    proc = start(db, port, headless=True, stdout=out)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -59,12 +56,7 @@ def served(db: Path, timeout_s: float = 60.0, log: Path | None = None) -> Iterat
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if log:
             out.close()
 

@@ -1,12 +1,18 @@
-"""Starting the dashboard: ``streamlit run dashboard/app.py`` on a database, read-only."""
+"""Starting the dashboard: ``streamlit run dashboard/app.py`` on a database, read-only.
+
+The server is a child process that ``serve`` owns: a stop signal to featuregraph stops it, and
+it never outlives featuregraph.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 DB_ENV = "FEATUREGRAPH_DB"  # the database, for the app (also given as `-- --db PATH`)
 
@@ -56,17 +62,86 @@ def exposure_warning(address: str, port: int) -> str | None:
     )
 
 
+def start(
+    db: Path, port: int = 8501, address: str = "127.0.0.1", headless: bool = False, stdout: Any = None
+) -> subprocess.Popen:
+    """Start the Streamlit server for ``db`` in its own process group (stop it with :func:`stop`).
+
+    Its own group, so a terminal's Ctrl-C reaches only us and we decide how the server ends; on
+    Linux it also gets SIGTERM should this process die without cleaning up (even by SIGKILL).
+    """
+    env = {**os.environ, DB_ENV: str(db)}
+    return subprocess.Popen(
+        streamlit_command(db, port, address, headless),
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.STDOUT if stdout is not None else None,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 10.0) -> int:
+    """Send ``sig`` to the server's process group, wait up to ``grace_s``, then kill the group."""
+    for s, wait in ((sig, grace_s), (signal.SIGKILL, None)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, s)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
+
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
+
+
 def serve(db: Path, port: int = 8501, address: str = "127.0.0.1", headless: bool = False) -> int:
-    """Run the dashboard in the foreground until interrupted; return streamlit's exit status."""
+    """Run the dashboard in the foreground until it exits or this process is told to stop
+    (SIGTERM, SIGINT, SIGHUP), which stops the server too; return its exit status (0 when stopped)."""
     db = db.resolve()
     check_database(db)
     if warning := exposure_warning(address, port):
         sys.stderr.write(warning + "\n")
-    env = {**os.environ, DB_ENV: str(db)}
+    stopped: list[int] = []
+
+    def forward(signum, frame) -> None:
+        stopped.append(signum)
+        raise _Stop
+
+    try:  # handlers first, so that no stop signal finds a server we would not stop
+        previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread: no handlers, the finally below still stops the server
+        previous = {}
+    proc = None
     try:
-        return subprocess.call(streamlit_command(db, port, address, headless), env=env)
-    except KeyboardInterrupt:
+        proc = start(db, port, address, headless)
+        return proc.wait()
+    except _Stop:
+        if proc is not None:
+            # Ctrl-C goes on as Ctrl-C (Streamlit's own clean stop); anything else as SIGTERM.
+            stop(proc, signal.SIGINT if stopped[0] == signal.SIGINT else signal.SIGTERM)
         return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc is not None:
+            stop(proc)
 
 
-__all__ = ["APP", "check_database", "exposure_warning", "serve", "streamlit_command"]
+class _Stop(Exception):
+    """Raised by the signal handler to leave ``proc.wait()``."""
+
+
+__all__ = ["APP", "check_database", "exposure_warning", "serve", "start", "stop", "streamlit_command"]

@@ -14,18 +14,13 @@ from pathlib import Path
 
 import torch
 from sae_lens import SAE, HookedSAETransformer
-from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers import GPT2LMHeadModel
 
 from featuregraph.demo import ASSETS_DIR, MODEL_DIR, sae_dirs
 
-__all__ = ["load_hf_model", "load_tokenizer", "load_hooked_model", "load_saes"]
+__all__ = ["load_hf_model", "load_hooked_model", "load_saes"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_tokenizer(model_dir: Path = MODEL_DIR) -> PreTrainedTokenizerBase:
-    """The bundled tokenizer (offline, from the model folder)."""
-    return AutoTokenizer.from_pretrained(str(model_dir))
 
 
 def load_hf_model(model_dir: Path = MODEL_DIR) -> GPT2LMHeadModel:

@@ -6,37 +6,42 @@ Heavy modules (torch, sae_lens) are imported inside the commands that need them,
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Literal, Optional
 
 import typer
 
-from featuregraph.errors import FeaturegraphError, InputError
+from featuregraph.cli_support import config_options, user_errors
+from featuregraph.errors import InputError
+from featuregraph.ingest.config import TOO_LONG_POLICIES, ModelSpec, RunConfig, SweepConfig
+from featuregraph.ingest.sources import BAD_PROMPT_POLICIES
 
 app = typer.Typer(
     help="featuregraph: SAE ablation graphs across many prompts, stored in DuckDB.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: it wraps at the terminal's width where Rich's panels cut option names
+    # ("--no-center-writi…") at 80 columns. Sub-commands inherit it.
+    rich_markup_mode=None,
 )
 
 
-def user_errors(fn: Callable) -> Callable:
-    """Show featuregraph's own errors as one line, without a traceback."""
+# What the compute commands import; the core install (databases, queries, dashboard) has none of it.
+INGEST_EXTRA = ("torch", "sae_lens", "transformer_lens", "transformers")
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FeaturegraphError as exc:
-            # typer vendors its own click, so exit the way it expects rather than via ClickException.
-            typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
 
-    return wrapper
+def _needs_ingest_extra(command: str) -> None:
+    """A one-line error naming the extra to install when the compute side is missing."""
+    missing = [name for name in INGEST_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(
+            f"`featuregraph {command}` needs {', '.join(missing)} (not installed): "
+            "pip install 'featuregraph[ingest]' (torch first, see README)"
+        )
 
 
 def _layers(text: str) -> list[int]:
@@ -53,6 +58,9 @@ def _layers(text: str) -> list[int]:
 
 @app.command()
 @user_errors
+@config_options("sweep", SweepConfig)
+@config_options("model_flags", ModelSpec, skip=("name_or_path",))
+@config_options("run_flags", RunConfig, skip=("model", "saes", "sweep"))
 def ingest(
     prompts: Path = typer.Argument(..., help="Prompts: .txt (one per line), .jsonl or .parquet (records with 'text', optional 'id', 'tag', 'tags', 'metadata'), or hf:DATASET?split=train&column=text&limit=N."),
     db: Path = typer.Option(Path("featuregraph.duckdb"), "--db", help="DuckDB file to write (created if missing)."),
@@ -62,18 +70,6 @@ def ingest(
     sae_id: list[str] = typer.Option([], "--sae-id", help="SAE id within --sae-release, e.g. blocks.5.hook_resid_pre. Repeatable."),
     sae_layers: Optional[str] = typer.Option(None, "--sae-layers", help="Layer range for --sae-release, e.g. 0-11; ids from --sae-id-template."),
     sae_id_template: str = typer.Option("blocks.{layer}.hook_resid_pre", "--sae-id-template", help="SAE id for each of --sae-layers."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 (default), float64, bfloat16 or float16."),
-    coefficient: float = typer.Option(0.0, "--coefficient", help="Ablation coefficient c: 0 = zero-ablation."),
-    edge_top_k: int = typer.Option(32, "--edge-top-k", help="Edges kept per ablation, by |weight|."),
-    edge_floor: float = typer.Option(1e-4, "--edge-floor", help="Drop edges with |weight| at or below this."),
-    logit_top_k: int = typer.Option(10, "--logit-top-k", help="Tokens kept per ablation: top-k promoted and top-k suppressed by dprob."),
-    top_next_k: int = typer.Option(10, "--top-next-k", help="Clean top next tokens stored per prompt."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Ablations per forward pass."),
-    prepend_bos: Optional[bool] = typer.Option(None, "--prepend-bos/--no-prepend-bos", help="Default: as the SAEs' metadata says."),
-    no_fold_ln: bool = typer.Option(False, "--no-fold-ln", help="Do not fold LayerNorm weights (as from_pretrained_no_processing)."),
-    no_center_writing_weights: bool = typer.Option(False, "--no-center-writing-weights"),
-    no_center_unembed: bool = typer.Option(False, "--no-center-unembed"),
     commit_every: int = typer.Option(16, "--commit-every", help="Commit results every N prompts (a crash loses at most these)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each commit."),
@@ -81,11 +77,19 @@ def ingest(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run the workers on (default: start a local one); implies a distributed ingest."),
     shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="Where distributed workers write Parquet shards (default: DB.shards next to the database)."),
     cpus_per_worker: float = typer.Option(1, "--cpus-per-worker", help="CPUs each distributed worker reserves (and torch threads it uses)."),
-    bad_prompts: Optional[str] = typer.Option(None, "--bad-prompts", help="error: stop at the first bad prompt (default without --workers); record: list it in ingest_errors and go on (default with --workers)."),
-    too_long: str = typer.Option("reject", "--too-long", help="Prompts longer than the model's context: reject (a bad prompt) or truncate (cut, flagged in metadata)."),
+    bad_prompts: Optional[Literal[BAD_PROMPT_POLICIES]] = typer.Option(None, "--bad-prompts", help="error: stop at the first bad prompt (default without --workers); record: list it in ingest_errors and go on (default with --workers)."),
+    too_long: Literal[TOO_LONG_POLICIES] = typer.Option("reject", "--too-long", help="Prompts longer than the model's context: reject (a bad prompt) or truncate (cut, flagged in metadata)."),
+    sweep: dict[str, Any] = None,
+    model_flags: dict[str, Any] = None,
+    run_flags: dict[str, Any] = None,
 ) -> None:
-    """Run the ablation sweep over PROMPTS and store it in DB (re-running resumes)."""
-    from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+    """Run the ablation sweep over PROMPTS and store it in DB (re-running resumes).
+
+    The sweep, model and run settings (--coefficient ... --prepend-bos) are flags built from the
+    fields of SweepConfig, ModelSpec and RunConfig (ingest/config.py).
+    """
+    _needs_ingest_extra("ingest")
+    from featuregraph.ingest.config import SaeSpec
     from featuregraph.ingest.run import ingest as run_ingest
 
     _logging(verbose)
@@ -101,33 +105,12 @@ def ingest(
         raise InputError("--sae-id needs --sae-release")
     specs += [SaeSpec(release=sae_release, sae_id=i) for i in ids]
     config = RunConfig(
-        model=ModelSpec(
-            model,
-            fold_ln=not no_fold_ln,
-            center_writing_weights=not no_center_writing_weights,
-            center_unembed=not no_center_unembed,
-        ),
-        saes=tuple(specs),
-        sweep=SweepConfig(
-            coefficient=coefficient,
-            edge_top_k=edge_top_k,
-            edge_floor=edge_floor,
-            logit_top_k=logit_top_k,
-            top_next_k=top_next_k,
-            batch_size=batch_size,
-        ),
-        device=device,
-        dtype=dtype,
-        prepend_bos=prepend_bos,
+        model=ModelSpec(model, **model_flags), saes=tuple(specs), sweep=SweepConfig(**sweep), **run_flags
     )
     if commit_every < 1:
         raise InputError(f"--commit-every must be >= 1, got {commit_every}")
     distributed = workers is not None or ray_address is not None
     bad_prompts = bad_prompts or ("record" if distributed else "error")
-    if bad_prompts not in ("error", "record"):
-        raise InputError(f"--bad-prompts must be error or record, got {bad_prompts!r}")
-    if too_long not in ("reject", "truncate"):
-        raise InputError(f"--too-long must be reject or truncate, got {too_long!r}")
     source = str(prompts) if str(prompts).startswith("hf:") else prompts
     if distributed:
         from featuregraph.ingest.distributed import import_ray, ingest_distributed
@@ -152,11 +135,18 @@ def ingest(
 
 @app.command()
 @user_errors
-def info(db: Path = typer.Argument(..., help="featuregraph DuckDB file.")) -> None:
-    """Schema version, runs, row counts and size on disk of DB (opened read-only)."""
+def info(
+    db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
+    quick: bool = typer.Option(False, "--quick", help="Count rows without reading every table in full."),
+) -> None:
+    """Check DB (opened read-only) and show its schema version, runs, row counts and size on disk.
+
+    A truncated or unreadable file is an error; a run left 'running' by an ingest that was
+    stopped is shown as interrupted, with the command that resumes it.
+    """
     from featuregraph.store.info import database_info, format_info
 
-    typer.echo(format_info(database_info(db)))
+    typer.echo(format_info(database_info(db, full_check=not quick)))
 
 
 @app.command()
@@ -205,20 +195,28 @@ def noise(
     contexts: int = typer.Option(200, "--contexts", help="Contexts sampled from the corpus."),
     context_tokens: int = typer.Option(32, "--context-tokens", help="Tokens kept per context."),
     features: Optional[str] = typer.Option(None, "--features", help="Features to baseline, e.g. 3.12,4.7 (default: all in the run's edges)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the context sampling and of the thinning of samples."),
+    min_read_position: int = typer.Option(3, "--min-read-position", help="Earliest position read in a context (0 is BOS)."),
+    max_samples: int = typer.Option(2000, "--max-samples", help="Null samples kept per feature."),
+    inject_inactive: bool = typer.Option(False, "--inject-inactive/--no-inject-inactive", help="Null by injection for features that never fire in the contexts."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Cross-context noise baseline of a run's features (read it through the edge_snr / logit_snr views)."""
+    """Cross-context noise baseline of a run's features, with p-values (views edge_snr / logit_snr)."""
+    _needs_ingest_extra("noise")
     from featuregraph.ingest.experiments import run_noise
     from featuregraph.ingest.noise import NoiseSpec
 
-    spec = NoiseSpec(str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else ())
+    spec = NoiseSpec(
+        str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else (),
+        min_read_position=min_read_position, max_samples=max_samples, inject_inactive=inject_inactive,
+    )  # fmt: skip
     experiment_id, summary = run_noise(db, spec, run, device, progress=not quiet)
     typer.echo(
-        f"noise experiment {experiment_id}: {summary['features']} features in {summary['contexts']} contexts "
-        f"({summary['features_active']} ever active; {summary['edges_with_noise']} edges with a noise floor), "
-        f"{summary['contexts_per_s']} contexts/s"
+        f"noise experiment {experiment_id}: {summary['features']} features in {summary['contexts']} contexts; "
+        f"{summary['features_active']} fire in them, {summary['features_injected']} injected, "
+        f"{summary['features_without_null']} without a null (their p-values are NULL); "
+        f"median {summary['median_samples']:.0f} samples per feature; {summary['contexts_per_s']} contexts/s"
     )
 
 
@@ -229,23 +227,29 @@ def validate(
     path: str = typer.Option(..., "--path", help="Features to ablate together, e.g. 1.120,2.77,3.5."),
     prompts: Path = typer.Option(..., "--prompts", help="New prompts: .txt or .jsonl (an 'answer' key is followed)."),
     run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
-    control: str = typer.Option("random", "--control", help="zero (feature 0.. at the same layers) or random (random active features)."),
-    coefficient: float = typer.Option(0.0, "--coefficient"),
+    control: str = typer.Option(
+        "matched",
+        "--control",
+        help="matched (active features at the same sites, closest in activation), random (random active features) "
+        "or zero (features 0.. at the same sites, active or not).",
+    ),
+    coefficient: float = typer.Option(0.0, "--coefficient", help="Ablation coefficient c of the path and control features."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens recorded per prompt and arm."),
-    seed: int = typer.Option(0, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device"),
+    seed: int = typer.Option(0, "--seed", help="Seed for drawing the random control."),
+    device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
 ) -> None:
-    """Ablate a path jointly on new prompts, next to a control of equal placement and size."""
+    """Ablate a path jointly on new prompts, next to a control at the same sites (matched in activation by default);
+    prints the answer's log-prob change against the control's first."""
+    _needs_ingest_extra("validate")
     from featuregraph.ingest.experiments import run_validation
     from featuregraph.ingest.validation import ValidationSpec
+    from featuregraph.query.validation import validation_lines
 
     spec = ValidationSpec(tuple(_features(path)), str(prompts), control, coefficient, top_k, seed)
     experiment_id, s = run_validation(db, spec, run_id=run, device=device)
-    typer.echo(
-        f"validation experiment {experiment_id}: {s['prompts']} prompts; mean total variation path "
-        f"{s['mean_total_variation_path']:.4f} vs control {s['mean_total_variation_control']:.4f}; "
-        f"path beats control on {100 * s['path_beats_control']:.0f}%"
-    )
+    typer.echo(f"validation experiment {experiment_id}: {s['prompts']} prompts, {s['control']} control")
+    for line in validation_lines(s):
+        typer.echo(line)
 
 
 @app.command()
@@ -258,9 +262,10 @@ def curve(
     coefficients: str = typer.Option("0:2:0.25", "--coefficients", help="START:STOP:STEP or a comma list."),
     token: list[str] = typer.Option([], "--token", help="Next token to follow (repeatable; default: clean top 5)."),
     run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
 ) -> None:
     """Response curve: scale UP by each coefficient and record DOWN's activation and next-token probabilities."""
+    _needs_ingest_extra("curve")
     from featuregraph.ingest.experiments import run_curve
 
     _features(up if down is None else f"{up},{down}")
@@ -296,6 +301,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline."""
+    _needs_ingest_extra("demo")
     from featuregraph.demo.run import run_demo
 
     s = run_demo(db, per_tag or None, noise_contexts, device, progress=not quiet, say=typer.echo)
@@ -303,6 +309,14 @@ def demo(
     typer.echo(f"run {s.run_id} in {s.db_path}: {tags} prompts; {s.edges:,} edges")
     if s.noise_experiment is not None:
         typer.echo(f"noise baseline: experiment {s.noise_experiment} (see the edge_snr and logit_snr views)")
+    if s.significance:
+        typer.echo("stored effects significant against the noise baseline (share of those with a null; "
+                   "filler-heldout is unrelated text, so about 1% or less is the calibrated answer):")
+        for r in s.significance:
+            typer.echo(
+                f"  {r['tag']:<15} {r['effect']:<13} {r['with_null']:>9,} of {r['stored']:>9,} with a null   "
+                f"p<0.01: {r['share_p_below_001']:6.1%}   p<0.001: {r['share_p_below_0001']:6.1%}"
+            )
     for tag, paths in s.paths_per_tag.items():
         typer.echo(f"{tag}: most {tag}-specific recurring 2-edge paths (prompts containing it, per task)")
         for p in paths:

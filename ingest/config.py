@@ -1,6 +1,11 @@
-"""Typed, frozen configuration of an ingest run, recorded verbatim in ``runs.config``.
+"""Typed, frozen configuration of an ingest run, recorded in ``runs.config``.
 
-``__post_init__`` only validates; nothing here has side effects.
+``__post_init__`` only validates; nothing here has side effects. :meth:`RunConfig.stored`
+is the dict an ingest stores (layout ``store.run_config.CONFIG_VERSION``) and
+:meth:`RunConfig.from_stored` reads one back once ``store.run_config.upgrade_config`` has
+brought it to that layout. Each setting's ``help`` (field metadata) is also its
+``featuregraph ingest`` flag's help: the CLI builds the flags from these fields
+(featuregraph/cli_support.py), so a new field gets its flag here, in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +17,13 @@ from typing import Any, Literal
 from featuregraph.errors import InputError
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
+TOO_LONG_POLICIES = ("reject", "truncate")  # prompts longer than the model's context
+
+
+def setting(default: Any, help: str, **meta: Any) -> Any:
+    """A config field with its command-line help (and, in ``meta``, ``choices`` or ``flag``)."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass(frozen=True)
@@ -30,13 +41,13 @@ class SweepConfig:
         batch_size: ablations per forward pass (memory, not semantics).
     """
 
-    coefficient: float = 0.0
-    edge_top_k: int = 32
-    edge_floor: float = 1e-4
-    logit_top_k: int = 10
-    top_next_k: int = 10
-    read_position: int = -1
-    batch_size: int = 64
+    coefficient: float = setting(0.0, "Ablation coefficient c: 0 = zero-ablation, 1 = no change.")
+    edge_top_k: int = setting(32, "Edges kept per ablation, by |weight|.")
+    edge_floor: float = setting(1e-4, "Drop edges with |weight| at or below this.")
+    logit_top_k: int = setting(10, "Tokens kept per ablation: top-k promoted and top-k suppressed by dprob.")
+    top_next_k: int = setting(10, "Clean top next tokens stored per prompt.")
+    read_position: int = setting(-1, "Token position edges and logits are read at (-1: the last token).")
+    batch_size: int = setting(64, "Ablations per forward pass (speed and memory, not results).")
 
     def __post_init__(self) -> None:
         if self.edge_top_k < 1:
@@ -68,9 +79,11 @@ class ModelSpec:
     """
 
     name_or_path: str
-    fold_ln: bool = True
-    center_writing_weights: bool = True
-    center_unembed: bool = True
+    fold_ln: bool = setting(True, "Fold LayerNorm weights into the next layer.", flag="--no-fold-ln")
+    center_writing_weights: bool = setting(
+        True, "Center the weights that write to the residual stream.", flag="--no-center-writing-weights"
+    )
+    center_unembed: bool = setting(True, "Center the unembedding (logits sum to zero).", flag="--no-center-unembed")
 
     def __post_init__(self) -> None:
         if not self.name_or_path.strip():
@@ -107,9 +120,9 @@ class RunConfig:
     model: ModelSpec
     saes: tuple[SaeSpec, ...]
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    device: str = "auto"
-    dtype: str = "float32"
-    prepend_bos: bool | None = None  # None: as the SAEs' metadata says
+    device: str = setting("auto", f"{', '.join(DEVICES)} or cuda:N.")
+    dtype: str = setting("float32", "Model and SAE dtype.", choices=DTYPES)
+    prepend_bos: bool | None = setting(None, "Prepend a BOS token (default: as the SAEs' metadata says).")
 
     def __post_init__(self) -> None:
         if not self.saes:
@@ -121,3 +134,20 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def stored(self, too_long: str, bad_prompts: str) -> dict[str, Any]:
+        """What ``runs.config`` holds for a run created with these prompt policies."""
+        return {**self.to_dict(), "ingest": {"too_long": too_long, "bad_prompts": bad_prompts}}
+
+    @classmethod
+    def from_stored(cls, raw: dict[str, Any]) -> "RunConfig":
+        """The config of a stored run, from ``runs.config`` in the current layout (see
+        ``store.run_config.upgrade_config``); the prompt policies under ``ingest`` are not part of it."""
+        return cls(
+            model=ModelSpec(**raw["model"]),
+            saes=tuple(SaeSpec(**s) for s in raw["saes"]),
+            sweep=SweepConfig(**raw["sweep"]),
+            device=raw["device"],
+            dtype=raw["dtype"],
+            prepend_bos=raw["prepend_bos"],
+        )

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from featuregraph.errors import InputError
+from featuregraph.ingest.config import TOO_LONG_POLICIES
 from featuregraph.ingest.sources import RawPrompt, read_source
 from featuregraph.ingest.sweep import PromptInput
 
-TOO_LONG_POLICIES = ("reject", "truncate")
 EXCERPT_CHARS = 200
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from featuregraph.errors import InputError, LoadError
-from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec, SweepConfig
+from featuregraph.ingest.config import RunConfig, SweepConfig
 from featuregraph.ingest.loading import Loaded, load_all
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.store.db import Database
 from featuregraph.store.models import Node
+from featuregraph.store.run_config import upgrade_config
 
-RUN_CONFIG = "SELECT config FROM runs WHERE run_id = ?"
+RUN_CONFIG = "SELECT config, config_version FROM runs WHERE run_id = ?"
 RUN_SAES = "SELECT layer, sha256 FROM run_saes WHERE run_id = ? ORDER BY layer"
 LATEST_RUN = "SELECT max(run_id) FROM runs"
 
@@ -51,20 +51,15 @@ def resolve_run(db: Database, run_id: int | None) -> int:
     return run_id
 
 
-def run_config_from_json(raw: dict) -> RunConfig:
-    return RunConfig(
-        model=ModelSpec(**raw["model"]),
-        saes=tuple(SaeSpec(**s) for s in raw["saes"]),
-        sweep=SweepConfig(**raw["sweep"]),
-        device=raw["device"],
-        dtype=raw["dtype"],
-        prepend_bos=raw["prepend_bos"],
-    )
+def stored_run_config(db: Database, run_id: int) -> RunConfig:
+    """Run ``run_id``'s configuration, upgraded from whatever layout it was stored in."""
+    config, version = db.fetchone(RUN_CONFIG, [run_id])
+    return RunConfig.from_stored(upgrade_config(config, int(version)))
 
 
 def load_run(db: Database, run_id: int, device: str | None = None) -> RunContext:
     """Load run ``run_id``'s model and SAEs as recorded, checking the SAE weights are unchanged."""
-    config = run_config_from_json(json.loads(db.fetchone(RUN_CONFIG, [run_id])[0]))
+    config = stored_run_config(db, run_id)
     loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
     stored = dict(db.fetchall(RUN_SAES, [run_id]))
     for site in loaded.sites:

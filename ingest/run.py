@@ -24,11 +24,25 @@ from tqdm.auto import tqdm
 import featuregraph
 from featuregraph.ingest.config import RunConfig
 from featuregraph.ingest.loading import Loaded, load_all
-from featuregraph.ingest.prompts import PreparedPrompts, RawPrompt, prepare_prompts, prompts_sha256, read_prompts
+from featuregraph.ingest.prompts import (
+    PreparedPrompts,
+    RawPrompt,
+    prepare_prompts,
+    prompts_sha256,
+    read_prompts,
+)
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.ingest_errors import record_ingest_errors
-from featuregraph.store.runs import create_run, done_prompt_ids, find_run, finish_run, resume_run, write_prompt_results
+from featuregraph.store.runs import (
+    SAE_FIELDS,
+    create_run,
+    done_prompt_ids,
+    find_run,
+    finish_run,
+    resume_run,
+    write_prompt_results,
+)  # fmt: skip
 from featuregraph.store.writer import WriterNote
 
 log = logging.getLogger(__name__)
@@ -78,6 +92,8 @@ class PreparedRun:
     loaded: Loaded
     prompts: PreparedPrompts
     key: str
+    too_long: str = "reject"
+    bad_prompts: str = "error"
 
 
 def prepare_run(
@@ -94,7 +110,8 @@ def prepare_run(
     prepared = prepare_prompts(
         loaded.model, raw, loaded.prepend_bos, source, bad_prompts, too_long, config.sweep.read_position
     )
-    return PreparedRun(source, loaded, prepared, run_key(loaded, config, prompts_sha256(raw), too_long))
+    key = run_key(loaded, config, prompts_sha256(raw), too_long)
+    return PreparedRun(source, loaded, prepared, key, too_long, bad_prompts)
 
 
 def open_run(db: Database, prep: PreparedRun, config: RunConfig, device: str) -> tuple[int, set[int], bool]:
@@ -104,13 +121,13 @@ def open_run(db: Database, prep: PreparedRun, config: RunConfig, device: str) ->
     """
     found = find_run(db, prep.key)
     if found is None:
-        row = _run_row(prep.loaded, config, prep.source, len(prep.prompts.inputs))
+        row = _run_row(prep, config)
         row["device"] = device
         run_id = create_run(
             db,
             prep.key,
             row,
-            [{k: s.provenance[k] for k in _SAE_COLUMNS} for s in prep.loaded.sites],
+            [{k: s.provenance[k] for k in SAE_FIELDS} for s in prep.loaded.sites],
             _vocab(prep.loaded.model),
         )
         done: set[int] = set()
@@ -122,7 +139,10 @@ def open_run(db: Database, prep: PreparedRun, config: RunConfig, device: str) ->
     return run_id, done, found is not None
 
 
-def _run_row(loaded: Loaded, config: RunConfig, source: str, n_prompts: int) -> dict:
+def _run_row(prep: PreparedRun, config: RunConfig) -> dict:
+    """The new run's row; its settings go in ``config`` only (the sweep's columns of ``runs``
+    are read out of it)."""
+    loaded = prep.loaded
     m = loaded.model.cfg
     return {
         **loaded.model_provenance,
@@ -134,18 +154,11 @@ def _run_row(loaded: Loaded, config: RunConfig, source: str, n_prompts: int) -> 
             "model_name": m.model_name,
             **loaded.flags,
         },
-        "prompts_source": source,
-        "n_prompts": n_prompts,
-        "coefficient": config.sweep.coefficient,
-        "edge_top_k": config.sweep.edge_top_k,
-        "edge_floor": config.sweep.edge_floor,
-        "logit_top_k": config.sweep.logit_top_k,
-        "top_next_k": config.sweep.top_next_k,
+        "prompts_source": prep.source,
+        "n_prompts": len(prep.prompts.inputs),
         "prepend_bos": loaded.prepend_bos,
-        "read_position": config.sweep.read_position,
         "device": loaded.device,
-        "dtype": config.dtype,
-        "config": config.to_dict(),
+        "config": config.stored(prep.too_long, prep.bad_prompts),
         "featuregraph_version": featuregraph.__version__,
         "torch_version": torch.__version__,
         "sae_lens_version": pkg_version("sae-lens"),
@@ -245,8 +258,3 @@ def _groups(prompts: list, size: int) -> list[list]:
         groups += [window[i : i + size] for i in range(0, len(window), size)]
     return groups
 
-
-_SAE_COLUMNS = (
-    "layer", "site_kind", "hook_name", "d_in", "d_sae", "architecture", "release", "sae_id", "path",
-    "sha256", "neuronpedia_id", "config",
-)  # fmt: skip

@@ -26,6 +26,7 @@ from featuregraph.errors import InputError
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest.loading import SaeSite
 from featuregraph.store.models import PromptResult
+from featuregraph.store.tables import numpy_columns, value_columns
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class Sweeper:
         features: torch.Tensor,
         removed: torch.Tensor,
         scale: float | torch.Tensor,
+        every_position: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One batch of single-feature ablations at site ``k`` (docs/method.md#one-ablation).
 
@@ -177,6 +179,11 @@ class Sweeper:
         for coefficient sweeps). Returns the next site's activations at the read position
         [batch, d_sae_next] (None at the last site) and the log-probabilities of the next
         token [batch, d_vocab].
+
+        ``every_position=True`` reads every position instead ([batch, pos, d_sae_next] and
+        [batch, pos, d_vocab]). By causality, position t of that result is what the sweep would
+        read at t for the prompt cut after t (ablating later positions cannot reach t): the
+        noise baseline uses it to get one sample per read position from a single forward.
         """
         site = self.sites[k]
         nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
@@ -188,11 +195,18 @@ class Sweeper:
         down = None
         if nxt is not None:
             x = self._blocks(x, site.layer, nxt.layer)
-            down = nxt.sae.encode(x[rows, read])
+            down = nxt.sae.encode(x if every_position else x[rows, read])
             x = self._blocks(x, nxt.layer, self.n_layers)
         else:
             x = self._blocks(x, site.layer, self.n_layers)
+        if every_position:
+            return down, self.log_probs_every_position(x)
         return down, torch.log_softmax(self._logits(x[rows, read]), -1)
+
+    def log_probs_every_position(self, resid_final: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probabilities at every position [batch, pos, d_vocab] from the final residual."""
+        b, n_pos, d = resid_final.shape
+        return torch.log_softmax(self._logits(resid_final.reshape(b * n_pos, d)), -1).reshape(b, n_pos, -1)
 
     @torch.no_grad()
     def ablate_sets(
@@ -288,17 +302,17 @@ class Sweeper:
                     tag=p.tag,
                     metadata=p.metadata,
                     tables={
-                        "tokens": {
-                            "position": np.arange(lengths[i], dtype=np.int16),
-                            "token_id": np.asarray(p.token_ids, dtype=np.int32),
-                            "token": np.asarray(p.tokens or [str(t) for t in p.token_ids], dtype=object),
-                        },
-                        "top_next_tokens": {
-                            "rank": np.arange(1, top_ids.shape[1] + 1, dtype=np.int16),
-                            "token_id": top_ids[i].astype(np.int32),
-                            "prob": top_p[i].astype(np.float32),
-                            "logp": top_logp[i].astype(np.float32),
-                        },
+                        "tokens": numpy_columns("tokens", {
+                            "position": np.arange(lengths[i]),
+                            "token_id": p.token_ids,
+                            "token": p.tokens or [str(t) for t in p.token_ids],
+                        }),
+                        "top_next_tokens": numpy_columns("top_next_tokens", {
+                            "rank": np.arange(1, top_ids.shape[1] + 1),
+                            "token_id": top_ids[i],
+                            "prob": top_p[i],
+                            "logp": top_logp[i],
+                        }),
                         **{name: cols[i] for name, cols in tables.items()},
                     },
                 )
@@ -323,57 +337,65 @@ def _cat_device(parts: list[torch.Tensor]) -> np.ndarray:
     return _np(torch.cat(parts)) if parts else np.empty(0)
 
 
+def _typed(name: str, prompt: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A result table's columns in the table spec's dtypes, after the ``prompt`` index _split uses."""
+    return {"prompt": prompt.astype(np.int64), **numpy_columns(name, columns)}
+
+
+def _layers(parts, layer_at: int, rows_at: int, repeat: int = 1) -> np.ndarray:
+    """The layer ``p[layer_at]`` of each part, once for each of its ``repeat * len(p[rows_at])`` rows."""
+    return np.repeat([p[layer_at] for p in parts], [p[rows_at].shape[0] * repeat for p in parts])
+
+
 def _activation_columns(parts) -> dict[str, np.ndarray]:
-    return {
-        "prompt": _cat_device([p[1] for p in parts]).astype(np.int64),
-        "layer": np.concatenate([np.full(p[1].shape[0], p[0], np.int16) for p in parts]) if parts else np.empty(0, np.int16),
-        "position": _cat_device([p[2] for p in parts]).astype(np.int16),
-        "feature": _cat_device([p[3] for p in parts]).astype(np.int32),
-        "activation": _cat_device([p[4] for p in parts]).astype(np.float32),
-    }
+    if not parts:
+        return _typed("activations", np.empty(0), {k: np.empty(0) for k in value_columns("activations")})
+    return _typed("activations", _cat_device([p[1] for p in parts]), {
+        "layer": _layers(parts, 0, 1),
+        "position": _cat_device([p[2] for p in parts]),
+        "feature": _cat_device([p[3] for p in parts]),
+        "activation": _cat_device([p[4] for p in parts]),
+    })  # fmt: skip
 
 
 def _ablation_columns(parts) -> dict[str, np.ndarray]:
-    return {
-        "prompt": _cat_device([p[1] for p in parts]).astype(np.int64),
-        "layer": np.concatenate([np.full(p[1].shape[0], p[0], np.int16) for p in parts]) if parts else np.empty(0, np.int16),
-        "feature": _cat_device([p[2] for p in parts]).astype(np.int32),
-        "n_positions": _cat_device([p[3] for p in parts]).astype(np.int16),
-        "max_activation": _cat_device([p[4] for p in parts]).astype(np.float32),
-        "read_activation": _cat_device([p[5] for p in parts]).astype(np.float32),
-    }
+    if not parts:
+        return _typed("ablations", np.empty(0), {k: np.empty(0) for k in value_columns("ablations")})
+    return _typed("ablations", _cat_device([p[1] for p in parts]), {
+        "layer": _layers(parts, 0, 1),
+        "feature": _cat_device([p[2] for p in parts]),
+        "n_positions": _cat_device([p[3] for p in parts]),
+        "max_activation": _cat_device([p[4] for p in parts]),
+        "read_activation": _cat_device([p[5] for p in parts]),
+    })  # fmt: skip
 
 
 def _edge_columns(parts, floor: float) -> dict[str, np.ndarray]:
     if not parts:
-        return {k: np.empty(0) for k in ("prompt", "up_layer", "up_feature", "down_layer", "down_feature", "weight")}
+        return _typed("edges", np.empty(0), {k: np.empty(0) for k in value_columns("edges")})
     k = parts[0][4].shape[1]
     weight = _cat_device([p[5].reshape(-1) for p in parts])
     keep = np.abs(weight) > floor
-    up_layer = np.concatenate([np.full(p[2].shape[0] * k, p[0], np.int16) for p in parts])
-    down_layer = np.concatenate([np.full(p[2].shape[0] * k, p[1], np.int16) for p in parts])
-    return {
-        "prompt": np.repeat(_cat_device([p[2] for p in parts]), k)[keep].astype(np.int64),
-        "up_layer": up_layer[keep],
-        "up_feature": np.repeat(_cat_device([p[3] for p in parts]), k)[keep].astype(np.int32),
-        "down_layer": down_layer[keep],
-        "down_feature": _cat_device([p[4].reshape(-1) for p in parts])[keep].astype(np.int32),
-        "weight": weight[keep].astype(np.float32),
-    }
+    return _typed("edges", np.repeat(_cat_device([p[2] for p in parts]), k)[keep], {
+        "up_layer": _layers(parts, 0, 2, k)[keep],
+        "up_feature": np.repeat(_cat_device([p[3] for p in parts]), k)[keep],
+        "down_layer": _layers(parts, 1, 2, k)[keep],
+        "down_feature": _cat_device([p[4].reshape(-1) for p in parts])[keep],
+        "weight": weight[keep],
+    })  # fmt: skip
 
 
 def _logit_columns(parts) -> dict[str, np.ndarray]:
     if not parts:
-        return {k: np.empty(0) for k in ("prompt", "layer", "feature", "token_id", "dlogp", "dprob")}
+        return _typed("logit_effects", np.empty(0), {k: np.empty(0) for k in value_columns("logit_effects")})
     k = parts[0][3].shape[1]
-    return {
-        "prompt": np.repeat(_cat_device([p[1] for p in parts]), k).astype(np.int64),
-        "layer": np.concatenate([np.full(p[1].shape[0] * k, p[0], np.int16) for p in parts]),
-        "feature": np.repeat(_cat_device([p[2] for p in parts]), k).astype(np.int32),
-        "token_id": _cat_device([p[3].reshape(-1) for p in parts]).astype(np.int32),
-        "dlogp": _cat_device([p[4].reshape(-1) for p in parts]).astype(np.float32),
-        "dprob": _cat_device([p[5].reshape(-1) for p in parts]).astype(np.float32),
-    }
+    return _typed("logit_effects", np.repeat(_cat_device([p[1] for p in parts]), k), {
+        "layer": _layers(parts, 0, 1, k),
+        "feature": np.repeat(_cat_device([p[2] for p in parts]), k),
+        "token_id": _cat_device([p[3].reshape(-1) for p in parts]),
+        "dlogp": _cat_device([p[4].reshape(-1) for p in parts]),
+        "dprob": _cat_device([p[5].reshape(-1) for p in parts]),
+    })  # fmt: skip
 
 
 def _split(cols: dict[str, np.ndarray], n_prompts: int) -> list[dict[str, np.ndarray]]:

@@ -84,7 +84,7 @@ def _command(helper: Helper, common: dict[str, inspect.Parameter]) -> Callable[.
 
 def register(app: typer.Typer) -> None:
     """Add the query layer's commands (``query``, ``sql``, ``optimize``) to ``app``."""
-    from featuregraph.cli import user_errors
+    from featuregraph.cli_support import user_errors
 
     query_app = typer.Typer(
         help="Ask a database: one prompt's graph, recurring paths, a feature's neighbourhood, ...",

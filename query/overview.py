@@ -9,7 +9,8 @@ from __future__ import annotations
 import polars as pl
 
 from featuregraph.query.api import fetch
-from featuregraph.store.db import SCHEMA_TABLES, Database, QueryLimits, quote_identifier
+from featuregraph.store.db import Database, QueryLimits
+from featuregraph.store.info import count_rows
 
 RUNS = """
 SELECT r.run_id, r.status, r.model, r.model_source, r.model_sha256, r.prompts_source, r.n_prompts,
@@ -25,9 +26,6 @@ SELECT run_id, layer, site_kind, hook_name, d_in, d_sae, architecture, release, 
        neuronpedia_id, sha256
 FROM run_saes WHERE $run IS NULL OR run_id = $run ORDER BY run_id, layer
 """
-# Table names come from featuregraph.store.db.SCHEMA_TABLES and the summary tables, never from input.
-COUNT_ROWS = "SELECT count(*) FROM {table}"
-COUNTED_TABLES = tuple(sorted(SCHEMA_TABLES | {"edge_summary", "edge_occurrences", "experiments"}))
 PROMPTS_PER_TAG = """
 SELECT run_id, coalesce(tag, '(none)') AS tag, count(*) AS prompts, sum(n_tokens)::BIGINT AS tokens,
        sum(n_ablations)::BIGINT AS ablations
@@ -61,8 +59,8 @@ def run_saes(db: Database, run: int | None = None, limits: QueryLimits | None = 
 
 
 def row_counts(db: Database) -> pl.DataFrame:
-    """Rows per table of the schema."""
-    counts = [(t, int(db.fetchone(COUNT_ROWS.format(table=quote_identifier(t)))[0])) for t in COUNTED_TABLES]
+    """Rows per table of the schema: the tables `featuregraph info` counts (store.info.COUNTED_TABLES)."""
+    counts = list(count_rows(db).items())
     return pl.DataFrame(counts, schema={"table": pl.String, "rows": pl.Int64}, orient="row")
 
 

@@ -29,32 +29,12 @@ from featuregraph.errors import (
     QueryTimeoutError,
     ReadOnlyError,
 )
+from featuregraph.store.tables import TABLE_NAMES
 
 log = logging.getLogger(__name__)
 
-# Tables bulk inserts may target: identifiers are never taken from user input.
-SCHEMA_TABLES = frozenset(
-    {
-        "runs",
-        "run_saes",
-        "prompts",
-        "tokens",
-        "top_next_tokens",
-        "vocab",
-        "activations",
-        "ablations",
-        "edges",
-        "logit_effects",
-        "ingest_errors",
-        "noise_contexts",
-        "noise_features",
-        "noise_edges",
-        "noise_logits",
-        "validation_results",
-        "validation_tokens",
-        "curve_points",
-    }
-)
+# Tables bulk inserts may target (every table of the spec): identifiers are never taken from user input.
+SCHEMA_TABLES = frozenset(TABLE_NAMES)
 
 _BATCH_VIEW = "__featuregraph_batch"
 _BATCH_ROWS = 8192

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from featuregraph.store.db import Database
 from featuregraph.store.runs import now
+from featuregraph.store.tables import arrow_table
 
 INSERT_EXPERIMENT = """
 INSERT INTO experiments (run_id, kind, status, spec, summary, device, featuregraph_version, torch_version,
@@ -35,7 +35,12 @@ SELECT DISTINCT up_layer, up_feature, down_layer, down_feature FROM edges WHERE 
 ORDER BY ALL
 """
 LOGIT_TARGETS = "SELECT DISTINCT layer, feature, token_id FROM logit_effects WHERE run_id = ? ORDER BY ALL"
-RUN_EDGE_FLOOR = "SELECT edge_floor FROM runs WHERE run_id = ?"
+# A feature's typical in-context activation: the median, over the prompts where it was ablated,
+# of its largest activation at an ablated position.
+TYPICAL_ACTIVATIONS = """
+SELECT layer, feature, median(max_activation) FROM ablations WHERE run_id = ? GROUP BY ALL
+"""
+RUN_PROMPT_TEXTS = "SELECT text FROM prompts WHERE run_id = ?"
 
 
 def edge_features(db: Database, run_id: int) -> list[tuple[int, int]]:
@@ -55,8 +60,14 @@ def logit_targets(db: Database, run_id: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def run_edge_floor(db: Database, run_id: int) -> float:
-    return float(db.fetchone(RUN_EDGE_FLOOR, [run_id])[0])
+def typical_activations(db: Database, run_id: int) -> dict[tuple[int, int], float]:
+    """(layer, feature) -> median of its largest activation over the prompts it was ablated in."""
+    return {(int(a), int(b)): float(c) for a, b, c in db.fetchall(TYPICAL_ACTIVATIONS, [run_id])}
+
+
+def run_prompt_texts(db: Database, run_id: int) -> frozenset[str]:
+    """The texts of a run's prompts (a noise baseline never samples them)."""
+    return frozenset(r[0] for r in db.fetchall(RUN_PROMPT_TEXTS, [run_id]))
 
 
 def write_experiment(
@@ -85,13 +96,6 @@ def write_experiment(
             )[0]
         )
         for name, cols in tables.items():
-            n = len(next(iter(cols.values()))) if cols else 0
-            data = {
-                "run_id": pa.array(np.full(n, run_id, np.int32)),
-                "experiment_id": pa.array(np.full(n, experiment_id, np.int32)),
-            }
-            for col, values in cols.items():
-                # Lists: None -> NULL; numpy float arrays: NaN -> NULL.
-                data[col] = pa.array(values, from_pandas=True) if isinstance(values, np.ndarray) else pa.array(list(values))
-            db.insert_arrow(name, pa.table(data))
+            # Lists: None -> NULL; numpy float arrays: NaN -> NULL; types from the table spec.
+            db.insert_arrow(name, arrow_table(name, cols, run_id=run_id, experiment_id=experiment_id))
     return experiment_id

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import pyarrow as pa
-
 from featuregraph.store.db import Database
+from featuregraph.store.tables import arrow_table, value_columns
 
 DELETE_RUN_ERRORS = "DELETE FROM ingest_errors WHERE run_id = ?"
-RUN_ERRORS = """
-SELECT prompt_index, external_id, source_line, reason, detail, excerpt
-FROM ingest_errors WHERE run_id = ? ORDER BY prompt_index
-"""
-
-COLUMNS = ("prompt_index", "external_id", "source_line", "reason", "detail", "excerpt")
 
 
 def record_ingest_errors(db: Database, run_id: int, errors: Iterable[dict[str, Any]]) -> None:
@@ -22,26 +15,14 @@ def record_ingest_errors(db: Database, run_id: int, errors: Iterable[dict[str, A
 
     One transaction, and idempotent: the errors of a run follow from its prompts and
     policies alone, so a resumed run records exactly what an uninterrupted one did.
+    Each error is a dict of the table's columns (``external_id``, ``source_line`` and
+    ``excerpt`` may be left out).
     """
     rows = list(errors)
-    data = pa.table(
-        {
-            "run_id": pa.array([run_id] * len(rows), pa.int32()),
-            "prompt_index": pa.array([r["prompt_index"] for r in rows], pa.int32()),
-            "external_id": pa.array([r.get("external_id") for r in rows], pa.string()),
-            "source_line": pa.array([r.get("source_line") for r in rows], pa.int32()),
-            "reason": pa.array([r["reason"] for r in rows], pa.string()),
-            "detail": pa.array([r["detail"] for r in rows], pa.string()),
-            "excerpt": pa.array([r.get("excerpt") for r in rows], pa.string()),
-        }
-    )
+    columns = {c: [r.get(c) for r in rows] for c in value_columns("ingest_errors")}
     with db.transaction():
         db.execute(DELETE_RUN_ERRORS, [run_id])
-        db.insert_arrow("ingest_errors", data)
+        db.insert_arrow("ingest_errors", arrow_table("ingest_errors", columns, run_id=run_id))
 
 
-def run_ingest_errors(db: Database, run_id: int) -> list[dict[str, Any]]:
-    return [dict(zip(COLUMNS, row, strict=True)) for row in db.fetchall(RUN_ERRORS, [run_id])]
-
-
-__all__ = ["record_ingest_errors", "run_ingest_errors"]
+__all__ = ["record_ingest_errors"]

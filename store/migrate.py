@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from featuregraph.errors import DatabaseError
-from featuregraph.store.db import Database
+
+if TYPE_CHECKING:  # annotations only: store.db imports this module to migrate on open
+    from featuregraph.store.db import Database
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

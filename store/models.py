@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from featuregraph.store.tables import PROMPT_RESULT_TABLES, table
+
 Columns = dict[str, np.ndarray]
 
 
@@ -38,60 +40,10 @@ class Node:
         return cls(int(layer), int(feature))
 
 
-@dataclass(frozen=True)
-class Edge:
-    """``weight = act_down[ablated] - act_down[clean]`` at the read position, in the
-    downstream SAE's activation units."""
-
-    prompt_id: int
-    up: Node
-    down: Node
-    weight: float
-
-
-@dataclass(frozen=True)
-class LogitEffect:
-    """Effect of ablating ``node`` on next-token ``token_id`` at the read position:
-    ``dlogp`` in nats (log-prob ablated minus clean), ``dprob`` in probability."""
-
-    prompt_id: int
-    node: Node
-    token_id: int
-    dlogp: float
-    dprob: float
-
-
-# Column names and numpy dtypes of each per-prompt table, without run_id / prompt_id.
-PROMPT_TABLES: dict[str, dict[str, type]] = {
-    "tokens": {"position": np.int16, "token_id": np.int32, "token": object},
-    "top_next_tokens": {"rank": np.int16, "token_id": np.int32, "prob": np.float32, "logp": np.float32},
-    "activations": {
-        "layer": np.int16,
-        "position": np.int16,
-        "feature": np.int32,
-        "activation": np.float32,
-    },
-    "ablations": {
-        "layer": np.int16,
-        "feature": np.int32,
-        "n_positions": np.int16,
-        "max_activation": np.float32,
-        "read_activation": np.float32,
-    },
-    "edges": {
-        "up_layer": np.int16,
-        "up_feature": np.int32,
-        "down_layer": np.int16,
-        "down_feature": np.int32,
-        "weight": np.float32,
-    },
-    "logit_effects": {
-        "layer": np.int16,
-        "feature": np.int32,
-        "token_id": np.int32,
-        "dlogp": np.float32,
-        "dprob": np.float32,
-    },
+# Column names and numpy dtypes of each per-prompt result table, without run_id / prompt_id
+# (from the table spec, store/tables.py).
+PROMPT_TABLES: dict[str, dict[str, Any]] = {
+    name: table(name).numpy_dtypes(skip=("run_id", "prompt_id")) for name in PROMPT_RESULT_TABLES
 }
 
 
@@ -117,13 +69,3 @@ class PromptResult:
     @property
     def n_ablations(self) -> int:
         return len(self.tables["ablations"]["feature"])
-
-    def edge_list(self) -> list[Edge]:
-        """The kept edges as objects (convenient in tests and small scripts)."""
-        e = self.tables["edges"]
-        return [
-            Edge(self.prompt_id, Node(int(ul), int(uf)), Node(int(dl), int(df)), float(w))
-            for ul, uf, dl, df, w in zip(
-                e["up_layer"], e["up_feature"], e["down_layer"], e["down_feature"], e["weight"]
-            )
-        ]

@@ -18,39 +18,35 @@ import pyarrow as pa
 
 from featuregraph.store.db import Database
 from featuregraph.store.models import PROMPT_TABLES, PromptResult
+from featuregraph.store.run_config import CONFIG_VERSION
 from featuregraph.store.summary import update_summary
+from featuregraph.store.tables import arrow_table, table
 
 FIND_RUN = "SELECT run_id, status FROM runs WHERE run_key = ?"
-INSERT_RUN = """
-INSERT INTO runs (
-    run_key, status, model, model_source, model_sha256, model_config, prompts_source, n_prompts,
-    coefficient, edge_top_k, edge_floor, logit_top_k, top_next_k, prepend_bos, read_position,
-    device, dtype, config, featuregraph_version, torch_version, sae_lens_version,
-    transformer_lens_version, started_at
-) VALUES (
-    $run_key, 'running', $model, $model_source, $model_sha256, $model_config, $prompts_source,
-    $n_prompts, $coefficient, $edge_top_k, $edge_floor, $logit_top_k, $top_next_k, $prepend_bos,
-    $read_position, $device, $dtype, $config, $featuregraph_version, $torch_version,
-    $sae_lens_version, $transformer_lens_version, $started_at
-) RETURNING run_id
-"""
-INSERT_RUN_SAE = """
-INSERT INTO run_saes (run_id, layer, site_kind, hook_name, d_in, d_sae, architecture, release,
-                      sae_id, path, sha256, neuronpedia_id, config)
-VALUES ($run_id, $layer, $site_kind, $hook_name, $d_in, $d_sae, $architecture, $release,
-        $sae_id, $path, $sha256, $neuronpedia_id, $config)
-"""
+
+_RUNS = table("runs")
+# What a caller supplies for a new run: every stored column but the ones create_run sets itself.
+RUN_FIELDS = tuple(
+    c for c in _RUNS.written
+    if c not in ("run_id", "run_key", "status", "config_version", "started_at", "finished_at")
+)  # fmt: skip
+# Column names come from the table spec, never from input.
+INSERT_RUN = (
+    f"INSERT INTO runs (run_key, status, config_version, started_at, {', '.join(RUN_FIELDS)}) "
+    f"VALUES ($run_key, 'running', $config_version, $started_at, {', '.join('$' + c for c in RUN_FIELDS)}) "
+    "RETURNING run_id"
+)
+# The settings runs reads out of config (generated columns): NULL means config lacks one.
+RUN_SETTINGS = f"SELECT {', '.join(_RUNS.generated)} FROM runs WHERE run_id = ?"
+SAE_FIELDS = tuple(c for c in table("run_saes").written if c != "run_id")
+INSERT_RUN_SAE = (
+    f"INSERT INTO run_saes (run_id, {', '.join(SAE_FIELDS)}) "
+    f"VALUES ($run_id, {', '.join('$' + c for c in SAE_FIELDS)})"
+)
 RESUME_RUN = "UPDATE runs SET status = 'running', device = ?, finished_at = NULL WHERE run_id = ?"
 FINISH_RUN = "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?"
 DONE_PROMPTS = "SELECT prompt_id FROM prompts WHERE run_id = ?"
-HAS_VOCAB = "SELECT count(*) FROM vocab WHERE run_id = ?"
 
-RUN_FIELDS = (
-    "model", "model_source", "model_sha256", "model_config", "prompts_source", "n_prompts",
-    "coefficient", "edge_top_k", "edge_floor", "logit_top_k", "top_next_k", "prepend_bos",
-    "read_position", "device", "dtype", "config", "featuregraph_version", "torch_version",
-    "sae_lens_version", "transformer_lens_version",
-)  # fmt: skip
 
 
 def now() -> datetime:
@@ -70,30 +66,29 @@ def find_run(db: Database, run_key: str) -> tuple[int, str] | None:
 def create_run(
     db: Database, run_key: str, run: dict[str, Any], saes: list[dict[str, Any]], vocab: list[str]
 ) -> int:
-    """Insert a run, its SAEs and its vocabulary in one transaction; return the run_id."""
+    """Insert a run, its SAEs and its vocabulary in one transaction; return the run_id.
+
+    ``run`` holds :data:`RUN_FIELDS`; its ``config`` is a dict in the current layout
+    (store/run_config.py), the one place the run's settings are stored.
+    """
     missing = set(RUN_FIELDS) - set(run)
     if missing:
         raise ValueError(f"run row lacks {sorted(missing)}")
     params = {k: run[k] for k in RUN_FIELDS}
     for key in ("model_config", "config"):
         params[key] = json.dumps(params[key], sort_keys=True)
-    params["run_key"] = run_key
-    params["started_at"] = now()
+    params.update(run_key=run_key, config_version=CONFIG_VERSION, started_at=now())
     with db.transaction():
         run_id = int(db.fetchone(INSERT_RUN, params)[0])
+        settings = dict(zip(_RUNS.generated, db.fetchone(RUN_SETTINGS, [run_id]), strict=True))
+        absent = sorted(k for k, v in settings.items() if v is None)
+        if absent:
+            raise ValueError(f"run config lacks the settings {absent} (see store/run_config.py)")
         for sae in saes:
             row = dict(sae, run_id=run_id, config=json.dumps(sae["config"], sort_keys=True))
             db.execute(INSERT_RUN_SAE, row)
-        db.insert_arrow(
-            "vocab",
-            pa.table(
-                {
-                    "run_id": pa.array(np.full(len(vocab), run_id, np.int32)),
-                    "token_id": pa.array(np.arange(len(vocab), dtype=np.int32)),
-                    "token": pa.array(vocab, pa.string()),
-                }
-            ),
-        )
+        tokens = {"token_id": np.arange(len(vocab)), "token": vocab}
+        db.insert_arrow("vocab", arrow_table("vocab", tokens, run_id=run_id))
     return run_id
 
 
@@ -111,53 +106,36 @@ def done_prompt_ids(db: Database, run_id: int) -> set[int]:
     return {int(r[0]) for r in db.fetchall(DONE_PROMPTS, [run_id])}
 
 
-def _column(values: np.ndarray | list, dtype: type) -> pa.Array:
-    if dtype is object:
-        return pa.array(list(values), pa.string())
-    return pa.array(np.asarray(values, dtype=dtype))
-
-
 def _prompt_rows(run_id: int, results: Iterable[PromptResult]) -> pa.Table:
     results = list(results)
     stamp = now()
-    return pa.table(
-        {
-            "run_id": pa.array(np.full(len(results), run_id, np.int32)),
-            "prompt_id": pa.array([r.prompt_id for r in results], pa.int32()),
-            "text": pa.array([r.text for r in results], pa.string()),
-            "text_sha256": pa.array([text_sha256(r.text) for r in results], pa.string()),
-            "tag": pa.array([r.tag for r in results], pa.string()),
-            "metadata": pa.array(
-                [json.dumps(r.metadata) if r.metadata is not None else None for r in results],
-                pa.string(),
-            ),
-            "n_tokens": pa.array([r.n_tokens for r in results], pa.int16()),
-            "n_ablations": pa.array([r.n_ablations for r in results], pa.int32()),
-            "ingested_at": pa.array([stamp] * len(results), pa.timestamp("us")),
-            "external_id": pa.array([r.external_id for r in results], pa.string()),
-            "tags": pa.array([r.tags for r in results], pa.list_(pa.string())),
-        }
-    )
+    columns = {
+        "run_id": [run_id] * len(results),
+        "prompt_id": [r.prompt_id for r in results],
+        "text": [r.text for r in results],
+        "text_sha256": [text_sha256(r.text) for r in results],
+        "tag": [r.tag for r in results],
+        "metadata": [json.dumps(r.metadata) if r.metadata is not None else None for r in results],
+        "n_tokens": [r.n_tokens for r in results],
+        "n_ablations": [r.n_ablations for r in results],
+        "ingested_at": [stamp] * len(results),
+        "external_id": [r.external_id for r in results],
+        "tags": [r.tags for r in results],
+    }
+    return pa.table(columns, schema=table("prompts").arrow_schema())
 
 
 def _table_rows(run_id: int, name: str, results: list[PromptResult]) -> pa.Table:
-    spec = PROMPT_TABLES[name]
     sizes = [len(next(iter(r.tables[name].values()))) for r in results]
-    total = sum(sizes)
-    columns: dict[str, pa.Array] = {
-        "run_id": pa.array(np.full(total, run_id, np.int32)),
-        "prompt_id": pa.array(
-            np.repeat(np.array([r.prompt_id for r in results], np.int32), sizes)
-        ),
-    }
-    for col, dtype in spec.items():
+    columns: dict[str, np.ndarray | list] = {}
+    for col, dtype in PROMPT_TABLES[name].items():
         parts = [r.tables[name][col] for r in results]
         if dtype is object:
-            columns[col] = pa.array([v for part in parts for v in part], pa.string())
+            columns[col] = [v for part in parts for v in part]
         else:
-            joined = np.concatenate(parts) if parts else np.empty(0, dtype)
-            columns[col] = _column(joined, dtype)
-    return pa.table(columns)
+            columns[col] = np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+    prompt_ids = np.repeat(np.array([r.prompt_id for r in results], np.int64), sizes)
+    return arrow_table(name, columns, run_id=run_id, prompt_id=prompt_ids)
 
 
 def prompt_tables(run_id: int, results: list[PromptResult]) -> dict[str, pa.Table]:

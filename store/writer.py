@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def writer_file(db_path: str | Path) -> Path:
@@ -51,18 +50,6 @@ class WriterNote:
             pass
 
 
-@contextmanager
-def announce_writer(db_path: str | Path, **info: Any) -> Iterator[WriterNote]:
-    """Announce this process as the writer of ``db_path`` while the block runs."""
-    note = WriterNote(db_path, info)
-    if str(db_path) != ":memory:":
-        note.update()
-    try:
-        yield note
-    finally:
-        note.remove()
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -73,15 +60,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def describe_writer(db_path: str | Path) -> str | None:
-    """One phrase naming the announced writer of ``db_path``, or None (no note, or a stale one)."""
+def live_writer(db_path: str | Path) -> dict[str, Any] | None:
+    """The announcement of ``db_path``'s writer, or None when there is none or its process is
+    gone (a writer on another host is taken to be alive: its process cannot be checked here)."""
     try:
         info = json.loads(writer_file(db_path).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(info, dict):
+        return None
     pid, host = info.get("pid"), info.get("host")
     if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
         return None
+    return info
+
+
+def describe_writer(db_path: str | Path) -> str | None:
+    """One phrase naming the announced writer of ``db_path``, or None (no note, or a stale one)."""
+    info = live_writer(db_path)
+    if info is None:
+        return None
+    pid, host = info.get("pid"), info.get("host")
     what = info.get("what", "a featuregraph writer")
     parts = [f"pid {pid} on {host}", f"since {info.get('since')}"]
     if info.get("run_id") is not None:
@@ -92,4 +91,4 @@ def describe_writer(db_path: str | Path) -> str | None:
     return f"{what} ({', '.join(parts)})" + (f", which holds the write lock {holds}" if holds else "")
 
 
-__all__ = ["announce_writer", "describe_writer", "writer_file", "WriterNote"]
+__all__ = ["describe_writer", "live_writer", "writer_file", "WriterNote"]

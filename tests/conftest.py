@@ -16,7 +16,6 @@ from helpers import HOOKS, PROMPTS
 from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.config import ModelSpec
 
-
 # Tiny tensors: extra threads only add synchronisation cost (and flakiness under load).
 torch.set_num_threads(1)
 

@@ -27,30 +27,52 @@ PROMPTS = [
 # A complete run row as ``store.runs.create_run`` takes it: a hand-built model, nothing loaded.
 _RUN_DEFAULTS: dict[str, Any] = {
     "model": "hand-built", "model_source": "path", "model_sha256": None, "model_config": {"n_layers": 3},
-    "prompts_source": "tests", "n_prompts": 0, "coefficient": 0.0, "edge_top_k": 32, "edge_floor": 0.0,
-    "logit_top_k": 2, "top_next_k": 1, "prepend_bos": True, "read_position": -1, "device": "cpu",
-    "dtype": "float32", "config": {}, "featuregraph_version": "test", "torch_version": "-",
-    "sae_lens_version": "-", "transformer_lens_version": "-",
+    "prompts_source": "tests", "n_prompts": 0, "prepend_bos": True, "device": "cpu",
+    "featuregraph_version": "test", "torch_version": "-", "sae_lens_version": "-", "transformer_lens_version": "-",
+}  # fmt: skip
+# Run settings live in runs.config (the flat columns are generated from it): overrides naming
+# one of these go there.
+_SWEEP_DEFAULTS: dict[str, Any] = {
+    "coefficient": 0.0, "edge_top_k": 32, "edge_floor": 0.0, "logit_top_k": 2, "top_next_k": 1, "read_position": -1,
 }  # fmt: skip
 _JSON_COLUMNS = ("model_config", "config")
 
 
 def make_run(**overrides: Any) -> dict[str, Any]:
-    """A run row for ``store.runs.create_run``: the defaults above with ``overrides`` applied.
+    """A run row for ``store.runs.create_run``: the defaults above with ``overrides`` applied;
+    sweep settings and ``dtype`` are folded into ``config`` as the store keeps them.
 
-    An override naming no column of a run row is a typo in the test, so it raises.
+    An override naming no column or setting of a run is a typo in the test, so it raises.
     """
-    unknown = set(overrides) - set(_RUN_DEFAULTS)
+    known = set(_RUN_DEFAULTS) | set(_SWEEP_DEFAULTS) | {"dtype", "config"}
+    unknown = set(overrides) - known
     if unknown:
         raise KeyError(f"not a run column: {sorted(unknown)}")
-    return {**_RUN_DEFAULTS, **overrides}
+    sweep = {k: overrides.pop(k, v) for k, v in _SWEEP_DEFAULTS.items()}
+    config = {"sweep": sweep, "dtype": overrides.pop("dtype", "float32"), **overrides.pop("config", {})}
+    return {**_RUN_DEFAULTS, **overrides, "config": config}
 
 
 def insert_run(con: Any, run_key: str, status: str = "running", **overrides: Any) -> None:
     """Insert a run row with plain SQL through ``con.execute`` (a DuckDB connection or a
     ``Database``), for tests that need a row without the store's writer (an old schema, a
     driver-side run). Values are :func:`make_run`'s; ``started_at`` is now."""
+    from featuregraph.store.run_config import CONFIG_VERSION
+
     row = make_run(**overrides)
+    row = {k: json.dumps(v, sort_keys=True) if k in _JSON_COLUMNS else v for k, v in row.items()}
+    row.update(run_key=run_key, status=status, config_version=CONFIG_VERSION)
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    con.execute(f"INSERT INTO runs ({columns}, started_at) VALUES ({marks}, now())", list(row.values()))
+
+
+def insert_old_run(con: Any, run_key: str, status: str = "running", **overrides: Any) -> None:
+    """Like :func:`insert_run`, into a database still at schema 1-6, where the run's settings
+    were flat columns (and ``config`` an unversioned copy, here empty)."""
+    row = make_run(**overrides)
+    config = row.pop("config")
+    row.update(config["sweep"], dtype=config["dtype"], config={})
     row = {k: json.dumps(v, sort_keys=True) if k in _JSON_COLUMNS else v for k, v in row.items()}
     row.update(run_key=run_key, status=status)
     columns = ", ".join(row)

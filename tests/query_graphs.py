@@ -40,6 +40,7 @@ LATER_PROMPTS: dict[int, tuple[str, list[Edge]]] = {
 
 VOCAB = [f"t{i}" for i in range(8)]
 
+RUN_ROW = make_run()
 
 
 def sae_rows(layers: range, d_sae: int = 10) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -97,7 +98,8 @@ def test_prompt_graph_draws_the_pruned_graph(dashboard_db, monkeypatch):
 
 # Plain SQL for the graph page's signal-to-noise filter, written out from the definitions (not the
 # query layer's code): the top-$k edges per upstream feature by |weight|, those whose z-score
-# against the noise experiment, (weight - noise mean) / z_scale, reaches $min_snr, and of those the
+# against the noise experiment, (weight - noise mean) / noise std (none where the std is 0), reaches
+# $min_snr, and of those the
 # edges on a path of two edges. The dashboard database has SAEs at layers 0, 1, 2 only, so a path
 # has at most two edges, and an edge is on one when another kept edge continues or precedes it.
 SNR_GRAPH_EDGES = """
@@ -108,7 +110,7 @@ WITH ranked AS (
     SELECT t.up_layer, t.up_feature, t.down_layer, t.down_feature FROM ranked t
     JOIN noise_edges n ON n.experiment_id = $experiment AND n.up_layer = t.up_layer
      AND n.up_feature = t.up_feature AND n.down_layer = t.down_layer AND n.down_feature = t.down_feature
-    WHERE t.r <= $k AND abs((t.weight - n.mean) / n.z_scale) >= $min_snr
+    WHERE t.r <= $k AND abs((t.weight - n.mean) / nullif(n.std, 0)) >= $min_snr
 )
 SELECT count(*) FROM strong s WHERE EXISTS (
     SELECT 1 FROM strong o
@@ -122,7 +124,7 @@ def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
     _ok(at)
     at.slider(key="graph_max_edges").set_value(300).run()
     before = _edges(at.get("graphviz_chart")[0].proto.spec)
-    at.number_input(key="graph_min_snr").set_value(50.0).run()
+    at.number_input(key="graph_min_snr").set_value(3.0).run()
     _ok(at)
     charts = at.get("graphviz_chart")
     after = _edges(charts[0].proto.spec) if charts else 0
@@ -130,7 +132,7 @@ def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
     con = duckdb.connect(str(dashboard_db.path), read_only=True)
     try:
         (experiment,) = con.execute("SELECT experiment_id FROM experiments WHERE kind = 'noise'").fetchone()
-        params = {"run": dashboard_db.run_id, "prompt": 2, "experiment": experiment, "k": 3, "min_snr": 50.0}
+        params = {"run": dashboard_db.run_id, "prompt": 2, "experiment": experiment, "k": 3, "min_snr": 3.0}
         (kept,) = con.execute(SNR_GRAPH_EDGES, params).fetchone()
     finally:
         con.close()
@@ -306,10 +308,18 @@ def test_noise_and_validation_page(dashboard_db, monkeypatch):
     assert at.query_params["section"] == "validation"
     metrics = {m.label: m.value for m in at.metric}
     assert set(metrics) >= {
+        "answer log-prob change: path median",
+        "answer log-prob change: control median",
         "mean total variation: path",
         "mean total variation: control",
-        "path beats control",
     }
+    with duckdb.connect(str(dashboard_db.path), read_only=True) as con:
+        summary = json.loads(con.execute("SELECT summary FROM experiments WHERE kind = 'validation'").fetchone()[0])
+    lead = summary["answer_dlogp"]
+    assert metrics["answer log-prob change: path median"] == f"{lead['path']['median']:.3g}"
+    # The page leads with the answer's change against the control's, as the CLI does.
+    texts = _texts(at)
+    assert "answer log-prob change: path median" in texts and "sign test p =" in texts
     results = [
         d.value for d in at.dataframe if "arm" in d.value.columns and "total_variation" in d.value.columns
     ][0]
@@ -525,8 +535,8 @@ def test_neuronpedia_url():
 def test_dashboard_command(tmp_path):
     from typer.testing import CliRunner
 
-    from featuregraph.dashboard.launch import streamlit_command
     from featuregraph.cli import app
+    from featuregraph.dashboard.launch import streamlit_command
 
     result = CliRunner().invoke(app, ["dashboard", "--help"])
     assert result.exit_code == 0 and "--port" in result.output and "--headless" in result.output

@@ -30,7 +30,13 @@ from featuregraph.demo import (
 from featuregraph.demo.config import TrainConfig
 from featuregraph.demo.corpus import TASKS, CorpusGenerator
 from featuregraph.demo.loading import load_hf_model, load_hooked_model, load_saes
-from featuregraph.demo.metrics import cross_entropy, encode_contexts, prepare_prompts, sae_stats, task_accuracy
+from featuregraph.demo.metrics import (
+    cross_entropy,
+    encode_contexts,
+    prepare_prompts,
+    sae_stats,
+    task_accuracy,
+)
 
 ASSET_BUDGET_BYTES = 25 * 1024 * 1024
 # Re-measurement runs the same code on the same files; only floating-point

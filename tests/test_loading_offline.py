@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import duckdb
-
 from helpers import tiny_config
 from hubcache import add_folder
+
 from featuregraph.ingest.run import ingest
 
 RELEASE_REPO = "jbloom/GPT2-Small-SAEs-Reformatted"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from helpers import insert_run
+from helpers import insert_old_run
 from query_graphs import HAND_GRAPH, prompt_result
 
 from featuregraph.store.db import Database, open_database
@@ -72,7 +72,7 @@ def test_an_older_database_gets_its_summary_from_its_edges(tmp_path):
     )
     con.execute(first.sql)
     con.execute("INSERT INTO schema_migrations (version, name) VALUES (1, '0001_initial')")
-    insert_run(con, "k", "complete", model="m", model_config={}, n_prompts=4, logit_top_k=10, top_next_k=10,
+    insert_old_run(con, "k", "complete", model="m", model_config={}, n_prompts=4, logit_top_k=10, top_next_k=10,
                prompts_source=None, featuregraph_version="0")  # fmt: skip
     for prompt, (_, edges) in HAND_GRAPH.items():
         for edge in edges:

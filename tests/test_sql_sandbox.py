@@ -26,8 +26,7 @@ from featuregraph.cli import app
 from featuregraph.dashboard.launch import exposure_warning, serve
 from featuregraph.errors import DatabaseError, DatabaseLockedError, FeaturegraphError
 from featuregraph.query.reader import open_reader
-from featuregraph.query.readonly import console_sql
-from featuregraph.query.readonly import run_sql
+from featuregraph.query.readonly import console_sql, run_sql
 from featuregraph.store.db import QueryLimits, open_database, open_sandbox
 
 SECRET = "sandbox-secret-5f1c9a"
