@@ -27,21 +27,6 @@ WHERE m.run_id = edge_summary.run_id AND m.prompt_id = edge_summary.first_prompt
 
 DROP TABLE __fg_ablation_max;
 
--- The noise model's null distributions (migration 0008 creates them; here only so that this
--- step stands on its own: a no-op where 0008 ran). Per baselined feature of a noise
--- experiment, the sorted null samples of its ablation's largest |effect| (kind 'edge' or
--- 'logit'), with n_ge = how many samples are >= value; noise_features.n_samples counts them.
-CREATE TABLE IF NOT EXISTS noise_null (
-    run_id          INTEGER NOT NULL,
-    experiment_id   INTEGER NOT NULL,
-    layer           SMALLINT NOT NULL,
-    feature         INTEGER NOT NULL,
-    kind            VARCHAR NOT NULL,
-    value           REAL NOT NULL,
-    n_ge            INTEGER NOT NULL
-);
-ALTER TABLE noise_features ADD COLUMN IF NOT EXISTS n_samples INTEGER;
-
 -- Strength filters ---------------------------------------------------------------------------
 
 -- The edge null samples of one noise experiment per run: `experiment`, or (NULL) the latest
@@ -61,7 +46,7 @@ baselined AS (
     SELECT f.run_id, f.experiment_id, f.layer, f.feature, f.n_samples
     FROM noise_features f
     JOIN chosen c ON c.run_id = f.run_id AND c.experiment_id = f.experiment_id
-    WHERE f.n_samples > 0 AND f.n_active > 0
+    WHERE f.n_samples > 0
 )
 SELECT b.run_id, b.layer, b.feature, n.value, n.n_ge, b.n_samples
 FROM noise_null n

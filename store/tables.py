@@ -169,11 +169,13 @@ TABLES: tuple[Table, ...] = (
         **RUN_KEY, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT, down_feature=INTEGER,
         sign=TINYINT, n=INTEGER, sum_weight=FLOAT, sum_sq_weight=FLOAT, first_prompt_id=INTEGER,
         n_sorted=INTEGER.null,
+        first_ablation_max_abs=FLOAT.null,  # 0010: the largest |weight| of first_prompt_id's ablation
     ),  # fmt: skip
     _table(
         "edge_occurrences", "summary",
         **RUN_KEY, n_sorted=INTEGER.null, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT,
         down_feature=INTEGER, sign=TINYINT, prompt_id=INTEGER, weight=FLOAT,
+        ablation_max_abs=FLOAT.null,  # 0010: the largest |weight| of the same ablation
     ),  # fmt: skip
     # -- 0005_experiments -------------------------------------------------------------------
     _table(

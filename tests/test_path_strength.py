@@ -75,12 +75,14 @@ def add_noise_experiments(db, run_id: int) -> None:
             [exp, run_id],
         )
         for (layer, feature), values in samples.items():
-            active = 0 if (layer, feature) == NULL_FEATURE_SILENT else 5
+            silent = (layer, feature) == NULL_FEATURE_SILENT  # never fired, not injected: no null at all
             db.execute(
                 "INSERT INTO noise_features (run_id, experiment_id, layer, feature, n_contexts, n_active, n_samples) "
                 "VALUES (?, ?, ?, ?, 20, ?, ?)",
-                [run_id, exp, layer, feature, active, len(values)],
+                [run_id, exp, layer, feature, 0 if silent else 5, 0 if silent else len(values)],
             )
+            if silent:
+                continue
             for v in values:
                 n_ge = int((values >= v).sum())
                 db.execute("INSERT INTO noise_null VALUES (?, ?, ?, ?, 'edge', ?, ?)",
