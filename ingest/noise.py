@@ -112,17 +112,6 @@ def _overlaps(text: str, prompts: frozenset[str]) -> bool:
     return text in prompts or any(text.startswith(p) for p in prompts)
 
 
-def _padded(groups: dict[int, list[int]], n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row r -> its list of ids, as a padded [n_rows, width] tensor and a validity mask."""
-    width = max((len(v) for v in groups.values()), default=0) or 1
-    ids = torch.zeros(n_rows, width, dtype=torch.long)
-    valid = torch.zeros(n_rows, width, dtype=torch.bool)
-    for r, values in groups.items():
-        ids[r, : len(values)] = torch.tensor(values)
-        valid[r, : len(values)] = True
-    return ids, valid
-
-
 def _pair_stats(acc: np.ndarray, n_samples: np.ndarray, last_pair: np.ndarray, last_vals: np.ndarray, n_last: np.ndarray):
     """Per pair: (n_nonzero, mean, std, p95 of |v|), zeros included.
 
@@ -243,32 +232,42 @@ def noise_baseline(
 
 
 def _site_plan(k, sites, chosen_k, edge_targets, logit_targets, dev) -> dict:
-    """Compact row of each chosen feature of site k, and the downstream targets each row tracks."""
+    """Compact row of each chosen feature of site k, and the downstream targets each row tracks
+    (padded [rows, width] tensors of target ids, validity and index into the target arrays)."""
     site = sites[k]
-    row_of = torch.full((site.d_sae,), -1, dtype=torch.long)
-    row_of[chosen_k] = torch.arange(len(chosen_k))
+    row_of = np.full(site.d_sae, -1, np.int64)
+    row_of[chosen_k] = np.arange(len(chosen_k))
     nxt = sites[k + 1] if k + 1 < len(sites) else None
-    e_groups: dict[int, list[int]] = {}
-    e_pairs: dict[int, list[int]] = {}
-    for i, (ul, uf, dl, df) in enumerate(edge_targets.tolist()):
-        if ul == site.layer and nxt is not None and dl == nxt.layer and row_of[uf] >= 0:
-            e_groups.setdefault(int(row_of[uf]), []).append(df)
-            e_pairs.setdefault(int(row_of[uf]), []).append(i)
-    l_groups: dict[int, list[int]] = {}
-    l_pairs: dict[int, list[int]] = {}
-    for i, (layer, f, t) in enumerate(logit_targets.tolist()):
-        if layer == site.layer and row_of[f] >= 0:
-            l_groups.setdefault(int(row_of[f]), []).append(t)
-            l_pairs.setdefault(int(row_of[f]), []).append(i)
-    e_ids, e_valid = _padded(e_groups, len(chosen_k))
-    e_pid, _ = _padded(e_pairs, len(chosen_k))
-    l_ids, l_valid = _padded(l_groups, len(chosen_k))
-    l_pid, _ = _padded(l_pairs, len(chosen_k))
+    et, lt = edge_targets.reshape(-1, 4), logit_targets.reshape(-1, 3)
+    e_sel = (et[:, 0] == site.layer) & (et[:, 2] == (nxt.layer if nxt is not None else -1))
+    l_sel = lt[:, 0] == site.layer
     return {
-        "row_of": row_of.to(dev),
-        "e": (e_ids.to(dev), e_valid.to(dev), e_pid.to(dev)),
-        "l": (l_ids.to(dev), l_valid.to(dev), l_pid.to(dev)),
+        "row_of_np": row_of,
+        "row_of": torch.from_numpy(row_of).to(dev),
+        "e": _grouped(row_of, np.nonzero(e_sel)[0], et[:, 1], et[:, 3], len(chosen_k), dev),
+        "l": _grouped(row_of, np.nonzero(l_sel)[0], lt[:, 1], lt[:, 2], len(chosen_k), dev),
     }
+
+
+def _grouped(row_of: np.ndarray, idx: np.ndarray, up: np.ndarray, target: np.ndarray, n_rows: int, dev):
+    """For target rows ``idx`` (upstream feature ``up``, target id ``target``): per chosen feature
+    row, its target ids, a validity mask and the targets' indices, padded to the widest row."""
+    rows = row_of[up[idx]]
+    keep = rows >= 0
+    idx, rows = idx[keep], rows[keep]
+    order = np.argsort(rows, kind="stable")
+    idx, rows = idx[order], rows[order]
+    counts = np.bincount(rows, minlength=n_rows)
+    width = int(counts.max()) if len(counts) and counts.max() > 0 else 1
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n_rows else np.zeros(0, np.int64)
+    col = np.arange(len(rows)) - starts[rows] if len(rows) else np.zeros(0, np.int64)
+    ids = np.zeros((n_rows, width), np.int64)
+    valid = np.zeros((n_rows, width), bool)
+    pid = np.zeros((n_rows, width), np.int64)
+    ids[rows, col] = target[idx]
+    valid[rows, col] = True
+    pid[rows, col] = idx
+    return tuple(torch.from_numpy(a).to(dev) for a in (ids, valid, pid))
 
 
 def _clean_log_probs(sweeper, clean: CleanPass) -> torch.Tensor:
@@ -414,14 +413,14 @@ def _tables(ctx, contexts, chosen, active, samples, plan, edge_targets, logit_ta
         # A pair's samples are all of its upstream feature's samples (zeros where it did not move).
         per_row = np.bincount(rows, minlength=len(chosen[k]))
         last_row = np.bincount(cat(s.last_rows, np.int64), minlength=len(chosen[k]))
-        for i, (ul, uf, _, _) in enumerate(edge_targets.tolist()):
-            if ul == site.layer and int(plan[k]["row_of"][uf]) >= 0:
-                n_samples_edge[i] = per_row[int(plan[k]["row_of"][uf])]
-                n_last_edge[i] = last_row[int(plan[k]["row_of"][uf])]
-        for i, (layer, f, _) in enumerate(logit_targets.tolist()):
-            if layer == site.layer and int(plan[k]["row_of"][f]) >= 0:
-                n_samples_logit[i] = per_row[int(plan[k]["row_of"][f])]
-                n_last_logit[i] = last_row[int(plan[k]["row_of"][f])]
+        row_of = plan[k]["row_of_np"]
+        for targets, n_all, n_last in ((edge_targets, n_samples_edge, n_last_edge), (logit_targets, n_samples_logit, n_last_logit)):
+            t = targets.reshape(len(targets), -1)
+            at_site = np.nonzero(t[:, 0] == site.layer)[0] if len(t) else np.zeros(0, np.int64)
+            r = row_of[t[at_site, 1]] if len(at_site) else np.zeros(0, np.int64)
+            ok = r >= 0
+            n_all[at_site[ok]] = per_row[r[ok]]
+            n_last[at_site[ok]] = last_row[r[ok]]
     feat_cols["n_active"] = [int(n) for k in sorted(chosen) if chosen[k] for n in active[k]]
     n_feat = len(feat_cols["layer"])
     # The per-feature columns from before migration 0008 stay NULL: the null below replaces them.
