@@ -86,7 +86,8 @@ NOISE_CONTEXTS = """
 INSERT INTO noise_contexts SELECT 1, $x, i, 'context ' || i, 32 FROM range(200) t(i)
 """
 VALIDATION = """
-INSERT INTO validation_results
+INSERT INTO validation_results (run_id, experiment_id, prompt_index, text, arm, features, total_variation,
+                                answer_token_id, answer_dprob, answer_dprob_frac)
 SELECT 1, $x, i, 'validation prompt ' || i, arm, CASE arm WHEN 'path' THEN $path ELSE $control END,
        CASE arm WHEN 'path' THEN 0.2 + (i % 7) / 20.0 ELSE 0.02 + (i % 5) / 100.0 END, 42,
        CASE arm WHEN 'path' THEN -0.1 ELSE -0.01 END, CASE arm WHEN 'path' THEN -0.5 ELSE -0.05 END

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 QUERIES: dict[str, Callable[..., Any]] = {
     "prompt_graph": api.prompt_graph,
     "recurring_paths": api.recurring_paths,
+    "tag_specific_paths": api.tag_specific_paths,
     "path_prompts": api.path_prompts,
     "feature_edges": api.feature_edges,
     "feature_logits": api.feature_logits,

@@ -38,6 +38,10 @@ MANIFEST_PATH: Path = ASSETS_DIR / "manifest.json"
 PROMPTS_PATH: Path = DEMO_DIR / "prompts.jsonl"
 #: Held-out filler contexts, one JSON object per line: ``{"text", "tag": "filler"}``.
 NOISE_CORPUS_PATH: Path = DEMO_DIR / "noise_corpus.jsonl"
+#: Filler records the demo sweeps as prompts (cut to HELDOUT_FILLER_WORDS words, tag
+#: ``filler-heldout``) and the noise baseline never samples: the calibration check.
+HELDOUT_FILLER = 40
+HELDOUT_FILLER_WORDS = 16
 
 
 def sae_dirs(assets_dir: Path = ASSETS_DIR) -> list[Path]:

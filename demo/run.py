@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from featuregraph.demo import MODEL_DIR, NOISE_CORPUS_PATH, PROMPTS_PATH, sae_dirs
+from featuregraph.demo import (
+    HELDOUT_FILLER,
+    HELDOUT_FILLER_WORDS,
+    MODEL_DIR,
+    NOISE_CORPUS_PATH,
+    PROMPTS_PATH,
+    sae_dirs,
+)
 from featuregraph.errors import InputError
 
 log = logging.getLogger(__name__)
 
 HAS_NOISE = "SELECT count(*) FROM experiments WHERE run_id = ? AND kind = 'noise' AND status = 'complete'"
+LATEST_NOISE = "SELECT max(experiment_id) FROM noise_experiment_of(NULL) WHERE run_id = ?"
+HELDOUT_TAG = "filler-heldout"
 PROMPTS_PER_TAG = "SELECT tag, count(*) FROM prompts WHERE run_id = ? GROUP BY tag ORDER BY tag"
 EDGE_COUNT = "SELECT count(*) FROM edges WHERE run_id = ?"
-
-
-#: Recurring paths per task considered when ranking them by task specificity.
-PATH_CANDIDATES = 40
 
 
 @dataclass(frozen=True)
@@ -45,37 +50,45 @@ class DemoSummary:
     noise_experiment: int | None  # None: the run already had one
     #: tag -> its most task-specific recurring paths (see :func:`task_paths`).
     paths_per_tag: dict[str, list[TaskPath]]
+    #: per tag and kind of effect: stored, with a null, share with p < 0.01 and < 0.001, median p
+    significance: list[dict]
 
 
 def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str, list[TaskPath]]:
     """Per task, the recurring 2-edge paths that are most specific to it.
 
-    Candidates are the task's ``PATH_CANDIDATES`` most supported paths found in at least a
-    tenth of its prompts (``recurring_paths(..., prompt_tag := tag)``); each is then counted in every task
-    (``path_prompts`` with the same sign pattern) and ranked by
-    ``support_in_task / n_task - max over other tasks of support / n_other``. Paths that
-    are at least as common elsewhere are dropped, so a task may get fewer than ``top``.
+    ``tag_specific_paths`` (docs/sql.md) over the chains found in at least a tenth of the task's
+    prompts, counting only edges of at least a tenth of their ablation's largest |weight|
+    (:data:`query.api.RECOMMENDED_MIN_REL_WEIGHT`, as the CLI and the dashboard do), ranked by
+    ``support_in_task / n_task - max over other tasks of support / n_other``. Paths that are at
+    least as common elsewhere are dropped, so a task may get fewer than ``top``.
     """
-    from featuregraph.query.api import path_prompts, recurring_paths
+    from featuregraph.query.api import RECOMMENDED_MIN_REL_WEIGHT, tag_specific_paths
 
     out: dict[str, list[TaskPath]] = {}
     for tag in tags:
         # A path in under a tenth of the task's prompts does not recur in any useful sense, and
         # a low bar makes the candidate search explode on a few hundred prompts.
-        min_support = max(2, tags[tag] // 10)
-        cands = recurring_paths(db, n_edges=2, min_support=min_support, run=run_id, tag=tag, limit=PATH_CANDIDATES)
-        scored = []
-        for row in cands.iter_rows(named=True):
-            found = path_prompts(db, row["nodes"], run=run_id, signs=row["signs"])
-            counts = Counter(found["tag"].to_list()) if found.height else Counter()
-            support = {t: int(counts.get(t, 0)) for t in tags}
-            others = max((support[t] / n for t, n in tags.items() if t != tag), default=0.0)
-            score = support[tag] / tags[tag] - others
-            if score > 0:
-                scored.append((score, TaskPath(str(row["path"]), tuple(row["signs"]), support)))
-        scored.sort(key=lambda item: -item[0])
-        out[tag] = [p for _, p in scored[:top]]
+        found = tag_specific_paths(
+            db, tag, n_edges=2, min_support=max(2, tags[tag] // 10), run=run_id,
+            min_rel_weight=RECOMMENDED_MIN_REL_WEIGHT, top=top,
+        )  # fmt: skip
+        out[tag] = []
+        for row in found.iter_rows(named=True):
+            if row["specificity"] > 0:
+                support = {s["tag"]: int(s["support"]) for s in row["tag_supports"]}
+                out[tag].append(TaskPath(str(row["path"]), tuple(row["signs"]), {t: support.get(t, 0) for t in tags}))
     return out
+
+
+def heldout_filler(corpus) -> list:
+    """The last ``HELDOUT_FILLER`` filler records, cut to their first words, as prompts tagged
+    ``filler-heldout``: unrelated text that the noise baseline never samples (a prompt that
+    begins a corpus text excludes that text), so its effects must look like noise."""
+    return [
+        replace(raw, text=" ".join(raw.text.split()[:HELDOUT_FILLER_WORDS]), tag=HELDOUT_TAG, metadata=None)
+        for raw in corpus[-HELDOUT_FILLER:]
+    ]
 
 
 def _subset(prompts, per_tag: int | None):
@@ -112,6 +125,7 @@ def run_demo(
     if not MODEL_DIR.is_dir():
         raise InputError(f"the bundled demo model is missing at {MODEL_DIR}; regenerate it with `python -m featuregraph.demo.train`")
     prompts = _subset(read_prompts(PROMPTS_PATH), per_tag)
+    prompts += _subset(heldout_filler(read_prompts(NOISE_CORPUS_PATH)), per_tag)
     config = RunConfig(
         model=ModelSpec(str(MODEL_DIR)),
         saes=tuple(SaeSpec(path=str(p)) for p in sae_dirs()),
@@ -126,12 +140,17 @@ def run_demo(
     experiment_id = None
     if not has_noise:
         say(f"noise baseline: ablating the run's features in {noise_contexts} filler contexts")
-        spec = NoiseSpec(str(NOISE_CORPUS_PATH), n_contexts=noise_contexts, context_tokens=12)
+        spec = NoiseSpec(str(NOISE_CORPUS_PATH), n_contexts=noise_contexts, context_tokens=24)
         experiment_id, _ = run_noise(db_path, spec, run_id=run_id, device=device, progress=progress)
 
+    from featuregraph.query.noise import significance_by_tag
+
     with open_database(db_path, read_only=True) as db:
-        tags = {t: n for t, n in db.fetchall(PROMPTS_PER_TAG, [run_id]) if t}
+        all_tags = {t: n for t, n in db.fetchall(PROMPTS_PER_TAG, [run_id]) if t}
+        tasks = {t: n for t, n in all_tags.items() if t != HELDOUT_TAG}
         edges = int(db.fetchone(EDGE_COUNT, [run_id])[0])
+        noise = db.fetchone(LATEST_NOISE, [run_id])[0]
+        significance = significance_by_tag(db, run_id, noise).to_dicts() if noise is not None else []
         say("looking for the recurring paths specific to each task")
-        paths = task_paths(db, run_id, tags)
-    return DemoSummary(str(db_path), run_id, tags, edges, experiment_id, paths)
+        paths = task_paths(db, run_id, tasks)
+    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance)

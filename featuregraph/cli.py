@@ -195,21 +195,28 @@ def noise(
     contexts: int = typer.Option(200, "--contexts", help="Contexts sampled from the corpus."),
     context_tokens: int = typer.Option(32, "--context-tokens", help="Tokens kept per context."),
     features: Optional[str] = typer.Option(None, "--features", help="Features to baseline, e.g. 3.12,4.7 (default: all in the run's edges)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for sampling the contexts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the context sampling and of the thinning of samples."),
+    min_read_position: int = typer.Option(3, "--min-read-position", help="Earliest position read in a context (0 is BOS)."),
+    max_samples: int = typer.Option(2000, "--max-samples", help="Null samples kept per feature."),
+    inject_inactive: bool = typer.Option(False, "--inject-inactive/--no-inject-inactive", help="Null by injection for features that never fire in the contexts."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Cross-context noise baseline of a run's features (read it through the edge_snr / logit_snr views)."""
+    """Cross-context noise baseline of a run's features, with p-values (views edge_snr / logit_snr)."""
     _needs_ingest_extra("noise")
     from featuregraph.ingest.experiments import run_noise
     from featuregraph.ingest.noise import NoiseSpec
 
-    spec = NoiseSpec(str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else ())
+    spec = NoiseSpec(
+        str(corpus), contexts, context_tokens, seed, tuple(_features(features)) if features else (),
+        min_read_position=min_read_position, max_samples=max_samples, inject_inactive=inject_inactive,
+    )  # fmt: skip
     experiment_id, summary = run_noise(db, spec, run, device, progress=not quiet)
     typer.echo(
-        f"noise experiment {experiment_id}: {summary['features']} features in {summary['contexts']} contexts "
-        f"({summary['features_active']} ever active; {summary['edges_with_noise']} edges with a noise floor), "
-        f"{summary['contexts_per_s']} contexts/s"
+        f"noise experiment {experiment_id}: {summary['features']} features in {summary['contexts']} contexts; "
+        f"{summary['features_active']} fire in them, {summary['features_injected']} injected, "
+        f"{summary['features_without_null']} without a null (their p-values are NULL); "
+        f"median {summary['median_samples']:.0f} samples per feature; {summary['contexts_per_s']} contexts/s"
     )
 
 
@@ -220,24 +227,29 @@ def validate(
     path: str = typer.Option(..., "--path", help="Features to ablate together, e.g. 1.120,2.77,3.5."),
     prompts: Path = typer.Option(..., "--prompts", help="New prompts: .txt or .jsonl (an 'answer' key is followed)."),
     run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
-    control: str = typer.Option("random", "--control", help="zero (feature 0.. at the same layers) or random (random active features)."),
+    control: str = typer.Option(
+        "matched",
+        "--control",
+        help="matched (active features at the same sites, closest in activation), random (random active features) "
+        "or zero (features 0.. at the same sites, active or not).",
+    ),
     coefficient: float = typer.Option(0.0, "--coefficient", help="Ablation coefficient c of the path and control features."),
     top_k: int = typer.Option(5, "--top-k", help="Tokens recorded per prompt and arm."),
     seed: int = typer.Option(0, "--seed", help="Seed for drawing the random control."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
 ) -> None:
-    """Ablate a path jointly on new prompts, next to a control of equal placement and size."""
+    """Ablate a path jointly on new prompts, next to a control at the same sites (matched in activation by default);
+    prints the answer's log-prob change against the control's first."""
     _needs_ingest_extra("validate")
     from featuregraph.ingest.experiments import run_validation
     from featuregraph.ingest.validation import ValidationSpec
+    from featuregraph.query.validation import validation_lines
 
     spec = ValidationSpec(tuple(_features(path)), str(prompts), control, coefficient, top_k, seed)
     experiment_id, s = run_validation(db, spec, run_id=run, device=device)
-    typer.echo(
-        f"validation experiment {experiment_id}: {s['prompts']} prompts; mean total variation path "
-        f"{s['mean_total_variation_path']:.4f} vs control {s['mean_total_variation_control']:.4f}; "
-        f"path beats control on {100 * s['path_beats_control']:.0f}%"
-    )
+    typer.echo(f"validation experiment {experiment_id}: {s['prompts']} prompts, {s['control']} control")
+    for line in validation_lines(s):
+        typer.echo(line)
 
 
 @app.command()
@@ -297,6 +309,14 @@ def demo(
     typer.echo(f"run {s.run_id} in {s.db_path}: {tags} prompts; {s.edges:,} edges")
     if s.noise_experiment is not None:
         typer.echo(f"noise baseline: experiment {s.noise_experiment} (see the edge_snr and logit_snr views)")
+    if s.significance:
+        typer.echo("stored effects significant against the noise baseline (share of those with a null; "
+                   "filler-heldout is unrelated text, so about 1% or less is the calibrated answer):")
+        for r in s.significance:
+            typer.echo(
+                f"  {r['tag']:<15} {r['effect']:<13} {r['with_null']:>9,} of {r['stored']:>9,} with a null   "
+                f"p<0.01: {r['share_p_below_001']:6.1%}   p<0.001: {r['share_p_below_0001']:6.1%}"
+            )
     for tag, paths in s.paths_per_tag.items():
         typer.echo(f"{tag}: most {tag}-specific recurring 2-edge paths (prompts containing it, per task)")
         for p in paths:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 import featuregraph
@@ -25,7 +26,8 @@ from featuregraph.store.experiments import (
     edge_features,
     edge_targets,
     logit_targets,
-    run_edge_floor,
+    run_prompt_texts,
+    typical_activations,
     write_experiment,
 )
 from featuregraph.store.models import Node
@@ -87,20 +89,25 @@ def run_noise(
         check_features(db, run_id, spec.features)
         features = [(n.layer, n.feature) for n in map(Node.parse, spec.features)] or edge_features(db, run_id)
         e_targets, l_targets = edge_targets(db, run_id), logit_targets(db, run_id)
-        floor = run_edge_floor(db, run_id)
+        typical = typical_activations(db, run_id) if spec.inject_inactive else {}
+        exclude = run_prompt_texts(db, run_id) if spec.exclude_run_prompts else frozenset()
         ctx = load_run(db, run_id, device)
     if not features:
         raise InputError(f"run {run_id} has no edges yet, so no features to baseline; pass --features")
     for layer, f in features:
         ctx.site_index(Node(layer, f))
-    contexts = sample_contexts(ctx, corpus, spec)
+    contexts = sample_contexts(ctx, corpus, spec, exclude)
     t = time.perf_counter()
-    tables = noise_baseline(ctx, contexts, features, e_targets, l_targets, floor, progress=progress)
+    tables = noise_baseline(ctx, contexts, features, e_targets, l_targets, spec, typical, progress=progress)
     seconds = time.perf_counter() - t
+    nf = tables["noise_features"]
     summary = {
         "contexts": len(contexts),
         "features": len(features),
-        "features_active": int((tables["noise_features"]["n_active"] > 0).sum()),
+        "features_active": int((nf["n_active"] > 0).sum()),
+        "features_injected": int(sum(m == "injected" for m in nf["null_mode"])),
+        "features_without_null": int((nf["n_samples"] == 0).sum()),
+        "median_samples": float(np.median(nf["n_samples"][nf["n_samples"] > 0])) if (nf["n_samples"] > 0).any() else 0.0,
         "edges_with_noise": len(tables["noise_edges"]["mean"]),
         "seconds": round(seconds, 3),
         "contexts_per_s": round(len(contexts) / seconds, 3) if seconds > 0 else None,

@@ -169,6 +169,7 @@ class Sweeper:
         features: torch.Tensor,
         removed: torch.Tensor,
         scale: float | torch.Tensor,
+        every_position: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One batch of single-feature ablations at site ``k`` (docs/method.md#one-ablation).
 
@@ -178,6 +179,11 @@ class Sweeper:
         for coefficient sweeps). Returns the next site's activations at the read position
         [batch, d_sae_next] (None at the last site) and the log-probabilities of the next
         token [batch, d_vocab].
+
+        ``every_position=True`` reads every position instead ([batch, pos, d_sae_next] and
+        [batch, pos, d_vocab]). By causality, position t of that result is what the sweep would
+        read at t for the prompt cut after t (ablating later positions cannot reach t): the
+        noise baseline uses it to get one sample per read position from a single forward.
         """
         site = self.sites[k]
         nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
@@ -189,11 +195,18 @@ class Sweeper:
         down = None
         if nxt is not None:
             x = self._blocks(x, site.layer, nxt.layer)
-            down = nxt.sae.encode(x[rows, read])
+            down = nxt.sae.encode(x if every_position else x[rows, read])
             x = self._blocks(x, nxt.layer, self.n_layers)
         else:
             x = self._blocks(x, site.layer, self.n_layers)
+        if every_position:
+            return down, self.log_probs_every_position(x)
         return down, torch.log_softmax(self._logits(x[rows, read]), -1)
+
+    def log_probs_every_position(self, resid_final: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probabilities at every position [batch, pos, d_vocab] from the final residual."""
+        b, n_pos, d = resid_final.shape
+        return torch.log_softmax(self._logits(resid_final.reshape(b * n_pos, d)), -1).reshape(b, n_pos, -1)
 
     @torch.no_grad()
     def ablate_sets(

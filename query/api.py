@@ -23,6 +23,10 @@ from featuregraph.store.models import Node
 
 DASHBOARD_LIMITS = QueryLimits(time_limit_s=10.0, max_rows=10_000)
 MAX_PATH_EDGES = 6
+#: The relative-weight filter the CLI, the dashboard and the demo start from (the SQL macros and
+#: these functions default to 0, lossless): an edge under a tenth of its ablation's largest
+#: effect is a side effect of that ablation, not a step of a path (docs/sql.md).
+RECOMMENDED_MIN_REL_WEIGHT = 0.1
 
 PROMPT_GRAPH = """
 SELECT * FROM prompt_graph($prompt, run := $run, k := $k, min_path := $min_path, min_weight := $min_weight)
@@ -30,12 +34,18 @@ SELECT * FROM prompt_graph($prompt, run := $run, k := $k, min_path := $min_path,
 RECURRING_PATHS = """
 SELECT * FROM recurring_paths(n_edges := $n_edges, min_support := $min_support, run := $run,
     min_layer := $min_layer, max_layer := $max_layer, sign_pattern := $sign_pattern,
-    min_weight := $min_weight, prompt_tag := $prompt_tag)
+    min_weight := $min_weight, prompt_tag := $prompt_tag, min_rel_weight := $min_rel_weight,
+    max_p := $max_p, experiment := $experiment)
 """
 RECURRING_PATHS_LIMITED = RECURRING_PATHS + " LIMIT $limit"
 PATH_PROMPTS = """
 SELECT * FROM path_prompts($path_nodes, run := $run, sign_pattern := $sign_pattern,
     min_weight := $min_weight, prompt_tag := $prompt_tag)
+"""
+TAG_SPECIFIC_PATHS = """
+SELECT * FROM tag_specific_paths($tag, n_edges := $n_edges, min_support := $min_support, run := $run,
+    min_weight := $min_weight, min_rel_weight := $min_rel_weight, max_p := $max_p,
+    experiment := $experiment, top := $top)
 """
 FEATURE_EDGES = "SELECT * FROM feature_edges($node, run := $run, top := $top, min_count := $min_count)"
 FEATURE_LOGITS = "SELECT * FROM feature_logits($node, run := $run, top := $top)"
@@ -46,6 +56,11 @@ SELECT * FROM compare_prompts($prompt_a, $prompt_b, run := $run, min_weight := $
 
 RUN_IDS = "SELECT run_id FROM runs ORDER BY run_id"
 PROMPT_RUNS = "SELECT run_id FROM prompts WHERE prompt_id = $prompt AND ($run IS NULL OR run_id = $run)"
+NOISE_EXPERIMENT = """
+SELECT count(*) FROM experiments
+WHERE experiment_id = $experiment AND kind = 'noise' AND status = 'complete' AND ($run IS NULL OR run_id = $run)
+"""
+TAG_RUNS = "SELECT count(*) FROM prompts WHERE tag = $tag AND ($run IS NULL OR run_id = $run)"
 SAE_LAYERS = "SELECT layer, d_sae FROM run_saes WHERE $run IS NULL OR run_id = $run ORDER BY layer"
 
 
@@ -122,6 +137,24 @@ def _nonnegative(name: str, value: float) -> float:
     if not value >= 0:
         raise InputError(f"{name} must be >= 0, got {value}")
     return float(value)
+
+
+def strength_params(
+    db: Database, run: int | None, min_rel_weight: float, max_p: float | None, experiment: int | None
+) -> dict:
+    """The strength filters of the path helpers, checked: ``min_rel_weight`` in [0, 1],
+    ``max_p`` in (0, 1] or None, ``experiment`` a complete noise experiment (of ``run``)."""
+    if not 0 <= min_rel_weight <= 1:
+        raise InputError(f"min_rel_weight must be between 0 and 1, got {min_rel_weight}")
+    if max_p is not None and not 0 < max_p <= 1:
+        raise InputError(f"max_p must be in (0, 1], got {max_p}")
+    if experiment is not None:
+        if max_p is None:
+            raise InputError("a noise experiment only applies with max_p (a p-value threshold)")
+        if not db.fetchone(NOISE_EXPERIMENT, {"experiment": experiment, "run": run})[0]:
+            where = f" of run {run}" if run is not None else ""
+            raise NotFoundError(f"no complete noise experiment {experiment}{where} in {db.path}")
+    return {"min_rel_weight": float(min_rel_weight), "max_p": max_p, "experiment": experiment}
 
 
 def check_run(db: Database, run: int | None) -> None:
@@ -209,9 +242,17 @@ def recurring_paths(
     tag: str | None = None,
     limit: int | None = None,
     limits: QueryLimits | None = None,
+    min_rel_weight: float = 0.0,
+    max_p: float | None = None,
+    experiment: int | None = None,
 ) -> pl.DataFrame:
     """Chains of ``n_edges`` edges (2-6) through consecutive layers, same features and signs,
-    found in at least ``min_support`` prompts; most supported first."""
+    found in at least ``min_support`` prompts; most supported first.
+
+    An occurrence counts only if its |weight| is at least ``min_weight`` and ``min_rel_weight``
+    times its ablation's largest |weight|, and (``max_p`` set) its p-value against the noise
+    ``experiment`` (None: each run's latest) is below ``max_p``. ``support_any`` is the support
+    without these filters."""
     if not 2 <= n_edges <= MAX_PATH_EDGES:
         raise InputError(f"n_edges must be between 2 and {MAX_PATH_EDGES}, got {n_edges}")
     params = {
@@ -225,9 +266,43 @@ def recurring_paths(
         "prompt_tag": tag,
     }
     check_run(db, run)
+    params.update(strength_params(db, run, min_rel_weight, max_p, experiment))
     if limit is None:
         return fetch(db, RECURRING_PATHS, params, limits)
     return fetch(db, RECURRING_PATHS_LIMITED, {**params, "limit": _positive("limit", limit)}, limits)
+
+
+def tag_specific_paths(
+    db: Database,
+    tag: str,
+    n_edges: int = 2,
+    min_support: int = 2,
+    run: int | None = None,
+    min_weight: float = 0.0,
+    min_rel_weight: float = 0.0,
+    max_p: float | None = None,
+    experiment: int | None = None,
+    top: int | None = 20,
+    limits: QueryLimits | None = None,
+) -> pl.DataFrame:
+    """The recurring chains most specific to prompt tag ``tag``: support and share of the tag's
+    prompts, the largest share in another tag, and ``specificity`` (the difference); most
+    specific first. Filters as for :func:`recurring_paths`."""
+    if not 2 <= n_edges <= MAX_PATH_EDGES:
+        raise InputError(f"n_edges must be between 2 and {MAX_PATH_EDGES}, got {n_edges}")
+    check_run(db, run)
+    if not db.fetchone(TAG_RUNS, {"tag": tag, "run": run})[0]:
+        raise NotFoundError(f"no prompt tagged {tag!r}" + (f" in run {run}" if run is not None else ""))
+    params = {
+        "tag": tag,
+        "n_edges": n_edges,
+        "min_support": _support(min_support),
+        "run": run,
+        "min_weight": _nonnegative("min_weight", min_weight),
+        "top": None if top is None else _positive("top", top),
+        **strength_params(db, run, min_rel_weight, max_p, experiment),
+    }
+    return fetch(db, TAG_SPECIFIC_PATHS, params, limits)
 
 
 def path_prompts(
@@ -354,5 +429,8 @@ __all__ = [
     "path_prompts",
     "prompt_graph",
     "recurring_paths",
+    "RECOMMENDED_MIN_REL_WEIGHT",
+    "strength_params",
+    "tag_specific_paths",
     "top_contexts",
 ]

@@ -18,8 +18,9 @@ SELECT run_id, layer, hook_name, d_sae, neuronpedia_id, release, sae_id, path
 FROM run_saes WHERE layer = $layer AND ($run IS NULL OR run_id = $run) ORDER BY run_id
 """
 FEATURE_NOISE = """
-SELECT nf.experiment_id, nf.run_id, nf.n_contexts, nf.n_active, nf.edge_abs_mean, nf.edge_abs_std,
-       nf.edge_abs_p95, nf.dprob_abs_mean, nf.dprob_abs_std, nf.dprob_abs_p95
+SELECT nf.experiment_id, nf.run_id, nf.n_contexts, nf.n_active, nf.n_samples, nf.null_mode,
+       1.0 / (1 + nf.n_samples) AS smallest_p, nf.edge_max_median, nf.edge_max_p95,
+       nf.logit_max_median, nf.logit_max_p95
 FROM noise_features nf
 WHERE nf.layer = $layer AND nf.feature = $feature AND ($run IS NULL OR nf.run_id = $run)
 ORDER BY nf.experiment_id DESC
@@ -27,24 +28,25 @@ ORDER BY nf.experiment_id DESC
 # In context (the run's stored edges out of the feature) against noise, per downstream feature.
 FEATURE_EDGE_SNR = """
 SELECT down_layer || '.' || down_feature AS down, count(*) AS prompts, avg(weight) AS mean_weight,
+       median(p_value) AS median_p, count(*) FILTER (p_value < 0.01) AS prompts_p_below_001,
        any_value(noise_mean) AS noise_mean, any_value(noise_std) AS noise_std,
-       any_value(noise_abs_p95) AS noise_abs_p95, avg(abs(z_score)) AS mean_abs_z,
-       avg(noise_ratio) AS mean_noise_ratio
-FROM edge_snr
-WHERE experiment_id = $experiment AND up_layer = $layer AND up_feature = $feature
+       avg(abs(z_score)) AS mean_abs_z, avg(noise_ratio) AS mean_noise_ratio
+FROM edge_snr_at($experiment)
+WHERE up_layer = $layer AND up_feature = $feature
 GROUP BY down_layer, down_feature
-ORDER BY mean_abs_z DESC NULLS LAST, prompts DESC
+ORDER BY prompts_p_below_001 DESC, median_p NULLS LAST, prompts DESC
 LIMIT $top
 """
 FEATURE_LOGIT_SNR = """
 SELECT s.token_id, any_value(v.token) AS token, count(*) AS prompts, avg(s.dprob) AS mean_dprob,
+       median(s.p_value) AS median_p, count(*) FILTER (s.p_value < 0.01) AS prompts_p_below_001,
        any_value(s.noise_dprob_mean) AS noise_dprob_mean, any_value(s.noise_dprob_std) AS noise_dprob_std,
        avg(abs(s.z_score)) AS mean_abs_z, avg(s.noise_ratio) AS mean_noise_ratio
-FROM logit_snr s
+FROM logit_snr_at($experiment) s
 LEFT JOIN vocab v ON v.run_id = s.run_id AND v.token_id = s.token_id
-WHERE s.experiment_id = $experiment AND s.layer = $layer AND s.feature = $feature
+WHERE s.layer = $layer AND s.feature = $feature
 GROUP BY s.token_id
-ORDER BY mean_abs_z DESC NULLS LAST, prompts DESC
+ORDER BY prompts_p_below_001 DESC, median_p NULLS LAST, prompts DESC
 LIMIT $top
 """
 FEATURE_CURVES = """

@@ -107,6 +107,25 @@ def _min_weight(help: str, label: str) -> Param:
     return Param("min_weight", float, help, 0.0, "--min-weight", label=label, minimum=0.0, step=0.001)
 
 
+# The strength filters of the path searches (docs/sql.md, recurring_paths). The CLI and the
+# dashboard start from a relative-weight filter; the SQL macros and query.api default to 0.
+STRENGTH = (
+    Param("min_rel_weight", float,
+          f"Count an edge only where |weight| >= this x the largest |weight| of the same ablation "
+          f"(default {api.RECOMMENDED_MIN_REL_WEIGHT}: a tenth of the ablated feature's strongest effect; weaker "
+          f"edges are side effects, and paths of them rank high on support alone; 0 counts every edge).",
+          api.RECOMMENDED_MIN_REL_WEIGHT, "--min-rel-weight", label="Minimum |weight| / ablation's largest",
+          minimum=0.0, maximum=1.0, step=0.05),
+    Param("max_p", float,
+          "Count an edge only where its p-value against the noise experiment is below this (an edge whose "
+          "feature has no noise null is dropped); default: no significance filter.",
+          None, "--max-p", optional=True, label="p-value below", widget="select"),
+    Param("experiment", int, "Noise experiment for --max-p (default: the run's latest complete one).",
+          None, "--experiment", optional=True, label="Noise experiment (any: the latest)", widget="select"),
+)  # fmt: skip
+P_VALUE_CHOICES = (0.05, 0.01, 0.001)  # what the dashboard offers for max_p
+
+
 # fmt: off
 HELPERS: dict[str, Helper] = {
     h.command: h
@@ -147,6 +166,24 @@ HELPERS: dict[str, Helper] = {
                 Param("limit", int, "Most supported paths to show.", 50, "--limit", optional=True,
                       label="Paths at most", minimum=1, maximum=10_000, step=50,
                       form_default=200),  # a page scrolls: show more than a terminal
+                *STRENGTH,
+            ),
+        ),
+        Helper(
+            "tag-specific",
+            "tag_specific_paths",
+            "Recurring paths most specific to one prompt tag: share in the tag minus the largest share elsewhere.",
+            (
+                Param("tag", str, "The prompt tag (task) to find paths for.", label="Prompt tag", widget="select"),
+                Param("n_edges", int, "Edges per path, 2 to 6.", 2, "--edges", label="Edges per path",
+                      widget="slider", minimum=2, maximum=api.MAX_PATH_EDGES),
+                Param("min_support", int, "Keep paths found in at least this many prompts of the tag.", 2,
+                      "--min-support", label="Minimum support in the tag", minimum=2, step=1),
+                RUN,
+                _min_weight("Count an edge only where |weight| >= this.", "Minimum |weight| on every edge"),
+                *STRENGTH,
+                Param("top", int, "Most specific paths to show (per run).", 20, "--top", optional=True,
+                      label="Paths at most", minimum=1, step=10),
             ),
         ),
         Helper(
@@ -217,4 +254,4 @@ def helper(command: str) -> Helper:
     return HELPERS[command]
 
 
-__all__ = ["FEATURE", "HELPERS", "REQUIRED", "RUN", "TAG", "Helper", "Param", "helper"]
+__all__ = ["FEATURE", "HELPERS", "P_VALUE_CHOICES", "REQUIRED", "RUN", "STRENGTH", "TAG", "Helper", "Param", "helper"]

@@ -23,7 +23,9 @@ WHERE c.experiment_id = $experiment
 ORDER BY c.token_id, c.coefficient
 """
 VALIDATION_RESULTS = """
-SELECT prompt_index, text, arm, features, total_variation, answer_token_id, answer_dprob, answer_dprob_frac
+SELECT prompt_index, text, arm, features, answer_token_id, answer_dlogp, answer_dlogit_diff, wrong_token_id,
+       logit_diff_clean, answer_dprob, answer_dprob_frac, total_variation, inactive_features, activation_ratio,
+       n_unmatched
 FROM validation_results WHERE experiment_id = $experiment ORDER BY prompt_index, arm DESC
 """
 VALIDATION_TOKENS = """
@@ -35,8 +37,8 @@ ORDER BY t.arm, t.kind, t.rank
 """
 # The noise page reads a random sample of the run's stored effects (HISTOGRAM_SAMPLE_ROWS rows,
 # the same sample every time) next to the noise floor of the feature that caused each: the 95th
-# percentile of its top effects' size across the noise contexts (noise_features), the same
-# top-k statistic as the stored effects. Only small tables are joined, so the page stays fast.
+# percentile of its largest effect per noise sample (noise_features), the statistic the p-values
+# compare the stored, top-k-selected effects with. Only small tables are joined, so the page stays fast.
 # Histograms: log10 |value| in quarter-decade bins.
 EDGE_NOISE_HISTOGRAM = f"""
 WITH e AS (
@@ -44,7 +46,7 @@ WITH e AS (
     USING SAMPLE reservoir({HISTOGRAM_SAMPLE_ROWS} ROWS) REPEATABLE (7)
 ),
 j AS MATERIALIZED (
-    SELECT abs(e.weight) AS in_context, nf.edge_abs_p95 AS noise_p95
+    SELECT abs(e.weight) AS in_context, nf.edge_max_p95 AS noise_p95
     FROM e
     LEFT JOIN noise_features nf
       ON nf.experiment_id = $experiment AND nf.layer = e.up_layer AND nf.feature = e.up_feature
@@ -61,7 +63,7 @@ WITH l AS (
     USING SAMPLE reservoir({HISTOGRAM_SAMPLE_ROWS} ROWS) REPEATABLE (7)
 ),
 j AS MATERIALIZED (
-    SELECT abs(l.dprob) AS in_context, nf.dprob_abs_p95 AS noise_p95
+    SELECT abs(l.dprob) AS in_context, nf.logit_max_p95 AS noise_p95
     FROM l
     LEFT JOIN noise_features nf ON nf.experiment_id = $experiment AND nf.layer = l.layer AND nf.feature = l.feature
 )
@@ -72,7 +74,7 @@ SELECT 'noise p95 of the feature', floor(log10(noise_p95) * 4) / 4, count(*) FRO
 ORDER BY series, bin
 """
 # Per feature, from the same sample of edges: mean |weight| in context against the mean size of
-# its top edges in the noise contexts (noise_features.edge_abs_mean).
+# largest effect in the noise contexts (noise_features.edge_max_median).
 FEATURE_NOISE_SCATTER = f"""
 WITH e AS (
     SELECT * FROM (SELECT up_layer, up_feature, weight FROM edges WHERE run_id = $run)
@@ -83,10 +85,10 @@ ctx AS (
     FROM e GROUP BY ALL
 )
 SELECT c.layer || '.' || c.feature AS feature, c.layer, c.edges AS sampled_edges, c.in_context_abs_mean,
-       nf.edge_abs_mean AS noise_abs_mean, nf.n_active, nf.n_contexts
+       nf.edge_max_median AS noise_max_median, nf.n_active, nf.n_contexts
 FROM ctx c
 JOIN noise_features nf ON nf.experiment_id = $experiment AND nf.layer = c.layer AND nf.feature = c.feature
-WHERE nf.edge_abs_mean > 0
+WHERE nf.edge_max_median > 0
 ORDER BY c.edges DESC, c.layer, c.feature
 LIMIT $limit
 """
@@ -98,7 +100,7 @@ RECURRING_EDGE_SNR = """
 WITH j AS MATERIALIZED (
     SELECT s.up_layer, s.up_feature, s.down_layer, s.down_feature, s.sign, s.n, s.sum_weight / s.n AS mean_weight,
            ne.mean AS noise_mean, ne.std AS noise_std, ne.abs_p95 AS noise_abs_p95,
-           (s.sum_weight / s.n - ne.mean) / ne.z_scale AS z_of_mean
+           (s.sum_weight / s.n - ne.mean) / nullif(ne.std, 0) AS z_of_mean
     FROM edge_summary s
     JOIN noise_edges ne
       ON ne.experiment_id = $experiment AND ne.up_layer = s.up_layer AND ne.up_feature = s.up_feature
@@ -115,6 +117,32 @@ UNION ALL
 SELECT 'histogram', NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL, least(floor(abs(z_of_mean) * 2) / 2, $z_cap)
 FROM j GROUP BY least(floor(abs(z_of_mean) * 2) / 2, $z_cap)
 """
+
+
+# How many of each tag's stored effects are significant against one noise experiment. On prompts
+# that are themselves unrelated text (never part of the baseline) this is the calibration check:
+# about 1% (at most) below p = 0.01.
+SIGNIFICANCE_BY_TAG = """
+WITH e AS (
+    SELECT coalesce(p.tag, '(none)') AS tag, 'edges' AS effect, s.p_value
+    FROM edge_snr_at($experiment) s JOIN prompts p USING (run_id, prompt_id) WHERE s.run_id = $run
+),
+l AS (
+    SELECT coalesce(p.tag, '(none)') AS tag, 'logit effects' AS effect, s.p_value
+    FROM logit_snr_at($experiment) s JOIN prompts p USING (run_id, prompt_id) WHERE s.run_id = $run
+)
+SELECT tag, effect, count(*) AS stored, count(p_value) AS with_null,
+       avg((p_value < 0.01)::INT) AS share_p_below_001, avg((p_value < 0.001)::INT) AS share_p_below_0001,
+       median(p_value) AS median_p
+FROM (SELECT * FROM e UNION ALL SELECT * FROM l)
+GROUP BY ALL ORDER BY tag, effect
+"""
+
+
+def significance_by_tag(db: Database, run: int, experiment: int, limits: QueryLimits | None = None) -> pl.DataFrame:
+    """Per prompt tag and kind of effect (edges, logit effects): how many stored effects have a
+    noise null, and the share with p below 0.01 and 0.001 (shares among those with a null)."""
+    return fetch(db, SIGNIFICANCE_BY_TAG, {"run": run, "experiment": experiment}, limits)
 
 
 def curve_points(db: Database, experiment: int, limits: QueryLimits | None = None) -> pl.DataFrame:
@@ -188,6 +216,7 @@ __all__ = [
     "feature_noise_scatter",
     "logit_noise_histogram",
     "recurring_edge_snr",
+    "significance_by_tag",
     "validation_results",
     "validation_tokens",
 ]

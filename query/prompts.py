@@ -66,9 +66,9 @@ ORDER BY le.layer, le.feature, le.direction, token_rank
 """
 PROMPT_EDGE_SNR = """
 SELECT up_layer, up_feature, down_layer, down_feature, weight, noise_mean, noise_std, noise_abs_p95,
-       z_score, noise_ratio
-FROM edge_snr
-WHERE run_id = $run AND prompt_id = $prompt AND experiment_id = $experiment
+       z_score, noise_ratio, p_value
+FROM edge_snr_at($experiment)
+WHERE run_id = $run AND prompt_id = $prompt
 """
 
 
@@ -139,7 +139,8 @@ def prompt_edge_snr(
 
 SNR_MEASURES = {
     "z": "|z| against the edge's noise (weight - noise mean) / noise std",
-    "ratio": "|weight| / noise p95 of |weight|",
+    "ratio": "|weight| / p95 of the feature's largest effect in noise",
+    "p": "-log10 p-value against the feature's noise null (2 means p = 0.01)",
 }
 
 
@@ -183,16 +184,25 @@ def prompt_graph_snr(
     graph = prompt_graph(db, prompt_id, run, k, 1 if filtering else min_path, min_weight, limits)
     if experiment is None:
         return graph.with_columns(
-            pl.lit(None, pl.Float64).alias("z_score"), pl.lit(None, pl.Float64).alias("noise_ratio")
+            pl.lit(None, pl.Float64).alias("z_score"),
+            pl.lit(None, pl.Float64).alias("noise_ratio"),
+            pl.lit(None, pl.Float64).alias("p_value"),
         )
     keys = ["up_layer", "up_feature", "down_layer", "down_feature"]
     snr = prompt_edge_snr(db, run, prompt_id, experiment, limits).select(
-        *keys, pl.col("z_score").cast(pl.Float64), pl.col("noise_ratio").cast(pl.Float64)
+        *keys,
+        pl.col("z_score").cast(pl.Float64),
+        pl.col("noise_ratio").cast(pl.Float64),
+        pl.col("p_value").cast(pl.Float64),
     )
     graph = graph.join(snr, on=keys, how="left")
     if not filtering:
         return graph
-    value = pl.col("z_score").abs() if measure == "z" else pl.col("noise_ratio")
+    value = {
+        "z": pl.col("z_score").abs(),
+        "ratio": pl.col("noise_ratio"),
+        "p": -pl.col("p_value").log10(),
+    }[measure]
     graph = graph.filter(value.fill_null(0.0) >= min_snr)
     if graph.height == 0:
         return graph

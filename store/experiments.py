@@ -35,7 +35,12 @@ SELECT DISTINCT up_layer, up_feature, down_layer, down_feature FROM edges WHERE 
 ORDER BY ALL
 """
 LOGIT_TARGETS = "SELECT DISTINCT layer, feature, token_id FROM logit_effects WHERE run_id = ? ORDER BY ALL"
-RUN_EDGE_FLOOR = "SELECT edge_floor FROM runs WHERE run_id = ?"
+# A feature's typical in-context activation: the median, over the prompts where it was ablated,
+# of its largest activation at an ablated position.
+TYPICAL_ACTIVATIONS = """
+SELECT layer, feature, median(max_activation) FROM ablations WHERE run_id = ? GROUP BY ALL
+"""
+RUN_PROMPT_TEXTS = "SELECT text FROM prompts WHERE run_id = ?"
 
 
 def edge_features(db: Database, run_id: int) -> list[tuple[int, int]]:
@@ -55,8 +60,14 @@ def logit_targets(db: Database, run_id: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def run_edge_floor(db: Database, run_id: int) -> float:
-    return float(db.fetchone(RUN_EDGE_FLOOR, [run_id])[0])
+def typical_activations(db: Database, run_id: int) -> dict[tuple[int, int], float]:
+    """(layer, feature) -> median of its largest activation over the prompts it was ablated in."""
+    return {(int(a), int(b)): float(c) for a, b, c in db.fetchall(TYPICAL_ACTIVATIONS, [run_id])}
+
+
+def run_prompt_texts(db: Database, run_id: int) -> frozenset[str]:
+    """The texts of a run's prompts (a noise baseline never samples them)."""
+    return frozenset(r[0] for r in db.fetchall(RUN_PROMPT_TEXTS, [run_id]))
 
 
 def write_experiment(

@@ -6,6 +6,11 @@ Both are derived from ``edges`` (migrations/0002_edge_summary.sql describes them
   that sign), the sum and the sum of squares of its weight, and the first prompt it occurs in;
 - ``edge_occurrences``: every occurrence of a signed edge with ``n >= 2``.
 
+Beside each occurrence they keep the largest |weight| of its ablation (same run, prompt and
+upstream feature; migrations/0010_path_strength.sql), which the path macros' relative-weight
+filter compares with. All edges of an ablation land in the same transaction, so the new edges
+alone give it.
+
 :func:`update_summary` folds newly written prompts into both and is called by
 :func:`store.runs.write_prompt_results` inside its transaction, so they are never behind
 ``edges``. Its cost is one lookup of the transaction's signed edges in ``edge_summary`` (a
@@ -28,7 +33,8 @@ _ON = " AND ".join(f"s.{k} = g.{k}" for k in _KEYS)  # fixed column names, not i
 STAGE_NEW_EDGES = """
 CREATE OR REPLACE TEMP TABLE __fg_new_edges AS
 SELECT e.run_id, e.prompt_id, e.up_layer, e.up_feature, e.down_layer, e.down_feature,
-       fg_sign(e.weight) AS sign, e.weight
+       fg_sign(e.weight) AS sign, e.weight,
+       max(abs(e.weight)) OVER (PARTITION BY e.prompt_id, e.up_layer, e.up_feature) AS ablation_max_abs
 FROM edges e
 WHERE e.run_id = $run_id AND e.prompt_id IN (SELECT prompt_id FROM __fg_new_prompts)
 """
@@ -37,11 +43,13 @@ WHERE e.run_id = $run_id AND e.prompt_id IN (SELECT prompt_id FROM __fg_new_prom
 STAGE_NEW_SUMMARY = f"""
 CREATE OR REPLACE TEMP TABLE __fg_new_summary AS
 SELECT g.*, coalesce(s.n, 0) AS old_n, s.first_prompt_id AS old_first_prompt_id,
-       s.sum_weight AS old_sum_weight, s.rowid AS summary_row
+       s.sum_weight AS old_sum_weight, s.first_ablation_max_abs AS old_first_ablation_max_abs,
+       s.rowid AS summary_row
 FROM (
     SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
            count(*)::INTEGER AS n, sum(weight::DOUBLE) AS sum_weight,
-           sum(weight::DOUBLE * weight::DOUBLE) AS sum_sq_weight, min(prompt_id) AS first_prompt_id
+           sum(weight::DOUBLE * weight::DOUBLE) AS sum_sq_weight, min(prompt_id) AS first_prompt_id,
+           arg_min(ablation_max_abs, prompt_id) AS first_ablation_max_abs
     FROM __fg_new_edges
     GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, sign
 ) g
@@ -51,17 +59,20 @@ LEFT JOIN edge_summary s ON {_ON}
 # An edge seen once before and again now: its first occurrence joins edge_occurrences.
 BACKFILL_OCCURRENCES = """
 INSERT INTO edge_occurrences
-    (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight)
+    (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
+     ablation_max_abs)
 SELECT run_id, NULL, up_layer, up_feature, down_layer, down_feature, sign, old_first_prompt_id,
-       CAST(old_sum_weight AS REAL)
+       CAST(old_sum_weight AS REAL), old_first_ablation_max_abs
 FROM __fg_new_summary
 WHERE old_n = 1
 """
 
 APPEND_OCCURRENCES = f"""
 INSERT INTO edge_occurrences
-    (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight)
-SELECT g.run_id, NULL, g.up_layer, g.up_feature, g.down_layer, g.down_feature, g.sign, g.prompt_id, g.weight
+    (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
+     ablation_max_abs)
+SELECT g.run_id, NULL, g.up_layer, g.up_feature, g.down_layer, g.down_feature, g.sign, g.prompt_id, g.weight,
+       g.ablation_max_abs
 FROM __fg_new_edges g
 JOIN __fg_new_summary s ON {_ON}
 WHERE s.old_n + s.n >= 2
@@ -74,7 +85,9 @@ UPDATE edge_summary SET
     n = edge_summary.n + g.n,
     sum_weight = edge_summary.sum_weight + g.sum_weight,
     sum_sq_weight = edge_summary.sum_sq_weight + g.sum_sq_weight,
-    first_prompt_id = least(edge_summary.first_prompt_id, g.first_prompt_id)
+    first_prompt_id = least(edge_summary.first_prompt_id, g.first_prompt_id),
+    first_ablation_max_abs = CASE WHEN g.first_prompt_id < edge_summary.first_prompt_id
+                                  THEN g.first_ablation_max_abs ELSE edge_summary.first_ablation_max_abs END
 FROM __fg_new_summary g
 WHERE edge_summary.rowid = g.summary_row
 """
@@ -82,9 +95,9 @@ WHERE edge_summary.rowid = g.summary_row
 INSERT_SUMMARY = """
 INSERT INTO edge_summary
     (run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
-     first_prompt_id, n_sorted)
+     first_prompt_id, n_sorted, first_ablation_max_abs)
 SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
-       first_prompt_id, NULL
+       first_prompt_id, NULL, first_ablation_max_abs
 FROM __fg_new_summary
 WHERE summary_row IS NULL
 """
@@ -94,29 +107,38 @@ DROP TABLE IF EXISTS __fg_new_edges;
 DROP TABLE IF EXISTS __fg_new_summary;
 """
 
-# From scratch, for one run or (run_id NULL) all of them; the same statements as migration 0002.
+# From scratch, for one run or (run_id NULL) all of them; the statements of migration 0002, with
+# the ablation maxima of migration 0010.
 DELETE_SUMMARY = "DELETE FROM edge_summary WHERE $run_id IS NULL OR run_id = $run_id"
 DELETE_OCCURRENCES = "DELETE FROM edge_occurrences WHERE $run_id IS NULL OR run_id = $run_id"
-BUILD_SUMMARY = """
-INSERT INTO edge_summary
-SELECT run_id, up_layer, up_feature, down_layer, down_feature, fg_sign(weight) AS sign,
-       count(*), sum(weight::DOUBLE), sum(weight::DOUBLE * weight::DOUBLE), min(prompt_id),
-       CASE WHEN count(*) >= 2 THEN count(*) END
+SIGNED_EDGES = """
+SELECT *, fg_sign(weight) AS sign,
+       max(abs(weight)) OVER (PARTITION BY run_id, prompt_id, up_layer, up_feature) AS ablation_max_abs
 FROM edges
 WHERE $run_id IS NULL OR run_id = $run_id
-GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, fg_sign(weight)
+"""
+BUILD_SUMMARY = f"""
+INSERT INTO edge_summary
+    (run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
+     first_prompt_id, n_sorted, first_ablation_max_abs)
+SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
+       count(*), sum(weight::DOUBLE), sum(weight::DOUBLE * weight::DOUBLE), min(prompt_id),
+       CASE WHEN count(*) >= 2 THEN count(*) END, arg_min(ablation_max_abs, prompt_id)
+FROM ({SIGNED_EDGES})
+GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, sign
 ORDER BY run_id, up_layer, up_feature, down_layer, down_feature, sign
 """
-BUILD_OCCURRENCES = """
+BUILD_OCCURRENCES = f"""
 INSERT INTO edge_occurrences
+    (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
+     ablation_max_abs)
 SELECT e.run_id, s.n_sorted, e.up_layer, e.up_feature, e.down_layer, e.down_feature, s.sign,
-       e.prompt_id, e.weight
-FROM edges e
+       e.prompt_id, e.weight, e.ablation_max_abs
+FROM ({SIGNED_EDGES}) e
 JOIN edge_summary s
     ON s.run_id = e.run_id AND s.up_layer = e.up_layer AND s.up_feature = e.up_feature
    AND s.down_layer = e.down_layer AND s.down_feature = e.down_feature
-   AND s.sign = fg_sign(e.weight) AND s.n >= 2
-WHERE $run_id IS NULL OR e.run_id = $run_id
+   AND s.sign = e.sign AND s.n >= 2
 ORDER BY e.run_id, s.n_sorted DESC, e.up_layer, e.up_feature, e.down_layer, e.down_feature, s.sign,
          e.prompt_id
 """

@@ -169,11 +169,13 @@ TABLES: tuple[Table, ...] = (
         **RUN_KEY, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT, down_feature=INTEGER,
         sign=TINYINT, n=INTEGER, sum_weight=FLOAT, sum_sq_weight=FLOAT, first_prompt_id=INTEGER,
         n_sorted=INTEGER.null,
+        first_ablation_max_abs=FLOAT.null,  # 0010: the largest |weight| of first_prompt_id's ablation
     ),  # fmt: skip
     _table(
         "edge_occurrences", "summary",
         **RUN_KEY, n_sorted=INTEGER.null, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT,
         down_feature=INTEGER, sign=TINYINT, prompt_id=INTEGER, weight=FLOAT,
+        ablation_max_abs=FLOAT.null,  # 0010: the largest |weight| of the same ablation
     ),  # fmt: skip
     # -- 0005_experiments -------------------------------------------------------------------
     _table(
@@ -188,6 +190,13 @@ TABLES: tuple[Table, ...] = (
         **EXPERIMENT_KEY, layer=SMALLINT, feature=INTEGER, n_contexts=INTEGER, n_active=INTEGER,
         edge_abs_mean=FLOAT.null, edge_abs_std=FLOAT.null, edge_abs_p95=FLOAT.null,
         dprob_abs_mean=FLOAT.null, dprob_abs_std=FLOAT.null, dprob_abs_p95=FLOAT.null,
+        # 0008: the null of the ablation's largest effect (edge_abs_* / dprob_abs_* are NULL from then on)
+        n_samples=INTEGER.null, null_mode=VARCHAR.null, edge_max_median=FLOAT.null, edge_max_p95=FLOAT.null,
+        logit_max_median=FLOAT.null, logit_max_p95=FLOAT.null,
+    ),  # fmt: skip
+    _table(
+        "noise_null", "experiment",
+        **EXPERIMENT_KEY, layer=SMALLINT, feature=INTEGER, kind=VARCHAR, value=FLOAT, n_ge=INTEGER,
     ),  # fmt: skip
     _table(
         "noise_edges", "experiment",
@@ -205,6 +214,10 @@ TABLES: tuple[Table, ...] = (
         **EXPERIMENT_KEY, prompt_index=INTEGER, text=VARCHAR, arm=VARCHAR, features=VARCHAR,
         total_variation=FLOAT, answer_token_id=INTEGER.null, answer_dprob=FLOAT.null,
         answer_dprob_frac=FLOAT.null,
+        # 0009: the answer's log-prob and logit-difference change, inactive features, control matching
+        answer_dlogp=FLOAT.null, wrong_token_id=INTEGER.null, logit_diff_clean=FLOAT.null,
+        answer_dlogit_diff=FLOAT.null, inactive_features=VARCHAR.null, activation_ratio=FLOAT.null,
+        n_unmatched=SMALLINT.null,
     ),  # fmt: skip
     _table(
         "validation_tokens", "experiment",

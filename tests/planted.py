@@ -5,6 +5,10 @@ token embedding and positions never mix. Upstream SAE feature 0.3 fires only on 
 token and writes direction v; downstream feature 1.5 reads v (and the trigger), so ablating
 0.3 lowers 1.5 linearly in the coefficient; the token OUT's embedding (= unembedding, tied) is
 along v, so ablating 0.3 also suppresses OUT. Every other feature is random.
+
+1.5 is an AND gate (negative bias): it needs both the trigger and 0.3's direction, so adding
+0.3 to unrelated text (a noise null by injection) barely moves it; the planted edge is specific to
+the trigger's context, as a real circuit's edge would be.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def build(root: Path) -> dict:
         up.b_enc[UP] = -0.5 * emb[TRIGGER].norm()
         up.W_dec[UP] = v
         down.W_enc[:, DOWN] = 2.0 * v + 3.0 * e_t
-        down.b_enc[DOWN] = 0.0
+        down.b_enc[DOWN] = -2.5
     up.save_model(root / "up")
     down.save_model(root / "down")
     return {"model": root / "model", "saes": [root / "up", root / "down"]}

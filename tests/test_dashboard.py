@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -97,7 +98,8 @@ def test_prompt_graph_draws_the_pruned_graph(dashboard_db, monkeypatch):
 
 # Plain SQL for the graph page's signal-to-noise filter, written out from the definitions (not the
 # query layer's code): the top-$k edges per upstream feature by |weight|, those whose z-score
-# against the noise experiment, (weight - noise mean) / z_scale, reaches $min_snr, and of those the
+# against the noise experiment, (weight - noise mean) / noise std (none where the std is 0), reaches
+# $min_snr, and of those the
 # edges on a path of two edges. The dashboard database has SAEs at layers 0, 1, 2 only, so a path
 # has at most two edges, and an edge is on one when another kept edge continues or precedes it.
 SNR_GRAPH_EDGES = """
@@ -108,7 +110,7 @@ WITH ranked AS (
     SELECT t.up_layer, t.up_feature, t.down_layer, t.down_feature FROM ranked t
     JOIN noise_edges n ON n.experiment_id = $experiment AND n.up_layer = t.up_layer
      AND n.up_feature = t.up_feature AND n.down_layer = t.down_layer AND n.down_feature = t.down_feature
-    WHERE t.r <= $k AND abs((t.weight - n.mean) / n.z_scale) >= $min_snr
+    WHERE t.r <= $k AND abs((t.weight - n.mean) / nullif(n.std, 0)) >= $min_snr
 )
 SELECT count(*) FROM strong s WHERE EXISTS (
     SELECT 1 FROM strong o
@@ -122,7 +124,7 @@ def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
     _ok(at)
     at.slider(key="graph_max_edges").set_value(300).run()
     before = _edges(at.get("graphviz_chart")[0].proto.spec)
-    at.number_input(key="graph_min_snr").set_value(50.0).run()
+    at.number_input(key="graph_min_snr").set_value(3.0).run()
     _ok(at)
     charts = at.get("graphviz_chart")
     after = _edges(charts[0].proto.spec) if charts else 0
@@ -130,7 +132,7 @@ def test_prompt_graph_signal_to_noise_filter(dashboard_db, monkeypatch):
     con = duckdb.connect(str(dashboard_db.path), read_only=True)
     try:
         (experiment,) = con.execute("SELECT experiment_id FROM experiments WHERE kind = 'noise'").fetchone()
-        params = {"run": dashboard_db.run_id, "prompt": 2, "experiment": experiment, "k": 3, "min_snr": 50.0}
+        params = {"run": dashboard_db.run_id, "prompt": 2, "experiment": experiment, "k": 3, "min_snr": 3.0}
         (kept,) = con.execute(SNR_GRAPH_EDGES, params).fetchone()
     finally:
         con.close()
@@ -152,37 +154,48 @@ def test_prompt_picker_search_and_feature_navigation(dashboard_db, monkeypatch):
 
 
 # Plain SQL for two-edge recurring paths (definitions in docs/sql.md, not the macro's code): chains
-# u -> v -> w of edges in the same prompt, keyed by features and signs, with the number of prompts.
+# u -> v -> w of edges through consecutive layers in the same prompt, keyed by features and signs,
+# with the number of prompts where both edges are at least $rel x their ablation's largest |weight|
+# (support), and where they occur at all (support_any, and the prompts).
 TWO_EDGE_PATHS = """
+WITH e AS (
+    SELECT *, max(abs(weight)) OVER (PARTITION BY run_id, prompt_id, up_layer, up_feature) AS biggest
+    FROM edges WHERE run_id = $run AND down_layer = up_layer + 1
+)
 SELECT a.up_layer || '.' || a.up_feature || ' -> ' || a.down_layer || '.' || a.down_feature
        || ' -> ' || b.down_layer || '.' || b.down_feature AS path,
        CASE WHEN a.weight < 0 THEN '-' ELSE '+' END || CASE WHEN b.weight < 0 THEN '-' ELSE '+' END AS signs,
-       count(DISTINCT a.prompt_id) AS support,
+       count(DISTINCT a.prompt_id) FILTER (WHERE abs(a.weight::DOUBLE) >= $rel * a.biggest::DOUBLE
+                                             AND abs(b.weight::DOUBLE) >= $rel * b.biggest::DOUBLE) AS support,
+       count(DISTINCT a.prompt_id) AS support_any,
        list(DISTINCT a.prompt_id ORDER BY a.prompt_id) AS prompts
-FROM edges a JOIN edges b ON b.run_id = a.run_id AND b.prompt_id = a.prompt_id
+FROM e a JOIN e b ON b.run_id = a.run_id AND b.prompt_id = a.prompt_id
  AND b.up_layer = a.down_layer AND b.up_feature = a.down_feature
-WHERE a.run_id = $run
-GROUP BY ALL HAVING count(DISTINCT a.prompt_id) >= 2
+GROUP BY ALL HAVING support >= 2
 """
 
 
 def test_recurring_paths_and_drill_in(dashboard_db, monkeypatch):
     at = app_test(monkeypatch, dashboard_db.path, "paths").run()
     _ok(at)
+    from featuregraph.query.helpers import helper
+
     table = at.dataframe[0].value
+    rel = helper("recurring").param("min_rel_weight").default  # the page starts from the CLI's default
+    assert rel > 0 and at.number_input(key="paths_min_rel_weight").value == rel
     con = duckdb.connect(str(dashboard_db.path), read_only=True)
     try:
-        expected = con.execute(TWO_EDGE_PATHS, {"run": dashboard_db.run_id}).fetchall()
+        expected = con.execute(TWO_EDGE_PATHS, {"run": dashboard_db.run_id, "rel": rel}).fetchall()
     finally:
         con.close()
     assert 0 < len(expected) <= 200  # the page shows up to 200
-    shown = set(zip(table["path"], table["sign_pattern"], table["support"], strict=True))
-    assert shown == {(path, signs, support) for path, signs, support, _ in expected}
+    shown = set(zip(table["path"], table["sign_pattern"], table["support"], table["support_any"], strict=True))
+    assert shown == {(path, signs, support, support_any) for path, signs, support, support_any, _ in expected}
     assert table["support"].is_monotonic_decreasing
     first = " -> ".join(dashboard_db.path_nodes)
     assert table["path"][0] == first and table["sign_pattern"][0] == dashboard_db.path_signs
     prompts = at.dataframe[1].value
-    want = [ids for path, signs, _, ids in expected if (path, signs) == (first, dashboard_db.path_signs)][0]
+    want = [ids for path, signs, _, _, ids in expected if (path, signs) == (first, table["sign_pattern"][0])][0]
     assert sorted(prompts["prompt_id"]) == want and len(prompts) >= 2
     assert prompts["graph"][0].startswith("?page=graph&prompt=")
 
@@ -295,10 +308,18 @@ def test_noise_and_validation_page(dashboard_db, monkeypatch):
     assert at.query_params["section"] == "validation"
     metrics = {m.label: m.value for m in at.metric}
     assert set(metrics) >= {
+        "answer log-prob change: path median",
+        "answer log-prob change: control median",
         "mean total variation: path",
         "mean total variation: control",
-        "path beats control",
     }
+    with duckdb.connect(str(dashboard_db.path), read_only=True) as con:
+        summary = json.loads(con.execute("SELECT summary FROM experiments WHERE kind = 'validation'").fetchone()[0])
+    lead = summary["answer_dlogp"]
+    assert metrics["answer log-prob change: path median"] == f"{lead['path']['median']:.3g}"
+    # The page leads with the answer's change against the control's, as the CLI does.
+    texts = _texts(at)
+    assert "answer log-prob change: path median" in texts and "sign test p =" in texts
     results = [
         d.value for d in at.dataframe if "arm" in d.value.columns and "total_variation" in d.value.columns
     ][0]
@@ -538,3 +559,21 @@ def test_the_dashboard_imports_without_torch():
         "assert 'torch' not in sys.modules and 'sae_lens' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_paths_specific_to_a_tag(dashboard_db, monkeypatch):
+    from featuregraph.query.helpers import helper
+
+    at = app_test(monkeypatch, dashboard_db.path, "paths").run()
+    _ok(at)
+    tag = at.selectbox(key="specific_tag").value
+    specific = helper("tag-specific")
+    with open_database(dashboard_db.path, read_only=True) as db:
+        expected = api.tag_specific_paths(
+            db, tag, run=dashboard_db.run_id,
+            **{p.name: p.start for p in specific.params if p.name not in ("tag", "run")},
+        )  # fmt: skip
+    assert expected.height > 0
+    table = at.dataframe[-1].value
+    assert table["path"].to_list() == expected["path"].to_list()
+    assert table["specificity"].to_list() == expected["specificity"].to_list()

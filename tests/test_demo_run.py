@@ -17,10 +17,12 @@ def test_demo_on_a_subset_is_safe_to_run_twice(tmp_path):
     assert "featuregraph dashboard" in first.output
     con = duckdb.connect(str(db), read_only=True)
     tags = dict(con.execute("SELECT tag, count(*) FROM prompts GROUP BY tag").fetchall())
-    assert tags == {"acronym": 1, "ioi": 1, "paren": 1}
+    # one prompt per task, and one held-out filler prompt: the calibration check
+    assert tags == {"acronym": 1, "ioi": 1, "paren": 1, "filler-heldout": 1}
     before = con.execute("SELECT count(*) FROM edges").fetchone()[0]
     assert before > 0
-    assert con.execute("SELECT count(*) FROM edge_snr WHERE z_score IS NOT NULL").fetchone()[0] > 0
+    assert con.execute("SELECT count(*) FROM edge_snr WHERE p_value IS NOT NULL").fetchone()[0] > 0
+    assert "filler-heldout" in first.output and "p<0.01" in first.output
     con.close()
 
     second = CliRunner().invoke(app, args)

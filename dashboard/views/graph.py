@@ -16,7 +16,7 @@ from featuregraph.store.models import Node
 
 ANY = "(any)"
 GRAPH = "prompt-graph"  # the helper of query/helpers.py behind the drawing
-SNR_LABELS = {"z": "|z| vs noise", "ratio": "|w| / noise p95"}
+SNR_LABELS = {"z": "|z| vs noise", "ratio": "|w| / noise p95", "p": "-log10 p"}
 
 
 def _prompt_label(row: dict) -> str:
@@ -112,6 +112,8 @@ def _note(row: dict) -> str:
         parts.append(f"z {row['z_score']:+.3g}")
     if row.get("noise_ratio") is not None:
         parts.append(f"|w|/noise p95 {row['noise_ratio']:.3g}")
+    if row.get("p_value") is not None:
+        parts.append(f"p {row['p_value']:.2g}")
     return ", ".join(parts)
 
 
@@ -182,6 +184,6 @@ def render(run: int | None) -> None:
                  kwargs={"feature": chosen, "run": run}, key="graph_open_button")  # fmt: skip
     with st.expander(f"Edges ({total})"):
         st.dataframe(
-            graph.select("up", "down", "weight", "edge_rank", "path_len", "z_score", "noise_ratio"),
+            graph.select("up", "down", "weight", "edge_rank", "path_len", "p_value", "z_score", "noise_ratio"),
             hide_index=True,
         )

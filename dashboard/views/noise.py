@@ -14,6 +14,7 @@ from featuregraph.dashboard.data import load
 from featuregraph.dashboard.render import histogram_lines
 from featuregraph.dashboard.views.feature import curve_charts
 from featuregraph.query.noise import HISTOGRAM_SAMPLE_ROWS
+from featuregraph.query.validation import validation_lines
 
 
 def _pick(run: int, kind: str, label: str) -> tuple[int, dict] | None:
@@ -36,10 +37,16 @@ def _noise(run: int) -> None:
     experiment, row = picked
     spec = json.loads(row["spec"])
     st.caption(
-        f"Every feature ablated in {spec.get('n_contexts')} unrelated contexts. Distributions: a random sample of "
-        f"{HISTOGRAM_SAMPLE_ROWS:,} of the run's stored effects in context, next to the noise floor of the feature "
-        "that caused each (the 95th percentile of its top effects' size across the noise contexts). Effects well "
-        "to the right of their noise floor are context-specific."
+        f"Every feature ablated in {spec.get('n_contexts')} unrelated contexts, read at every position. A stored "
+        "effect's p-value is the share of those samples in which the feature's largest effect on anything was at "
+        "least as large (a feature that never fires there has none). On prompts that are themselves unrelated "
+        "text, about 1% should fall below 0.01: that row is the calibration check."
+    )
+    st.dataframe(load("significance_by_tag", run, experiment), hide_index=True)
+    st.caption(
+        f"Distributions: a random sample of {HISTOGRAM_SAMPLE_ROWS:,} of the run's stored effects in context, next "
+        "to the noise floor of the feature that caused each (the 95th percentile of its largest effect across the "
+        "noise samples). Effects well to the right of their noise floor are context-specific."
     )
     left, right = st.columns(2)
     with left:
@@ -60,12 +67,12 @@ def _noise(run: int) -> None:
             alt.Chart(scatter.to_pandas(), title="Per feature: mean |weight| in context vs in noise")
             .mark_circle(size=30, opacity=0.6)
             .encode(
-                x=alt.X("noise_abs_mean:Q", scale=alt.Scale(type="log"), title="noise mean |weight|"),
+                x=alt.X("noise_max_median:Q", scale=alt.Scale(type="log"), title="noise median of the largest |weight|"),
                 y=alt.Y(
                     "in_context_abs_mean:Q", scale=alt.Scale(type="log"), title="in-context mean |weight|"
                 ),
                 color="layer:N",
-                tooltip=["feature", "sampled_edges", "in_context_abs_mean", "noise_abs_mean", "n_active"],
+                tooltip=["feature", "sampled_edges", "in_context_abs_mean", "noise_max_median", "n_active"],
             )
             .properties(height=320)
         )
@@ -80,7 +87,8 @@ def _edges_vs_noise(run: int) -> None:
     experiment, _row = picked
     st.caption(
         "Recurring signed edges against their own noise: z = (mean weight over the prompts - noise mean) / "
-        "noise spread (the noise's standard deviation, or the run's edge floor where that is larger)."
+        "noise spread (the standard deviation of this pair's change over the noise samples; no z where it never "
+        "changed)."
     )
     prompts = int(load("runs").filter(pl.col("run_id") == run)["prompts_done"].sum())
     min_prompts = st.number_input(
@@ -114,32 +122,38 @@ def _validation(run: int) -> None:
     spec, summary = json.loads(row["spec"]), json.loads(row["summary"] or "{}")
     st.caption(
         f"Path {' -> '.join(spec.get('features', []))} ablated jointly (c = {spec.get('coefficient')}) on new prompts, "
-        f"next to a {spec.get('control')} control of equal placement and size. Total variation: 0.5 \u00d7 \u03a3|dprob|."
+        f"next to a {spec.get('control')} control at the same sites and of the same size. Answer log-prob change: "
+        "log p_ablated(answer) \u2212 log p_clean(answer); logit difference: answer against the clean run's most "
+        "likely other token. Intervals: bootstrap 95% of the median over prompts; sign test: two-sided, exact."
     )
+    for line in validation_lines(summary):
+        (st.warning if line.startswith("warning:") else st.markdown)(line)
     cols = st.columns(4)
-    for col, key, label in (
-        (cols[0], "mean_total_variation_path", "mean total variation: path"),
-        (cols[1], "mean_total_variation_control", "mean total variation: control"),
-        (cols[2], "path_beats_control", "path beats control"),
-        (cols[3], "mean_answer_dprob_path", "mean answer dprob: path"),
+    lead = summary.get("answer_dlogp", {})
+    for col, value, label in (
+        (cols[0], lead.get("path", {}).get("median"), "answer log-prob change: path median"),
+        (cols[1], lead.get("control", {}).get("median"), "answer log-prob change: control median"),
+        (cols[2], summary.get("mean_total_variation_path"), "mean total variation: path"),
+        (cols[3], summary.get("mean_total_variation_control"), "mean total variation: control"),
     ):
-        if key in summary:
-            value = summary[key]
-            col.metric(label, f"{100 * value:.0f}%" if key == "path_beats_control" else f"{value:.4g}")
+        if value is not None:
+            col.metric(label, f"{value:.3g}")
     results = load("validation_results", experiment)
     if results.height == 0:
         return
+    # Older experiments (before answer log-probs were stored) fall back to total variation.
+    y = "answer_dlogp" if results["answer_dlogp"].null_count() < results.height else "total_variation"
     chart = (
-        alt.Chart(results.to_pandas(), title="Total variation per prompt")
+        alt.Chart(results.to_pandas(), title=f"{y} per prompt")
         .mark_bar()
         .encode(
             x=alt.X("prompt_index:O", title="prompt"),
             xOffset="arm:N",
-            y=alt.Y("total_variation:Q"),
+            y=alt.Y(f"{y}:Q"),
             color=alt.Color(
                 "arm:N", scale=alt.Scale(domain=["path", "control"], range=["#ff7f0e", "#7f7f7f"])
             ),
-            tooltip=["prompt_index", "arm", "features", "total_variation", "answer_dprob", "text"],
+            tooltip=["prompt_index", "arm", "features", "answer_dlogp", "total_variation", "inactive_features", "text"],
         )
     )
     st.altair_chart(chart, width="stretch")

@@ -8,8 +8,10 @@ import streamlit as st
 from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.forms import widget
+from featuregraph.query.helpers import P_VALUE_CHOICES
 
 RECURRING = "recurring"  # the helper of query/helpers.py behind the search
+SPECIFIC = "tag-specific"  # ... and behind the task-specificity table
 SORTS = {
     "support": ("support", True),
     "strength": ("min_abs_mean_weight", True),
@@ -20,6 +22,23 @@ SIGN_TEXT = {1: "+", -1: "-"}
 
 def _layers(run: int) -> list[int]:
     return sorted(load("run_saes", run)["layer"].to_list())
+
+
+def _noise_experiments(run: int) -> list[int]:
+    found = load("experiments", run, "noise")
+    return found.filter(pl.col("status") == "complete")["experiment_id"].to_list()
+
+
+def _strength(command: str, prefix: str, run: int) -> dict:
+    """The strength filters of a path search (relative weight, p-value, noise experiment)."""
+    cols = st.columns(3)
+    max_p = widget(command, "max_p", f"{prefix}_max_p", cols[1], options=list(P_VALUE_CHOICES))
+    experiment = widget(command, "experiment", f"{prefix}_experiment", cols[2], options=_noise_experiments(run))
+    return {
+        "min_rel_weight": widget(command, "min_rel_weight", f"{prefix}_min_rel_weight", cols[0]),
+        "max_p": max_p,
+        "experiment": experiment if max_p is not None else None,  # the experiment only serves the p-value
+    }
 
 
 def _form(run: int, layers: list[int], tags: list[str]) -> dict:
@@ -45,9 +64,11 @@ def _form(run: int, layers: list[int], tags: list[str]) -> dict:
             RECURRING, "signs", "paths_signs", cols[2], placeholder="e.g. +-* (blank: any)"
         )
         params["tag"] = widget(RECURRING, "tag", "paths_tag", cols[3], options=tags)
+        params.update(_strength(RECURRING, "paths", run))
         st.caption(
             f"Minimum support starts at 10% of the run's prompts ({default_support}), which keeps the search fast; "
-            "lower it to find rarer paths."
+            "lower it to find rarer paths. Support counts a prompt only where every edge passes the strength "
+            "filters (by default |weight| >= a tenth of its ablation's largest); support_any counts it without them."
         )
         st.form_submit_button("Search")
     return {**params, "run": run}
@@ -108,7 +129,8 @@ def render(run: int | None) -> None:
     cut = " (the limit: raise it to see more)" if found.height >= params["limit"] else ""
     right.markdown(f"**{found.height} paths**{cut}. Click a column header to sort the table.")
     st.dataframe(
-        found.select("path", "sign_pattern", "support", "mean_weights", "min_abs_mean_weight", "start_layer"),
+        found.select("path", "sign_pattern", "support", "support_any", "mean_weights", "min_abs_mean_weight",
+                     "start_layer"),
         hide_index=True,
         column_config={"mean_weights": st.column_config.ListColumn("mean weights")},
     )
@@ -118,3 +140,29 @@ def render(run: int | None) -> None:
     chosen = nav.bound_select("Open a path", "path", options, format_func=lambda o: o)
     path, signs = chosen.rsplit("  [", 1)
     _drill(run, path, signs.rstrip("]"), params["tag"], params["min_weight"])
+    if tags:
+        _specific(run, tags)
+
+
+def _specific(run: int, tags: list[str]) -> None:
+    """The paths most specific to one tag: share of the tag's prompts minus the largest share elsewhere."""
+    st.subheader("Paths specific to a tag")
+    with st.form("specific_form"):
+        cols = st.columns(4)
+        params = {
+            "tag": widget(SPECIFIC, "tag", "specific_tag", cols[0], options=tags),
+            "n_edges": widget(SPECIFIC, "n_edges", "specific_n_edges", cols[1]),
+            "min_support": widget(SPECIFIC, "min_support", "specific_support", cols[2]),
+            "top": widget(SPECIFIC, "top", "specific_top", cols[3]),
+            **_strength(SPECIFIC, "specific", run),
+        }
+        st.form_submit_button("Rank")
+    found = load("tag_specific_paths", **params, run=run)
+    if found.height == 0:
+        st.info(f"No path recurs in tag {params['tag']} with these filters.")
+        return
+    st.dataframe(
+        _table(found).select("path", "sign_pattern", "specificity", "support", "support_any", "share", "other_tag",
+                             "other_share", "mean_weights"),
+        hide_index=True,
+    )  # fmt: skip

@@ -24,7 +24,7 @@ SELECT * FROM recurring_paths(n_edges := 3, min_support := 5) LIMIT 50;
 SELECT * FROM feature_edges('1.5');
 SELECT * FROM feature_logits('1.5', top := 10);
 -- edges far above their cross-context noise
-SELECT * FROM edge_snr WHERE abs(z_score) > 5 ORDER BY abs(z_score) DESC LIMIT 100;
+SELECT * FROM edge_snr WHERE p_value < 0.001 ORDER BY p_value, abs(weight) DESC LIMIT 100;
 ```
 """
 
