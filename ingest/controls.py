@@ -34,7 +34,7 @@ class ControlChoice:
 
 def _closest(pool: list[int], strength: np.ndarray, target: float, rng: random.Random) -> int:
     dist = np.abs(strength[pool] - target)
-    ties = [f for f, d in zip(pool, dist) if d == dist.min()]
+    ties = [f for f, d in zip(pool, dist, strict=True) if d == dist.min()]
     return ties[0] if len(ties) == 1 else rng.choice(ties)
 
 

@@ -408,7 +408,7 @@ def _tables(ctx, contexts, chosen, active, samples, plan, edge_targets, logit_ta
                 site.layer, f, len(contexts), 0, min(n, spec.max_samples), mode,
                 _q(e, 0.5), _q(e, 0.95), _q(lg, 0.5), _q(lg, 0.95),
             )  # fmt: skip
-            for c, v in zip(feat_cols, values):
+            for c, v in zip(feat_cols, values, strict=True):
                 feat_cols[c].append(v)
         # A pair's samples are all of its upstream feature's samples (zeros where it did not move).
         per_row = np.bincount(rows, minlength=len(chosen[k]))

@@ -114,7 +114,7 @@ def validate(
     def add_tokens(i: int, arm: str, kind: str, ids: torch.Tensor, p_abl: torch.Tensor) -> None:
         for rank, t in enumerate(ids.tolist(), start=1):
             pc, pa = float(p_clean[i, t]), float(p_abl[t])
-            for c, v in zip(tok, (i, arm, kind, rank, t, pc, pa, pa - pc, (pa - pc) / pc if pc > 0 else None)):
+            for c, v in zip(tok, (i, arm, kind, rank, t, pc, pa, pa - pc, (pa - pc) / pc if pc > 0 else None), strict=True):
                 tok[c].append(v)
 
     k = min(spec.top_k, p_clean.shape[-1] // 2)
@@ -132,7 +132,7 @@ def validate(
                 *_answer_effects(logp_clean[i], logp_abl[i], answers[i]),
                 _names(ctx, inactive(sets, strength, i)), *extra,
             )  # fmt: skip
-            for c, v in zip(res, row):
+            for c, v in zip(res, row, strict=True):
                 res[c].append(v)
     summary = _summary(ctx, spec, res, path, strength, n)
     # Plain lists: None becomes NULL on the way into DuckDB.
@@ -238,7 +238,7 @@ def response_curve(ctx: RunContext, spec: CurveSpec, prompt: PromptInput) -> tup
     for i, c in enumerate(spec.coefficients):
         act = float(down_acts[i, down_col]) if down_col is not None and down_acts is not None else None
         for t in tokens:
-            for col, v in zip(rows, (c, act, t, float(logp[i, t]), float(logp[i, t].exp()))):
+            for col, v in zip(rows, (c, act, t, float(logp[i, t]), float(logp[i, t].exp())), strict=True):
                 rows[col].append(v)
     summary = {"tokens": tokens, "points": n}
     if down_col is not None and down_acts is not None:

@@ -275,7 +275,7 @@ def _results(db, experiment_id: int) -> list[dict]:
     con = duckdb.connect(str(db), read_only=True)
     cur = con.execute(RESULTS, [experiment_id])
     names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     con.close()
     return rows
 
@@ -321,7 +321,7 @@ def test_matched_controls_are_active_and_closest_in_activation(planted_db, path)
         ctrl = [tuple(map(int, f.split("."))) for f in r["features"].split(",")]
         assert sorted(layer for layer, _ in ctrl) == sorted(layer for layer, _ in path_nodes)  # same sites, same count
         assert r["inactive_features"] == "" and r["n_unmatched"] == 0
-        for (layer, p), (c_layer, c) in zip(sorted(path_nodes), sorted(ctrl)):
+        for (layer, p), (c_layer, c) in zip(sorted(path_nodes), sorted(ctrl), strict=True):
             s_l = strength[layer]
             assert c_layer == layer and c != p and s_l[c] > 0  # active in this prompt, not a path feature
             candidates = [f for f in range(len(s_l)) if s_l[f] > 0 and f != p]

@@ -265,7 +265,7 @@ def test_tag_specific_paths_match_brute_force(strength_db, tag, filters):
     for chain, row in got.items():
         w = want[chain]
         assert row[0] == w[0] and row[2] == w[2] and row[5] == w[5], chain
-        assert all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip((row[1], row[3], row[4]), (w[1], w[3], w[4])))
+        assert all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip((row[1], row[3], row[4]), (w[1], w[3], w[4]), strict=True))
     assert frame["specificity"].is_sorted(descending=True)
     # its support in the tag is recurring_paths' support there
     inside = got_paths(api.recurring_paths(strength_db, 2, 2, tag=tag, **filters))
@@ -339,5 +339,5 @@ def test_the_cli_ranks_by_relative_weight_by_default(strength_db):
             for r in rows} == default  # fmt: skip
     rows = cli("tag-specific", strength_db.path, "b", "--min-rel-weight", "0.3", "--max-p", "0.6", "--top", "5")
     want = api.tag_specific_paths(strength_db, "b", min_rel_weight=0.3, max_p=0.6, top=5)
-    assert [(r["path"], r["specificity"]) for r in rows] == list(zip(want["path"], want["specificity"]))
+    assert [(r["path"], r["specificity"]) for r in rows] == list(zip(want["path"], want["specificity"], strict=True))
     assert rows
