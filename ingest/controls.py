@@ -1,4 +1,4 @@
-"""Control feature sets for path validation (DESIGN.md, "Cross-context noise" and "Validation of a path").
+"""Control feature sets for path validation (docs/method.md, "Validating a path").
 
 A control is ablated beside the path in each prompt, at the same SAE sites and with as many features:
 
