@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from featuregraph.demo import (
     HELDOUT_FILLER,
     HELDOUT_FILLER_WORDS,
+    HELDOUT_PATH,
     MODEL_DIR,
     NOISE_CORPUS_PATH,
     PROMPTS_PATH,
@@ -52,6 +53,60 @@ class DemoSummary:
     paths_per_tag: dict[str, list[TaskPath]]
     #: per tag and kind of effect: stored, with a null, share with p < 0.01 and < 0.001, median p
     significance: list[dict]
+    #: per task with a path: its top path validated on the held-out prompts (see :func:`validate_top_paths`)
+    validations: list[PathValidation] = field(default_factory=list)
+
+
+#: Target of a validated path: its median answer log-prob change at least this many times the
+#: matched control's (both negative), with its bootstrap interval below the control's median.
+EFFECT_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class PathValidation:
+    """A task's top path ablated on that task's held-out prompts next to a matched control."""
+
+    tag: str
+    path: str
+    experiment_id: int
+    prompts: int
+    #: ``paired_summary`` of the answer log-prob change (path, control, difference), or None when
+    #: no prompt names an answer.
+    dlogp: dict | None
+    warnings: list[str]
+
+    @property
+    def target_met(self) -> bool:
+        """Path median <= EFFECT_FACTOR x control median (a drop), and the path's 95% interval
+        lies below the control's median."""
+        if self.dlogp is None:
+            return False
+        path, control = self.dlogp["path"], self.dlogp["control"]["median"]
+        return path["median"] < 0 and path["median"] <= EFFECT_FACTOR * min(control, 0.0) and path["ci95"][1] < control
+
+
+def validate_top_paths(
+    db_path: str | Path, run_id: int, paths: dict[str, list[TaskPath]], per_tag: int | None
+) -> list[PathValidation]:
+    """Validate each task's top path on that task's prompts of ``demo/heldout.jsonl`` (the first
+    ``per_tag``, or all) against the matched control (``featuregraph validate --control matched``).
+    The held-out prompts were never swept, so the path was not selected on them."""
+    from featuregraph.ingest.experiments import run_validation
+    from featuregraph.ingest.prompts import read_prompts
+    from featuregraph.ingest.validation import ValidationSpec
+    from featuregraph.query.api import parse_path
+
+    heldout = read_prompts(HELDOUT_PATH)
+    out = []
+    for tag, found in paths.items():
+        prompts = _subset([p for p in heldout if p.tag == tag], per_tag)
+        if not found or not prompts:
+            continue
+        features = tuple(str(n) for n in parse_path(found[0].path))
+        spec = ValidationSpec(features, str(HELDOUT_PATH), control="matched")
+        experiment_id, s = run_validation(db_path, spec, prompts=prompts, run_id=run_id)
+        out.append(PathValidation(tag, found[0].path, experiment_id, s["prompts"], s.get("answer_dlogp"), s["warnings"]))
+    return out
 
 
 def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str, list[TaskPath]]:
@@ -153,4 +208,6 @@ def run_demo(
         significance = significance_by_tag(db, run_id, noise).to_dicts() if noise is not None else []
         say("looking for the recurring paths specific to each task")
         paths = task_paths(db, run_id, tasks)
-    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance)
+    say("validating each task's top path on its held-out prompts against a matched control")
+    validations = validate_top_paths(db_path, run_id, paths, per_tag)
+    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance, validations)

@@ -20,6 +20,7 @@ import torch
 
 from featuregraph.demo import (
     ASSETS_DIR,
+    HELDOUT_PATH,
     MANIFEST_PATH,
     MODEL_DIR,
     NOISE_CORPUS_PATH,
@@ -125,6 +126,14 @@ def test_prompt_files(prompts: list[dict[str, str]], noise: list[dict[str, str]]
     prepare_prompts(model.tokenizer, prompts)
 
 
+def test_heldout_prompts(prompts: list[dict[str, str]], model, manifest: dict[str, Any]) -> None:
+    heldout = _read_jsonl(HELDOUT_PATH)
+    assert Counter(r["tag"] for r in heldout) == dict.fromkeys(TASKS, manifest["config"]["heldout_prompts_per_task"])
+    # The demo validates its paths on these: they must be prompts it never swept.
+    assert not {r["text"] for r in heldout} & {r["text"] for r in prompts}
+    prepare_prompts(model.tokenizer, heldout)
+
+
 def test_sae_metadata(saes, model, manifest: dict[str, Any]) -> None:
     assert list(saes) == manifest["sae_hook_names"]
     for hook, sae in saes.items():
@@ -133,7 +142,8 @@ def test_sae_metadata(saes, model, manifest: dict[str, Any]) -> None:
         assert meta.prepend_bos is True
         assert meta.model_name == model.cfg.model_name
         assert meta.context_size == manifest["config"]["sae_context_size"]
-        assert sae.cfg.architecture() == "topk" and sae.cfg.k == manifest["config"]["sae_k"]
+        # ReLU SAEs like the method's (gpt2-small-res-jb): graded activations, no top-k selection.
+        assert sae.cfg.architecture() == "standard"
         assert sae.cfg.d_in == model.cfg.d_model
         assert sae.cfg.d_sae == manifest["config"]["sae_width"]
 
