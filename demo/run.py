@@ -6,9 +6,10 @@ only computed when the run has none yet.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +31,11 @@ LATEST_NOISE = "SELECT max(experiment_id) FROM noise_experiment_of(NULL) WHERE r
 HELDOUT_TAG = "filler-heldout"
 PROMPTS_PER_TAG = "SELECT tag, count(*) FROM prompts WHERE run_id = ? GROUP BY tag ORDER BY tag"
 EDGE_COUNT = "SELECT count(*) FROM edges WHERE run_id = ?"
+# A validation the demo already ran (same spec, so same path and held-out file), newest first.
+SAME_VALIDATION = (
+    "SELECT experiment_id, summary FROM experiments WHERE run_id = ? AND kind = 'validation' "
+    "AND status = 'complete' AND spec = ? ORDER BY experiment_id DESC"
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,8 @@ def validate_top_paths(
 ) -> list[PathValidation]:
     """Validate each task's top path on that task's prompts of ``demo/heldout.jsonl`` (the first
     ``per_tag``, or all) against the matched control (``featuregraph validate --control matched``).
-    The held-out prompts were never swept, so the path was not selected on them."""
+    The held-out prompts were never swept, so the path was not selected on them. A validation
+    already stored for the same path and prompts is read back, not run again."""
     from featuregraph.ingest.experiments import run_validation
     from featuregraph.ingest.prompts import read_prompts
     from featuregraph.ingest.validation import ValidationSpec
@@ -104,7 +111,8 @@ def validate_top_paths(
             continue
         features = tuple(str(n) for n in parse_path(found[0].path))
         spec = ValidationSpec(features, str(HELDOUT_PATH), control="matched")
-        experiment_id, s = run_validation(db_path, spec, prompts=prompts, run_id=run_id)
+        done = _stored_validation(db_path, run_id, spec, len(prompts))
+        experiment_id, s = done or run_validation(db_path, spec, prompts=prompts, run_id=run_id)
         out.append(PathValidation(tag, found[0].path, experiment_id, s["prompts"], s.get("answer_dlogp"), s["warnings"]))
     return out
 
@@ -144,6 +152,18 @@ def heldout_filler(corpus) -> list:
         replace(raw, text=" ".join(raw.text.split()[:HELDOUT_FILLER_WORDS]), tag=HELDOUT_TAG, metadata=None)
         for raw in corpus[-HELDOUT_FILLER:]
     ]
+
+
+def _stored_validation(db_path, run_id: int, spec, n_prompts: int) -> tuple[int, dict] | None:
+    from featuregraph.store.db import open_database
+
+    with open_database(db_path, read_only=True) as db:
+        rows = db.fetchall(SAME_VALIDATION, [run_id, json.dumps(asdict(spec), sort_keys=True)])
+    for experiment_id, summary in rows:
+        summary = json.loads(summary) if isinstance(summary, str) else summary
+        if summary.get("prompts") == n_prompts:
+            return int(experiment_id), summary
+    return None
 
 
 def _subset(prompts, per_tag: int | None):
