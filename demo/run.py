@@ -187,7 +187,8 @@ def run_demo(
     say: Callable[[str], None] = log.info,
 ) -> DemoSummary:
     """Ingest the bundled prompts (``per_tag`` of each task, or all) with the bundled model and
-    SAEs, add a noise baseline from the bundled filler corpus, and summarise what landed."""
+    SAEs, add a noise baseline from the bundled filler corpus, summarise what landed, and validate
+    each task's top path on its held-out prompts (:func:`validate_top_paths`)."""
     from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec
     from featuregraph.ingest.experiments import run_noise
     from featuregraph.ingest.noise import NoiseSpec

@@ -300,7 +300,8 @@ def demo(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline."""
+    """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline; validate
+    each task's top path on held-out prompts against a matched control."""
     _needs_ingest_extra("demo")
     from featuregraph.demo.run import run_demo
 
