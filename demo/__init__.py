@@ -4,7 +4,7 @@ The assets under ``demo/assets`` are produced by ``python -m featuregraph.demo.t
 seeded, CPU-only script): a 4-layer GPT-2-style model trained on a synthetic
 corpus (:mod:`demo.corpus`) whose tasks echo the behaviours studied on GPT-2
 small (closing brackets, completing acronyms, indirect object identification),
-plus one TopK SAE per residual-stream site.
+plus one ReLU (standard, L1-trained) SAE per residual-stream site.
 
 This module only defines paths, so importing it is cheap (no torch import).
 Use :mod:`demo.loading` to load the model and SAEs.
@@ -20,6 +20,7 @@ __all__ = [
     "MANIFEST_PATH",
     "MODEL_DIR",
     "NOISE_CORPUS_PATH",
+    "HELDOUT_PATH",
     "PROMPTS_PATH",
     "SAES_DIR",
     "sae_dirs",
@@ -36,6 +37,9 @@ SAES_DIR: Path = ASSETS_DIR / "saes"
 MANIFEST_PATH: Path = ASSETS_DIR / "manifest.json"
 #: Held-out task prompts, one JSON object per line: ``{"text", "tag", "answer"}``.
 PROMPTS_PATH: Path = DEMO_DIR / "prompts.jsonl"
+#: Further held-out task prompts, same format, never swept by ``featuregraph demo``: it
+#: validates each task's top path on them.
+HELDOUT_PATH: Path = DEMO_DIR / "heldout.jsonl"
 #: Held-out filler contexts, one JSON object per line: ``{"text", "tag": "filler"}``.
 NOISE_CORPUS_PATH: Path = DEMO_DIR / "noise_corpus.jsonl"
 #: Filler records the demo sweeps as prompts (cut to HELDOUT_FILLER_WORDS words, tag

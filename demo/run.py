@@ -6,15 +6,17 @@ only computed when the run has none yet.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from featuregraph.demo import (
     HELDOUT_FILLER,
     HELDOUT_FILLER_WORDS,
+    HELDOUT_PATH,
     MODEL_DIR,
     NOISE_CORPUS_PATH,
     PROMPTS_PATH,
@@ -29,6 +31,11 @@ LATEST_NOISE = "SELECT max(experiment_id) FROM noise_experiment_of(NULL) WHERE r
 HELDOUT_TAG = "filler-heldout"
 PROMPTS_PER_TAG = "SELECT tag, count(*) FROM prompts WHERE run_id = ? GROUP BY tag ORDER BY tag"
 EDGE_COUNT = "SELECT count(*) FROM edges WHERE run_id = ?"
+# A validation the demo already ran (same spec, so same path and held-out file), newest first.
+SAME_VALIDATION = (
+    "SELECT experiment_id, summary FROM experiments WHERE run_id = ? AND kind = 'validation' "
+    "AND status = 'complete' AND spec = ? ORDER BY experiment_id DESC"
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,62 @@ class DemoSummary:
     paths_per_tag: dict[str, list[TaskPath]]
     #: per tag and kind of effect: stored, with a null, share with p < 0.01 and < 0.001, median p
     significance: list[dict]
+    #: per task with a path: its top path validated on the held-out prompts (see :func:`validate_top_paths`)
+    validations: list[PathValidation] = field(default_factory=list)
+
+
+#: Target of a validated path: its median answer log-prob change at least this many times the
+#: matched control's (both negative), with its bootstrap interval below the control's median.
+EFFECT_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class PathValidation:
+    """A task's top path ablated on that task's held-out prompts next to a matched control."""
+
+    tag: str
+    path: str
+    experiment_id: int
+    prompts: int
+    #: ``paired_summary`` of the answer log-prob change (path, control, difference), or None when
+    #: no prompt names an answer.
+    dlogp: dict | None
+    warnings: list[str]
+
+    @property
+    def target_met(self) -> bool:
+        """Path median <= EFFECT_FACTOR x control median (a drop), and the path's 95% interval
+        lies below the control's median."""
+        if self.dlogp is None:
+            return False
+        path, control = self.dlogp["path"], self.dlogp["control"]["median"]
+        return path["median"] < 0 and path["median"] <= EFFECT_FACTOR * min(control, 0.0) and path["ci95"][1] < control
+
+
+def validate_top_paths(
+    db_path: str | Path, run_id: int, paths: dict[str, list[TaskPath]], per_tag: int | None
+) -> list[PathValidation]:
+    """Validate each task's top path on that task's prompts of ``demo/heldout.jsonl`` (the first
+    ``per_tag``, or all) against the matched control (``featuregraph validate --control matched``).
+    The held-out prompts were never swept, so the path was not selected on them. A validation
+    already stored for the same path and prompts is read back, not run again."""
+    from featuregraph.ingest.experiments import run_validation
+    from featuregraph.ingest.prompts import read_prompts
+    from featuregraph.ingest.validation import ValidationSpec
+    from featuregraph.query.api import parse_path
+
+    heldout = read_prompts(HELDOUT_PATH)
+    out = []
+    for tag, found in paths.items():
+        prompts = _subset([p for p in heldout if p.tag == tag], per_tag)
+        if not found or not prompts:
+            continue
+        features = tuple(str(n) for n in parse_path(found[0].path))
+        spec = ValidationSpec(features, str(HELDOUT_PATH), control="matched")
+        done = _stored_validation(db_path, run_id, spec, len(prompts))
+        experiment_id, s = done or run_validation(db_path, spec, prompts=prompts, run_id=run_id)
+        out.append(PathValidation(tag, found[0].path, experiment_id, s["prompts"], s.get("answer_dlogp"), s["warnings"]))
+    return out
 
 
 def task_paths(db, run_id: int, tags: dict[str, int], top: int = 3) -> dict[str, list[TaskPath]]:
@@ -91,6 +154,18 @@ def heldout_filler(corpus) -> list:
     ]
 
 
+def _stored_validation(db_path, run_id: int, spec, n_prompts: int) -> tuple[int, dict] | None:
+    from featuregraph.store.db import open_database
+
+    with open_database(db_path, read_only=True) as db:
+        rows = db.fetchall(SAME_VALIDATION, [run_id, json.dumps(asdict(spec), sort_keys=True)])
+    for experiment_id, summary in rows:
+        summary = json.loads(summary) if isinstance(summary, str) else summary
+        if summary.get("prompts") == n_prompts:
+            return int(experiment_id), summary
+    return None
+
+
 def _subset(prompts, per_tag: int | None):
     if per_tag is None:
         return prompts
@@ -112,7 +187,8 @@ def run_demo(
     say: Callable[[str], None] = log.info,
 ) -> DemoSummary:
     """Ingest the bundled prompts (``per_tag`` of each task, or all) with the bundled model and
-    SAEs, add a noise baseline from the bundled filler corpus, and summarise what landed."""
+    SAEs, add a noise baseline from the bundled filler corpus, summarise what landed, and validate
+    each task's top path on its held-out prompts (:func:`validate_top_paths`)."""
     from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec
     from featuregraph.ingest.experiments import run_noise
     from featuregraph.ingest.noise import NoiseSpec
@@ -153,4 +229,6 @@ def run_demo(
         significance = significance_by_tag(db, run_id, noise).to_dicts() if noise is not None else []
         say("looking for the recurring paths specific to each task")
         paths = task_paths(db, run_id, tasks)
-    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance)
+    say("validating each task's top path on its held-out prompts against a matched control")
+    validations = validate_top_paths(db_path, run_id, paths, per_tag)
+    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance, validations)

@@ -12,7 +12,7 @@ from sae_lens import (
     LoggingConfig,
     MultiSAETrainingRunner,
     MultiSAETrainingRunnerConfig,
-    TopKTrainingSAEConfig,
+    StandardTrainingSAEConfig,
 )
 from transformers import PreTrainedTokenizerBase
 
@@ -20,7 +20,7 @@ from featuregraph.demo.config import TrainConfig
 from featuregraph.demo.corpus import CorpusGenerator
 from featuregraph.demo.tokenization import document_rows, encode_texts
 
-__all__ = ["DATASET_DESCRIPTION", "sae_config", "sae_rows", "train_saes"]
+__all__ = ["DATASET_DESCRIPTION", "run_multi", "sae_config", "sae_rows", "train_saes"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,14 @@ logger = logging.getLogger(__name__)
 DATASET_DESCRIPTION = "featuregraph-demo-synthetic-corpus (in-memory, pre-tokenized)"
 
 
-def sae_config(cfg: TrainConfig, d_in: int) -> TopKTrainingSAEConfig:
-    """Training config of one demo SAE: TopK with ``cfg.sae_k`` active features per token."""
-    return TopKTrainingSAEConfig(
+def sae_config(cfg: TrainConfig, d_in: int, l1_coefficient: float | None = None) -> StandardTrainingSAEConfig:
+    """Training config of one demo SAE: a standard ReLU SAE with an L1 sparsity penalty
+    (``cfg.sae_l1_coefficient`` unless ``l1_coefficient`` is given)."""
+    return StandardTrainingSAEConfig(
         d_in=d_in,
         d_sae=cfg.sae_width,
-        k=cfg.sae_k,
+        l1_coefficient=cfg.sae_l1_coefficient if l1_coefficient is None else l1_coefficient,
+        l1_warm_up_steps=cfg.sae_l1_warm_up_steps,
         normalize_activations="expected_average_only_in",
         dtype="float32",
         device="cpu",
@@ -63,7 +65,7 @@ def train_saes(
     out_dir: Path,
     seed: int,
 ) -> None:
-    """Train one TopK SAE per hook, all from the same forward passes, and save each (sae_lens
+    """Train one ReLU SAE per hook, all from the same forward passes, and save each (sae_lens
     format) to ``out_dir / hook``.
 
     Args:
@@ -85,10 +87,26 @@ def train_saes(
     the trainer folds the scale into the weights before saving, so the saved
     SAEs take raw activations.
     """
+    saes = {hook: sae_config(cfg, model.cfg.d_model) for hook in hooks}
+    run_multi(cfg, model, saes, {hook: hook for hook in hooks}, rows, out_dir, seed)
+
+
+def run_multi(
+    cfg: TrainConfig,
+    model: HookedSAETransformer,
+    saes: dict[str, StandardTrainingSAEConfig],
+    hook_of: dict[str, str],
+    rows: torch.Tensor,
+    out_dir: Path,
+    seed: int,
+) -> None:
+    """sae_lens' multi-SAE runner on ``rows``: SAE ``name`` (saved to ``out_dir / name``) with
+    config ``saes[name]`` learns the activations at hook ``hook_of[name]``. Several SAEs may share
+    a hook (e.g. to compare L1 coefficients from the same forward passes)."""
     n_steps = cfg.sae_training_tokens // cfg.sae_batch_tokens
     runner_cfg = MultiSAETrainingRunnerConfig(
-        saes={hook: sae_config(cfg, model.cfg.d_model) for hook in hooks},
-        hook_names={hook: hook for hook in hooks},
+        saes=saes,
+        hook_names=hook_of,
         model_name=model.cfg.model_name,
         dataset_path=DATASET_DESCRIPTION,
         streaming=False,

@@ -5,6 +5,7 @@ Usage::
     python -m featuregraph.demo.train                 # rebuild the committed assets in demo/assets
     python -m featuregraph.demo.train --out DIR       # write everything under DIR instead
     python -m featuregraph.demo.train --quick         # smoke test: tiny run into a temporary folder
+    python -m featuregraph.demo.train --saes-only     # keep the model in the output folder, retrain the SAEs
 
 Pipeline (all randomness derives from ``--seed``):
 
@@ -15,10 +16,10 @@ Pipeline (all randomness derives from ``--seed``):
 3. save it with the tokenizer, reload it as a processed
    ``HookedSAETransformer`` (fold_ln, centred writing weights and unembed) and
    check that it predicts the same tokens as the HF model;
-4. train one TopK SAE per residual site with sae_lens' own
+4. train one ReLU (standard, L1) SAE per residual site with sae_lens' own
    ``MultiSAETrainingRunner`` on the processed model's activations;
 5. measure task accuracy, SAE quality and spliced cross-entropy on held-out
-   instances and write ``manifest.json``, ``prompts.jsonl`` and
+   instances and write ``manifest.json``, ``prompts.jsonl``, ``heldout.jsonl`` and
    ``noise_corpus.jsonl``.
 
 Determinism: same seed, same library versions and same number of torch CPU
@@ -62,6 +63,7 @@ from featuregraph.demo.metrics import (
 )
 from featuregraph.demo.sae_training import sae_rows, train_saes
 from featuregraph.demo.tokenization import PRETOKENIZE_PATTERN, SPECIAL_TOKEN, train_tokenizer
+from featuregraph.errors import InputError
 
 logger = logging.getLogger("featuregraph.demo.train")
 
@@ -184,8 +186,8 @@ def ce_shortfall_explanation(cfg: TrainConfig, metrics: dict[str, Any], met: dic
     return (
         f"All {len(evs)} SAEs spliced at once (error term off) raise the loss from {ce['clean']:.3f} to "
         f"{ce['all_saes_spliced']:.3f} nats (+{100 * ce['relative_increase']:.0f}%); each SAE alone costs "
-        f"+{100 * min(alone):.0f}% to +{100 * max(alone):.0f}%. A TopK code of k={cfg.sae_k} features per token "
-        f"(the L0 target is 5-40, and the demo's sweep cost grows with k) keeps {min(evs):.2f}-{max(evs):.2f} "
+        f"+{100 * min(alone):.0f}% to +{100 * max(alone):.0f}%. A sparse ReLU code (L0 target 5-40 features per "
+        f"token) keeps {min(evs):.2f}-{max(evs):.2f} "
         f"of the variance of a d_model={cfg.d_model} stream, and the errors of consecutive sites compound "
         "through the layers after them. The sweep is not affected: it keeps each SAE's reconstruction "
         "error, so its clean pass is exactly the model's (docs/sweep.md)."
@@ -200,19 +202,34 @@ def dir_size_bytes(path: Path) -> int:
 # ------------------------------------------------------------------------------- main
 
 
-def run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool = False) -> dict[str, Any]:
+def run(
+    cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool = False, saes_only: bool = False
+) -> dict[str, Any]:
     """Full pipeline; returns the manifest (also written to ``out / "manifest.json"``).
 
-    Uses ``cfg.torch_threads`` torch threads and restores the caller's setting afterwards.
+    ``saes_only`` keeps the model (and tokenizer) already in ``out / "model"`` and the model
+    section of the manifest already there, and retrains only the SAEs; the prompt sets are
+    drawn again from the same seeds, so they match the full run's. Uses ``cfg.torch_threads``
+    torch threads and restores the caller's setting afterwards.
     """
+    if lm_only and saes_only:
+        raise InputError("--lm-only and --saes-only exclude each other")
+    previous = None
+    if saes_only:
+        manifest_path = out / "manifest.json"
+        if not (out / "model").is_dir() or not manifest_path.exists():
+            raise InputError(f"--saes-only needs a trained model and its manifest in {out}")
+        previous = json.loads(manifest_path.read_text())
     threads = torch.get_num_threads()
     try:
-        return _run(cfg, out, jsonl_dir, quick, lm_only)
+        return _run(cfg, out, jsonl_dir, quick, lm_only, previous)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool) -> dict[str, Any]:
+def _run(
+    cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: bool, previous: dict[str, Any] | None
+) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     torch.set_num_threads(cfg.torch_threads)
@@ -220,7 +237,7 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
     mix = cfg.train_mix()
     out.mkdir(parents=True, exist_ok=True)
     model_dir, saes_dir = out / "model", out / "saes"
-    for stale in (model_dir, saes_dir):
+    for stale in (saes_dir,) if previous else (model_dir, saes_dir):
         if stale.exists():
             shutil.rmtree(stale)
     (out / "manifest.json").unlink(missing_ok=True)
@@ -233,9 +250,12 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
     sae_gen = CorpusGenerator(cfg.seed + 2, "train")
     held = CorpusGenerator(cfg.seed + 1, "heldout")
 
-    with timed(timings, "tokenizer"):
-        tokenizer = train_tokenizer((e.text for e in tok_gen.take(cfg.tokenizer_docs, mix)), cfg.vocab_size)
-        bos = tokenizer.bos_token_id
+    if previous:
+        tokenizer = load_hooked_model(model_dir).tokenizer
+    else:
+        with timed(timings, "tokenizer"):
+            tokenizer = train_tokenizer((e.text for e in tok_gen.take(cfg.tokenizer_docs, mix)), cfg.vocab_size)
+    bos = tokenizer.bos_token_id
 
     with timed(timings, "held-out sets"):
         eval_examples = held.balanced(cfg.eval_prompts_per_task)
@@ -243,6 +263,7 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
         # The bundled prompts are the first instances of the evaluation set.
         n_bundled = cfg.bundled_prompts_per_task * len(TASKS)
         bundled_prompts = eval_prompts[:n_bundled]
+        heldout_prompts = eval_prompts[n_bundled : n_bundled + cfg.heldout_prompts_per_task * len(TASKS)]
         noise = [e.to_json() for e in held.balanced(cfg.noise_contexts, tags=("filler",))]
         # Held-out documents of the training mix, each its own BOS-prefixed context.
         eval_docs: list[Example] = held.take(cfg.eval_docs, mix)
@@ -252,14 +273,20 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
         # A small held-out slice to follow task learning during LM training.
         probe = [p for i, p in enumerate(scored) if i < 60 * len(TASKS)]
 
-    with timed(timings, "lm copy warm-up"):
-        seed_everything(cfg.seed)
-        hf_model = make_model(cfg, len(tokenizer), bos)
-        warmup = copy_warmup(cfg, hf_model, seed=cfg.seed + 4)
-    with timed(timings, "lm training"):
-        curve, lm_tokens = train_lm(cfg, hf_model, lm_gen, tokenizer, probe)
-        hf_model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+    if previous:
+        warmup, curve = previous["model"]["copy_warmup_final"], previous["model"]["lm_loss_curve"]
+        lm_tokens = previous["corpus"]["lm_training_tokens"]
+        for stage in ("tokenizer", "lm copy warm-up", "lm training"):
+            timings[stage] = previous["timings_s"].get(stage, 0.0)
+    else:
+        with timed(timings, "lm copy warm-up"):
+            seed_everything(cfg.seed)
+            hf_model = make_model(cfg, len(tokenizer), bos)
+            warmup = copy_warmup(cfg, hf_model, seed=cfg.seed + 4)
+        with timed(timings, "lm training"):
+            curve, lm_tokens = train_lm(cfg, hf_model, lm_gen, tokenizer, probe)
+            hf_model.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
 
     if lm_only:
         return {"lm_loss_curve": curve}
@@ -280,6 +307,7 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
         check = bundled_check(hooked, out, bundled_prompts, noise)
         met = check_targets(metrics)
     write_jsonl(jsonl_dir / "prompts.jsonl", bundled_prompts)
+    write_jsonl(jsonl_dir / "heldout.jsonl", heldout_prompts)
     write_jsonl(jsonl_dir / "noise_corpus.jsonl", noise)
 
     timings["total"] = round(time.perf_counter() - t_start, 1)
@@ -289,6 +317,9 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
             "built by `python -m featuregraph.demo.train`."
         ),
         "quick": quick,
+        # Set when only the SAEs were retrained on a model from an earlier full run (its
+        # training record below is carried over from that run's manifest).
+        "saes_only": previous is not None,
         "config": asdict(cfg),
         "corpus": {
             "generator": "featuregraph.demo.corpus.CorpusGenerator",
@@ -328,7 +359,10 @@ def _run(cfg: TrainConfig, out: Path, jsonl_dir: Path, quick: bool, lm_only: boo
         },
         "sae_hook_names": hooks,
         "saes": {
-            "architecture": f"TopK (k={cfg.sae_k}), sae_lens MultiSAETrainingRunner",
+            "architecture": (
+                f"standard (ReLU) SAE, L1 coefficient {cfg.sae_l1_coefficient} on activations scaled to "
+                "mean norm sqrt(d_model), sae_lens MultiSAETrainingRunner"
+            ),
             "width": cfg.sae_width,
             "trained_on": (
                 f"processed HookedSAETransformer activations of single BOS-prefixed documents cut to "
@@ -398,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lm-only", action="store_true", help="stop after training the LM (for tuning)")
     parser.add_argument(
+        "--saes-only", action="store_true", help="keep the model already in the output folder; retrain the SAEs"
+    )
+    parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE",
         help="override TrainConfig fields, e.g. --set lm_steps=400 sae_width=512",
     )
@@ -430,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     # The committed prompt files live next to the package; other runs keep theirs in `out`.
     jsonl_dir = DEMO_DIR if out.resolve() == ASSETS_DIR.resolve() else out
     logger.info("writing assets to %s (prompt files to %s)", out, jsonl_dir)
-    run(cfg, out, jsonl_dir, quick=args.quick, lm_only=args.lm_only)
+    run(cfg, out, jsonl_dir, quick=args.quick, lm_only=args.lm_only, saes_only=args.saes_only)
 
 
 if __name__ == "__main__":

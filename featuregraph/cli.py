@@ -300,7 +300,8 @@ def demo(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline."""
+    """Sweep the bundled toy model's task prompts (parentheses, acronyms, IOI) into DB, with a noise baseline; validate
+    each task's top path on held-out prompts against a matched control."""
     _needs_ingest_extra("demo")
     from featuregraph.demo.run import run_demo
 
@@ -324,12 +325,34 @@ def demo(
             typer.echo(f"  {p.path}  signs {list(p.signs)}  {where}")
         if not paths:
             typer.echo("  none: no recurring path is more common in this task than in the others")
+    _echo_validations(s.validations)
     typer.echo(f"explore it: featuregraph dashboard {s.db_path}   or   featuregraph sql {s.db_path} \"SELECT ...\"")
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if open_dashboard or (open_dashboard is None and interactive):
         from featuregraph.dashboard.launch import serve
 
         raise typer.Exit(code=serve(db, 8501, "127.0.0.1", False))
+
+
+def _echo_validations(validations) -> None:
+    """The demo's closing table: each task's top path against a matched control on held-out prompts."""
+    from featuregraph.demo.run import EFFECT_FACTOR
+    from featuregraph.query.validation import lead_line
+
+    if not validations:
+        typer.echo("no task has a specific path to validate")
+    for v in validations:
+        typer.echo(f"validation of the top {v.tag} path {v.path} on {v.prompts} held-out {v.tag} prompts "
+                   f"(experiment {v.experiment_id}, matched control):")
+        if v.dlogp is None:
+            typer.echo("  no held-out prompt names an answer")
+            continue
+        typer.echo("  " + lead_line(v.dlogp, "answer log-prob change"))
+        verdict = "met" if v.target_met else "NOT met"
+        typer.echo(f"  target (path median <= {EFFECT_FACTOR:g}x control median, path interval below the "
+                   f"control median): {verdict}")
+        for w in v.warnings:
+            typer.echo(f"  warning: {w}")
 
 
 def _register_subcommands() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 
 from featuregraph.demo import (
     ASSETS_DIR,
+    HELDOUT_PATH,
     MANIFEST_PATH,
     MODEL_DIR,
     NOISE_CORPUS_PATH,
@@ -125,6 +127,22 @@ def test_prompt_files(prompts: list[dict[str, str]], noise: list[dict[str, str]]
     prepare_prompts(model.tokenizer, prompts)
 
 
+def test_heldout_prompts(prompts: list[dict[str, str]], model, manifest: dict[str, Any]) -> None:
+    """demo/heldout.jsonl is the stretch of the evaluation set right after the bundled prompts,
+    regenerated here from the manifest's seed."""
+    heldout = _read_jsonl(HELDOUT_PATH)
+    cfg = manifest["config"]
+    n_heldout = cfg.get("heldout_prompts_per_task", TrainConfig().heldout_prompts_per_task)
+    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout")
+    evaluation = [e.to_json() for e in held.balanced(cfg["eval_prompts_per_task"])]
+    start = cfg["bundled_prompts_per_task"] * len(TASKS)
+    assert heldout == evaluation[start : start + n_heldout * len(TASKS)]
+    assert Counter(r["tag"] for r in heldout) == dict.fromkeys(TASKS, n_heldout)
+    # The demo validates its paths on these: they must be prompts it never swept.
+    assert not {r["text"] for r in heldout} & {r["text"] for r in prompts}
+    prepare_prompts(model.tokenizer, heldout)
+
+
 def test_sae_metadata(saes, model, manifest: dict[str, Any]) -> None:
     assert list(saes) == manifest["sae_hook_names"]
     for hook, sae in saes.items():
@@ -133,7 +151,11 @@ def test_sae_metadata(saes, model, manifest: dict[str, Any]) -> None:
         assert meta.prepend_bos is True
         assert meta.model_name == model.cfg.model_name
         assert meta.context_size == manifest["config"]["sae_context_size"]
-        assert sae.cfg.architecture() == "topk" and sae.cfg.k == manifest["config"]["sae_k"]
+        # The architecture the manifest's config trained: TopK (sae_k) or standard ReLU + L1.
+        expected = "topk" if "sae_k" in manifest["config"] else "standard"
+        assert sae.cfg.architecture() == expected
+        if expected == "topk":
+            assert sae.cfg.k == manifest["config"]["sae_k"]
         assert sae.cfg.d_in == model.cfg.d_model
         assert sae.cfg.d_sae == manifest["config"]["sae_width"]
 
@@ -160,7 +182,10 @@ def bundled_measured(model, saes, prompts, noise) -> dict[str, Any]:
 def heldout_measured(model, saes, manifest: dict[str, Any]) -> dict[str, Any]:
     """The held-out metrics of the manifest, re-measured on sets regenerated from its seeds (in the
     order the training script draws them: task prompts, noise contexts, documents)."""
-    cfg = TrainConfig(**manifest["config"])
+    # Only the fields this TrainConfig knows: assets trained by an earlier version of the script
+    # (the committed TopK SAEs, config key sae_k) keep their other settings.
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in manifest["config"].items() if k in known})
     held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout")
     task_prompts = [e.to_json() for e in held.balanced(cfg.eval_prompts_per_task)]
     held.balanced(cfg.noise_contexts, tags=("filler",))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import duckdb
 from typer.testing import CliRunner
 
@@ -10,19 +13,38 @@ from featuregraph.cli import app
 
 def test_demo_on_a_subset_is_safe_to_run_twice(tmp_path):
     db = tmp_path / "demo.duckdb"
-    args = ["demo", "--db", str(db), "--per-tag", "1", "--noise-contexts", "2", "--no-open", "-q", "--device", "cpu"]
+    # Three prompts per task: the fewest for which a path can recur (in 2 prompts) and be validated.
+    args = ["demo", "--db", str(db), "--per-tag", "3", "--noise-contexts", "2", "--no-open", "-q", "--device", "cpu"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "noise baseline: experiment 1" in first.output
     assert "featuregraph dashboard" in first.output
     con = duckdb.connect(str(db), read_only=True)
     tags = dict(con.execute("SELECT tag, count(*) FROM prompts GROUP BY tag").fetchall())
-    # one prompt per task, and one held-out filler prompt: the calibration check
-    assert tags == {"acronym": 1, "ioi": 1, "paren": 1, "filler-heldout": 1}
+    # three prompts per task, and three held-out filler prompts: the calibration check
+    assert tags == {"acronym": 3, "ioi": 3, "paren": 3, "filler-heldout": 3}
     before = con.execute("SELECT count(*) FROM edges").fetchone()[0]
     assert before > 0
     assert con.execute("SELECT count(*) FROM edge_snr WHERE p_value IS NOT NULL").fetchone()[0] > 0
     assert "filler-heldout" in first.output and "p<0.01" in first.output
+    # The closing table: each validated task's top path on 3 of its held-out prompts, the answer's
+    # log-prob change of path and matched control with intervals, and the verdict.
+    validated = re.findall(r"validation of the top (\w+) path (.+) on 3 held-out \1 prompts \(experiment (\d+)", first.output)
+    assert validated, first.output
+    stored = con.execute(
+        "SELECT experiment_id, spec FROM experiments WHERE kind = 'validation' ORDER BY experiment_id"
+    ).fetchall()
+    assert [int(e) for _, _, e in validated] == [e for e, _ in stored]
+    for tag, path, experiment in validated:
+        # the path validated is the first one listed for its task
+        top = re.search(rf"^{tag}: most {tag}-specific recurring 2-edge paths.*\n  (.+?)  signs", first.output, re.M)
+        assert top and top.group(1) == path
+        spec = json.loads(dict(stored)[int(experiment)])
+        assert spec["control"] == "matched" and spec["prompts_source"].endswith("heldout.jsonl")
+        assert [str(f) for f in spec["features"]] == path.split(" -> ")
+    assert first.output.count("answer log-prob change: path median") == len(validated)
+    assert first.output.count("  target (path median <= 3x control median") == len(validated)
+    n_validations = len(stored)
     con.close()
 
     second = CliRunner().invoke(app, args)
@@ -31,5 +53,7 @@ def test_demo_on_a_subset_is_safe_to_run_twice(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM edges").fetchone()[0] == before
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
-    assert con.execute("SELECT count(*) FROM experiments").fetchone()[0] == 1
+    # The noise baseline and the validations are read back, not run again.
+    assert con.execute("SELECT count(*) FROM experiments").fetchone()[0] == 1 + n_validations
+    assert second.output.count("answer log-prob change: path median") == len(validated)
     con.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -83,10 +84,24 @@ def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
     assert manifest["quick"] is True
     assert set(manifest["metrics"]["task_accuracy"]) == set(TASKS)
     assert (tmp_path / "prompts.jsonl").is_file() and (tmp_path / "noise_corpus.jsonl").is_file()
+    bundled = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    heldout = [json.loads(line) for line in (tmp_path / "heldout.jsonl").read_text().splitlines()]
+    per_task = manifest["config"]["heldout_prompts_per_task"]
+    assert Counter(r["tag"] for r in heldout) == dict.fromkeys(TASKS, per_task)
+    assert all(r["answer"] for r in heldout)
+    assert not {r["text"] for r in heldout} & {r["text"] for r in bundled}  # never swept by the demo
     model = load_hooked_model(tmp_path / "model")
     saes = load_saes(tmp_path)
     assert list(saes) == manifest["sae_hook_names"]
     for hook, sae in saes.items():
-        # TopK: exactly k features per token, as recorded.
-        assert manifest["metrics"]["sae"][hook]["mean_l0"] == pytest.approx(manifest["config"]["sae_k"])
+        assert sae.cfg.architecture() == "standard"
+        assert manifest["targets_met"][f"sae_mean_l0/{hook}"] == (5 <= manifest["metrics"]["sae"][hook]["mean_l0"] <= 40)
         assert sae.cfg.d_in == model.cfg.d_model
+    # --saes-only keeps the model byte for byte and retrains only the SAEs.
+    weights = (tmp_path / "model" / "model.safetensors").read_bytes()
+    main(["--quick", "--out", str(tmp_path), "--saes-only"])
+    again = json.loads((tmp_path / "manifest.json").read_text())
+    assert again["saes_only"] is True and manifest["saes_only"] is False
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
+    assert again["model"]["lm_loss_curve"] == manifest["model"]["lm_loss_curve"]
+    assert list(load_saes(tmp_path)) == manifest["sae_hook_names"]
