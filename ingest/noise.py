@@ -213,7 +213,7 @@ def noise_baseline(
         for k, site in enumerate(sites):
             if not chosen[k]:
                 continue
-            masked = clean.ablate_mask[..., None] * site.sae.encode(clean.resid[site.layer])
+            masked = clean.ablate_mask[..., None] * clean_down[k]  # the site's clean code, encoded once
             pairs = (masked != 0).any(1).nonzero()
             rows = plan[k]["row_of"][pairs[:, 1]]
             pairs, rows = pairs[rows >= 0], rows[rows >= 0]
@@ -392,9 +392,12 @@ def _tables(ctx, contexts, chosen, active, samples, plan, edge_targets, logit_ta
         rows = cat(s.rows, np.int64)
         inj = cat(s.injected, np.int64)
         emax, lmax = cat(s.edge_max), cat(s.logit_max)
+        # One stable sort groups the samples by feature row, keeping their order within a row.
+        order = np.argsort(rows, kind="stable")
+        bounds = np.searchsorted(rows[order], np.arange(len(chosen[k]) + 1))
         for r, f in enumerate(chosen[k]):
-            sel = rows == r
-            n = int(sel.sum())
+            sel = order[bounds[r] : bounds[r + 1]]
+            n = len(sel)
             mode = None if n == 0 else ("injected" if inj[sel].any() else "natural")
             seed = spec.seed * 1_000_003 + site.layer * 100_003 + f
             e = _thin(emax[sel], spec.max_samples, seed)
