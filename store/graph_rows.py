@@ -1,0 +1,185 @@
+"""A graph file as featuregraph's rows: the general tables, and the projection onto ``edges``.
+
+:func:`graph_rows` turns a validated :class:`GraphFile` into the rows of ``graphs``,
+``graph_nodes`` and ``graph_links`` (everything the file says, positions and every node kind
+kept) plus a :class:`PromptResult` holding its feature -> feature projection, which the
+ingest's own write path (:func:`store.runs.insert_prompt_tables`) stores in ``edges`` so that
+``prompt_graph``, ``recurring_paths`` and the feature helpers read imported graphs too.
+
+Projection (docs/graphs.md#projection): a link between two feature nodes becomes an edge
+between their (layer, feature); links of the same feature pair at different positions are
+summed, as the exact sweep's edge sums an ablation's effect over positions. Weights are
+negated into featuregraph's "ablated minus clean" convention. Self-pairs (a feature to itself
+at another position) and sums of exactly 0 are dropped; links touching embedding, error or
+logit nodes stay in the general tables only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from featuregraph.store.graph_model import (
+    GraphFile,
+    feature_index,
+    layer_number,
+    logit_probability,
+    node_kind,
+    token_id_of,
+)  # fmt: skip
+from featuregraph.store.models import PromptResult
+
+# Columns of graph_nodes that hold a node's documented fields; the rest of a node goes to `extra`.
+_NODE_FIELDS = {
+    "node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp", "influence", "activation",
+    "token_prob", "is_target_logit",
+}  # fmt: skip
+# Kept in `extra` so that a node whose layer was a JSON number is written back as one.
+LAYER_INT_KEY = "_layer_is_int"
+
+
+@dataclass
+class GraphRows:
+    """One graph file's rows, before it has a run and prompt id."""
+
+    graph: dict[str, Any]
+    nodes: dict[str, list]
+    links: dict[str, list]
+    projection: PromptResult
+    generator: str
+
+
+def generator_name(graph: GraphFile) -> str:
+    """The generator a file names (metadata.info.generator.name), as a run method suffix:
+    lower case, [a-z0-9._-] only; ``circuit-tracer`` for an unnamed file with a transcoder_list
+    (circuit-tracer's marker), else ``unknown``."""
+    info = graph.metadata.info
+    name = info.generator.name if info and info.generator and info.generator.name else None
+    if not name:
+        return "circuit-tracer" if graph.metadata.transcoder_list is not None else "unknown"
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.strip().lower())
+    return cleaned.strip("-") or "unknown"
+
+
+def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, imported_at: Any) -> GraphRows:
+    """The rows of one validated graph file. Raises ValueError (one line) for what the model
+    cannot check alone: a feature node without a numeric layer, feature ids that contradict
+    their node ids."""
+    meta = graph.metadata
+    cantor_ids = graph.uses_cantor
+    nodes: dict[str, list] = defaultdict(list)
+    keys: list[tuple[str, int | None, int | None]] = []  # (kind, layer, feature) per node
+    for i, node in enumerate(graph.nodes):
+        kind = node_kind(node.feature_type)
+        layer = layer_number(node.layer)
+        feature = None
+        if kind == "feature":
+            if layer is None:
+                raise ValueError(f"feature node {node.node_id!r} has layer {node.layer!r}, not a number")
+            feature = feature_index(node, layer, cantor_ids)
+        keys.append((kind, layer, feature))
+        extra = {k: v for k, v in node.model_dump(mode="json", exclude_unset=True).items() if k not in _NODE_FIELDS}
+        if isinstance(node.layer, int):
+            extra[LAYER_INT_KEY] = True
+        row = {
+            "node_index": i, "node_id": node.node_id, "kind": kind, "feature_type": node.feature_type,
+            "layer": layer, "layer_label": str(node.layer), "position": node.ctx_idx, "feature": feature,
+            "raw_feature": node.feature, "token_id": token_id_of(node, kind), "activation": node.activation,
+            "influence": node.influence, "token_prob": node.token_prob, "is_target_logit": node.is_target_logit,
+            "clerp": node.clerp, "js_node_id": node.jsNodeId, "extra": json.dumps(extra) if extra else None,
+        }  # fmt: skip
+        for k, v in row.items():
+            nodes[k].append(v)
+    index = {node.node_id: i for i, node in enumerate(graph.nodes)}
+    links = {
+        "source_index": [index[link.source] for link in graph.links],
+        "target_index": [index[link.target] for link in graph.links],
+        "weight": [-link.weight for link in graph.links],  # featuregraph's sign convention
+    }
+    document = graph.dump()
+    document.pop("nodes")
+    document.pop("links")
+    pruning = meta.pruning_settings
+    row = {
+        "method": f"imported:{generator_name(graph)}", "scan": meta.scan, "slug": meta.slug, "prompt": meta.prompt,
+        "prompt_tokens": list(meta.prompt_tokens), "schema_version": meta.schema_version,
+        "node_threshold": pruning.node_threshold if pruning and pruning.node_threshold is not None else meta.node_threshold,
+        "edge_threshold": pruning.edge_threshold if pruning else None, "source_file": source_file,
+        "content_sha256": content_sha256, "document": json.dumps(document), "imported_at": imported_at,
+    }  # fmt: skip
+    probs = [logit_probability(n) if k[0] == "logit" else None for n, k in zip(graph.nodes, keys)]
+    projection = _projection(graph, nodes, keys, links, probs)
+    return GraphRows(row, dict(nodes), links, projection, generator_name(graph))
+
+
+def _projection(
+    graph: GraphFile, nodes: dict[str, list], keys: list, links: dict[str, list], probs: list[float | None]
+) -> PromptResult:
+    meta = graph.metadata
+    n_tokens = len(meta.prompt_tokens)
+    token_ids = np.full(n_tokens, -1, np.int64)
+    for kind, pos, tok in zip(nodes["kind"], nodes["position"], nodes["token_id"]):
+        if kind == "embedding" and tok is not None:
+            token_ids[pos] = tok
+    tokens = {"position": np.arange(n_tokens), "token_id": token_ids, "token": list(meta.prompt_tokens)}
+
+    logits = sorted(
+        ((p, tok) for kind, tok, p in zip(nodes["kind"], nodes["token_id"], probs)
+         if kind == "logit" and tok is not None and p is not None),
+        key=lambda x: -x[0],
+    )  # fmt: skip
+    top_next = {
+        "rank": np.arange(1, len(logits) + 1),
+        "token_id": np.array([t for _, t in logits], np.int64),
+        "prob": np.array([p for p, _ in logits], np.float64),
+        "logp": np.array([math.log(p) if p > 0 else -math.inf for p, _ in logits], np.float64),
+    }
+
+    act_rows = defaultdict(float)
+    per_feature: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+    for (kind, layer, feature), pos, act in zip(keys, nodes["position"], nodes["activation"]):
+        if kind != "feature":
+            continue
+        per_feature[(layer, feature)][pos] = act or 0.0
+        if act is not None:
+            act_rows[(layer, pos, feature)] = act
+    activations = _columns(("layer", "position", "feature", "activation"), [(*k, v) for k, v in act_rows.items()])
+    read_pos = n_tokens - 1
+    ablations = _columns(
+        ("layer", "feature", "n_positions", "max_activation", "read_activation"),
+        [(l, f, len(ps), max(ps.values()), ps.get(read_pos, 0.0)) for (l, f), ps in per_feature.items()],
+    )
+
+    sums: dict[tuple[int, int, int, int], float] = defaultdict(float)
+    for s, t, w in zip(links["source_index"], links["target_index"], links["weight"]):
+        (ks, ls, fs), (kt, lt, ft) = keys[s], keys[t]
+        if ks == kt == "feature" and (ls, fs) != (lt, ft):
+            sums[(ls, fs, lt, ft)] += w
+    edges = _columns(
+        ("up_layer", "up_feature", "down_layer", "down_feature", "weight"),
+        [(*k, w) for k, w in sorted(sums.items()) if w != 0.0],
+    )
+    logit_effects = _columns(("layer", "feature", "token_id", "dlogp", "dprob"), [])
+    return PromptResult(
+        prompt_id=-1,
+        text=meta.prompt,
+        tag=None,
+        metadata={"graph_slug": meta.slug},
+        tables={
+            "tokens": tokens, "top_next_tokens": top_next, "activations": activations, "ablations": ablations,
+            "edges": edges, "logit_effects": logit_effects,
+        },  # fmt: skip
+    )
+
+
+def _columns(names: tuple[str, ...], rows: list[tuple]) -> dict[str, np.ndarray]:
+    cols = list(zip(*rows)) if rows else [()] * len(names)
+    return {n: np.array(c) if rows else np.empty(0) for n, c in zip(names, cols)}
+
+
+__all__ = ["GraphRows", "graph_rows", "generator_name", "LAYER_INT_KEY"]
