@@ -82,14 +82,14 @@ def read_graph_file(path: Path) -> tuple[GraphFile, str]:
         raise InputError(f"cannot read: {exc.strerror or exc}") from None
     sha = hashlib.sha256(data).hexdigest()
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"not a graph: the top level is a JSON {type(doc).__name__}, not an object")
-    try:
-        return GraphFile.model_validate(doc), sha
+        # pydantic parses the bytes itself: several times faster than json.loads and then validating
+        return GraphFile.model_validate_json(data), sha
     except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise InputError(f"not JSON: {first['msg']}") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise InputError("not a graph: the top level is not a JSON object") from None
         raise InputError(f"not a graph file: {validation_reason(exc)}") from None
 
 
@@ -171,6 +171,7 @@ def import_graphs(
     try:
         seen = {r[0] for r in db.fetchall(STORED_HASHES)}
         next_id: dict[int, int] = {}
+        run_of: dict[tuple[str, str], int] = {}
         batch: list[tuple[int, int, GraphRows]] = []
         stamp = now()
         for path in files:
@@ -187,7 +188,10 @@ def import_graphs(
                 if on_file:
                     on_file(1)
             seen.add(sha)
-            run_id = _imported_run(db, rows.generator, graph.metadata.scan)
+            key = (rows.generator, graph.metadata.scan)
+            if key not in run_of:
+                run_of[key] = _imported_run(db, *key)
+            run_id = run_of[key]
             summary.runs[run_id] = f"imported:{rows.generator}"
             if run_id not in next_id:
                 next_id[run_id] = int(db.fetchone(NEXT_PROMPT_ID, [run_id])[0])

@@ -34,11 +34,6 @@ from featuregraph.store.graph_model import (
 )  # fmt: skip
 from featuregraph.store.models import PromptResult
 
-# Columns of graph_nodes that hold a node's documented fields; the rest of a node goes to `extra`.
-_NODE_FIELDS = {
-    "node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp", "influence", "activation",
-    "token_prob", "is_target_logit",
-}  # fmt: skip
 # Kept in `extra` so that a node whose layer was a JSON number is written back as one.
 LAYER_INT_KEY = "_layer_is_int"
 
@@ -83,7 +78,10 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
                 raise ValueError(f"feature node {node.node_id!r} has layer {node.layer!r}, not a number")
             feature = feature_index(node, layer, cantor_ids)
         keys.append((kind, layer, feature))
-        extra = {k: v for k, v in node.model_dump(mode="json", exclude_unset=True).items() if k not in _NODE_FIELDS}
+        # model_extra: the fields the model does not name (dumping every node would cost more than the rest)
+        extra = dict(node.model_extra or {})
+        if "qk_tracing_results" in node.model_fields_set:
+            extra["qk_tracing_results"] = node.qk_tracing_results
         if isinstance(node.layer, int):
             extra[LAYER_INT_KEY] = True
         row = {

@@ -111,7 +111,7 @@ def test_a_neuronpedia_file_with_cantor_ids_imports_decoded(tmp_path):
 
 BAD = {
     "not json": ("{nope", "not JSON"),
-    "a list": ("[1, 2]", "not a graph: the top level is a JSON list"),
+    "a list": ("[1, 2]", "not a graph: the top level is not a JSON object"),
     "no links": (json.dumps({k: v for k, v in CT_GRAPH.items() if k != "links"}), "not a graph file: links: Field required"),
     "dangling link": (variant(CT_GRAPH, links=[{"source": "0_7_0", "target": "nowhere", "weight": 1.0}]),
                       "names no node 'nowhere'"),
