@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -49,6 +50,28 @@ def export_graph(
     return Exported(data, len(graph.nodes), len(graph.links), cut)
 
 
+def write_to_viewer_folder(folder: Path, data: bytes, fmt: str) -> Path:
+    """Write a json export as ``folder/{slug}.json`` and list its metadata in
+    ``folder/graph-metadata.json`` (``{"graphs": [metadata, ...]}``, replacing an entry of the
+    same slug): the layout circuit-tracer's local server reads. Returns the file written."""
+    if fmt != "json":
+        raise InputError(f"--out names a folder: only --format json is written into one, not {fmt}")
+    metadata = json.loads(data)["metadata"]
+    slug = metadata["slug"]
+    if not slug or "/" in slug or slug.startswith("."):
+        raise InputError(f"the graph's slug {slug!r} cannot name a file")
+    path = folder / f"{slug}.json"
+    path.write_bytes(data)
+    index = folder / "graph-metadata.json"
+    try:
+        listed = json.loads(index.read_text()) if index.exists() else {"graphs": []}
+        graphs = [g for g in listed.get("graphs", []) if g.get("slug") != slug]
+    except (ValueError, AttributeError, OSError):
+        raise InputError(f"{index} is not a graph list ({{\"graphs\": [...]}}); move it away first") from None
+    index.write_text(json.dumps({"graphs": graphs + [metadata]}, indent=1))
+    return path
+
+
 def register(app: typer.Typer) -> None:
     """Add ``export-graph`` and ``import-graph`` to ``app``."""
     from featuregraph.cli_support import user_errors
@@ -59,7 +82,9 @@ def register(app: typer.Typer) -> None:
         db: Path = typer.Argument(..., help="featuregraph DuckDB file (opened read-only)."),
         prompt: int = typer.Option(..., "--prompt", help="Prompt id to export."),
         run: Optional[int] = typer.Option(None, "--run", help="Run id (needed when several runs hold the prompt)."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
+        out: Optional[Path] = typer.Option(
+            None, "--out", "-o", help="Write here instead of stdout; a folder gets SLUG.json and graph-metadata.json."
+        ),
         top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep each node's K strongest outgoing links."),
         min_weight: Optional[float] = typer.Option(None, "--min-weight", help="Keep links with |weight| >= W."),
         node_threshold: Optional[float] = typer.Option(
@@ -78,6 +103,8 @@ def register(app: typer.Typer) -> None:
         result = export_graph(db, prompt, run, pruning, fmt, max_bytes)
         if out is None:
             typer.echo(result.data.decode("utf-8"), nl=False)
+        elif out.is_dir():
+            out = write_to_viewer_folder(out, result.data, fmt)
         else:
             out.write_bytes(result.data)
         note = f" ({result.n_cut_for_size} weakest links dropped to stay under {max_bytes} bytes)"

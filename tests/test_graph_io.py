@@ -260,6 +260,13 @@ def test_export_formats_and_errors_through_the_cli(tmp_path):
     assert len(root.findall(f"{ns}graph/{ns}edge")) == len(json.loads(export_graph(db, 0).data)["links"])
     lines = runner.invoke(app, ["export-graph", str(db), "--prompt", "0", "-f", "json-lines"]).stdout.splitlines()
     assert json.loads(lines[0])["type"] == "metadata" and {json.loads(x)["type"] for x in lines[1:]} == {"node", "link"}
+    viewer = tmp_path / "viewer"
+    viewer.mkdir()
+    for _ in range(2):  # twice: the listing keeps one entry per slug
+        assert runner.invoke(app, ["export-graph", str(db), "--prompt", "0", "--out", str(viewer)]).exit_code == 0
+    listed = json.loads((viewer / "graph-metadata.json").read_text())["graphs"]
+    assert [g["slug"] for g in listed] == ["featuregraph-run1-prompt0"]
+    assert json.loads((viewer / "featuregraph-run1-prompt0.json").read_text())["metadata"] == listed[0]
     for args, message in [
         (["--prompt", "7"], "no run of"),
         (["--prompt", "0", "--node-threshold", "1.5"], "cumulative fraction"),
