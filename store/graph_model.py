@@ -13,12 +13,11 @@ a feature node's ``feature`` is the Cantor pairing of (layer, index) (:func:`can
 
 from __future__ import annotations
 
-import math
 import re
 from math import isqrt
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # The metadata.schema_version featuregraph writes (1: feature ids are Cantor-paired).
 GRAPH_SCHEMA_VERSION = 1
@@ -104,14 +103,7 @@ class GraphNode(_Open):
 class GraphLink(_Open):
     source: str
     target: str
-    weight: float
-
-    @field_validator("weight")
-    @classmethod
-    def _finite(cls, w: float) -> float:
-        if not math.isfinite(w):
-            raise ValueError("link weight must be finite")
-        return w
+    weight: float = Field(allow_inf_nan=False)  # checked in pydantic's core: links are most of a file
 
 
 class GraphFile(_Open):
@@ -150,9 +142,10 @@ class GraphFile(_Open):
         details = self.metadata.feature_details
         return self.metadata.schema_version == 1 or bool(details and details.neuronpedia_source_set)
 
-    def dump(self) -> dict[str, Any]:
-        """The JSON document: the fields that were given, unknown ones included."""
-        return self.model_dump(mode="json", exclude_unset=True)
+    def dump(self, without: set[str] | None = None) -> dict[str, Any]:
+        """The JSON document: the fields that were given, unknown ones included (less the
+        top-level keys in ``without``)."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude=without)
 
 
 def validation_reason(exc: ValidationError) -> str:

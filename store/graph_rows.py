@@ -33,7 +33,10 @@ from featuregraph.store.graph_model import (
     token_id_of,
 )  # fmt: skip
 from featuregraph.store.models import PromptResult
+from featuregraph.store.tables import value_columns
 
+# The written columns of graph_nodes after run_id and prompt_id, in order: a node's row.
+NODE_COLUMNS = value_columns("graph_nodes")
 # Kept in `extra` so that a node whose layer was a JSON number is written back as one.
 LAYER_INT_KEY = "_layer_is_int"
 
@@ -67,7 +70,7 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
     their node ids."""
     meta = graph.metadata
     cantor_ids = graph.uses_cantor
-    nodes: dict[str, list] = defaultdict(list)
+    table: list[tuple] = []  # one row of NODE_COLUMNS per node
     keys: list[tuple[str, int | None, int | None]] = []  # (kind, layer, feature) per node
     for i, node in enumerate(graph.nodes):
         kind = node_kind(node.feature_type)
@@ -84,24 +87,19 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
             extra["qk_tracing_results"] = node.qk_tracing_results
         if isinstance(node.layer, int):
             extra[LAYER_INT_KEY] = True
-        row = {
-            "node_index": i, "node_id": node.node_id, "kind": kind, "feature_type": node.feature_type,
-            "layer": layer, "layer_label": str(node.layer), "position": node.ctx_idx, "feature": feature,
-            "raw_feature": node.feature, "token_id": token_id_of(node, kind), "activation": node.activation,
-            "influence": node.influence, "token_prob": node.token_prob, "is_target_logit": node.is_target_logit,
-            "clerp": node.clerp, "js_node_id": node.jsNodeId, "extra": json.dumps(extra) if extra else None,
-        }  # fmt: skip
-        for k, v in row.items():
-            nodes[k].append(v)
+        table.append((
+            i, node.node_id, kind, node.feature_type, layer, str(node.layer), node.ctx_idx, feature, node.feature,
+            token_id_of(node, kind), node.activation, node.influence, node.token_prob, node.is_target_logit,
+            node.clerp, node.jsNodeId, json.dumps(extra) if extra else None,
+        ))  # fmt: skip
+    nodes = {name: list(column) for name, column in zip(NODE_COLUMNS, zip(*table))} or {c: [] for c in NODE_COLUMNS}
     index = {node.node_id: i for i, node in enumerate(graph.nodes)}
     links = {
         "source_index": [index[link.source] for link in graph.links],
         "target_index": [index[link.target] for link in graph.links],
         "weight": [-link.weight for link in graph.links],  # featuregraph's sign convention
     }
-    document = graph.dump()
-    document.pop("nodes")
-    document.pop("links")
+    document = graph.dump(without={"nodes", "links"})
     pruning = meta.pruning_settings
     row = {
         "method": f"imported:{generator_name(graph)}", "scan": meta.scan, "slug": meta.slug, "prompt": meta.prompt,
@@ -112,7 +110,7 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
     }  # fmt: skip
     probs = [logit_probability(n) if k[0] == "logit" else None for n, k in zip(graph.nodes, keys)]
     projection = _projection(graph, nodes, keys, links, probs)
-    return GraphRows(row, dict(nodes), links, projection, generator_name(graph))
+    return GraphRows(row, nodes, links, projection, generator_name(graph))
 
 
 def _projection(
