@@ -30,7 +30,22 @@ N_LAYERS = 6
 N_POOL = 4000  # features per layer the random part draws from
 # (layers 1..4 features, share of files): the answer recurring_paths must put first, in this order.
 PLANTED = [((11, 22, 33, 44), 0.5), ((101, 202, 303, 404), 0.35), ((7, 8, 9, 10), 0.2)]
-WORDS = ["The", " cat", " sat", " on", " the", " mat", " and", " a", " dog", " ran", " to", " it", " home", "."]
+WORDS = [
+    "The",
+    " cat",
+    " sat",
+    " on",
+    " the",
+    " mat",
+    " and",
+    " a",
+    " dog",
+    " ran",
+    " to",
+    " it",
+    " home",
+    ".",
+]
 
 
 def _feature(layer: int, idx: int, pos: int, act: float) -> dict:
@@ -68,7 +83,9 @@ def one_graph(rng: random.Random, slug: str, tokens: list[str], pool: dict[int, 
                     nodes[f"{layer}_{idx}_{pos}"] = _feature(layer, idx, pos, 3.0)
             for layer in range(1, len(planted)):
                 for pos in (last - 1, last):  # the same link at two positions: the projection sums them
-                    add_link(f"{layer}_{planted[layer - 1]}_{pos}", f"{layer + 1}_{planted[layer]}_{last}", 0.5)
+                    add_link(
+                        f"{layer}_{planted[layer - 1]}_{pos}", f"{layer + 1}_{planted[layer]}_{last}", 0.5
+                    )
     probs = [0.4, 0.2, 0.1, 0.05, 0.02]
     for rank, p in enumerate(probs):
         vocab = 50 + rank
@@ -103,8 +120,12 @@ def feature_pool(db_path: str | None, seed: int) -> tuple[dict[int, list[int]], 
     from featuregraph.store.db import open_database
 
     with open_database(db_path, read_only=True) as db:
-        found = db.fetchall("SELECT layer, list(DISTINCT feature) FROM activations GROUP BY layer ORDER BY layer")
-        texts = db.fetchall("SELECT list(token ORDER BY position) FROM tokens GROUP BY run_id, prompt_id LIMIT 200")
+        found = db.fetchall(
+            "SELECT layer, list(DISTINCT feature) FROM activations GROUP BY layer ORDER BY layer"
+        )
+        texts = db.fetchall(
+            "SELECT list(token ORDER BY position) FROM tokens GROUP BY run_id, prompt_id LIMIT 200"
+        )
     layers = [sorted(f) for _, f in found]
     pool = {layer: [f + 20_000 for f in layers[layer % len(layers)]] for layer in range(N_LAYERS)}
     return pool, [t[0] for t in texts]
@@ -128,7 +149,9 @@ def main() -> None:
     parser.add_argument("db", help="database to import into (created)")
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--from-db", default=None, help="draw features and prompts from this featuregraph database")
+    parser.add_argument(
+        "--from-db", default=None, help="draw features and prompts from this featuregraph database"
+    )
     args = parser.parse_args()
     import featuregraph.query.api as api
     from featuregraph.store.db import open_database

@@ -12,7 +12,7 @@ import typer
 from featuregraph.errors import InputError
 from featuregraph.query.graph_export import stored_graph
 from featuregraph.query.graph_formats import to_graphml, to_json_lines
-from featuregraph.query.graph_prune import Pruning, fit_size, prune, to_bytes
+from featuregraph.query.graph_prune import Pruning, fit_size, prune
 from featuregraph.store.db import open_database
 from featuregraph.store.graph_model import NEURONPEDIA_MAX_BYTES
 
@@ -67,7 +67,7 @@ def write_to_viewer_folder(folder: Path, data: bytes, fmt: str) -> Path:
         listed = json.loads(index.read_text()) if index.exists() else {"graphs": []}
         graphs = [g for g in listed.get("graphs", []) if g.get("slug") != slug]
     except (ValueError, AttributeError, OSError):
-        raise InputError(f"{index} is not a graph list ({{\"graphs\": [...]}}); move it away first") from None
+        raise InputError(f'{index} is not a graph list ({{"graphs": [...]}}); move it away first') from None
     index.write_text(json.dumps({"graphs": graphs + [metadata]}, indent=1))
     return path
 
@@ -81,19 +81,30 @@ def register(app: typer.Typer) -> None:
     def export_graph_cmd(
         db: Path = typer.Argument(..., help="featuregraph DuckDB file (opened read-only)."),
         prompt: int = typer.Option(..., "--prompt", help="Prompt id to export."),
-        run: Optional[int] = typer.Option(None, "--run", help="Run id (needed when several runs hold the prompt)."),
-        out: Optional[Path] = typer.Option(
-            None, "--out", "-o", help="Write here instead of stdout; a folder gets SLUG.json and graph-metadata.json."
+        run: Optional[int] = typer.Option(
+            None, "--run", help="Run id (needed when several runs hold the prompt)."
         ),
-        top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep each node's K strongest outgoing links."),
-        min_weight: Optional[float] = typer.Option(None, "--min-weight", help="Keep links with |weight| >= W."),
+        out: Optional[Path] = typer.Option(
+            None,
+            "--out",
+            "-o",
+            help="Write here instead of stdout; a folder gets SLUG.json and graph-metadata.json.",
+        ),
+        top_k: Optional[int] = typer.Option(
+            None, "--top-k", help="Keep each node's K strongest outgoing links."
+        ),
+        min_weight: Optional[float] = typer.Option(
+            None, "--min-weight", help="Keep links with |weight| >= W."
+        ),
         node_threshold: Optional[float] = typer.Option(
             None, "--node-threshold", help="Keep the fewest nodes holding this fraction of influence (0-1]."
         ),
         edge_threshold: Optional[float] = typer.Option(
             None, "--edge-threshold", help="Keep the fewest links holding this fraction of influence (0-1]."
         ),
-        fmt: str = typer.Option("json", "--format", "-f", help="json (Neuronpedia graph), graphml or json-lines."),
+        fmt: str = typer.Option(
+            "json", "--format", "-f", help="json (Neuronpedia graph), graphml or json-lines."
+        ),
         max_bytes: int = typer.Option(
             NEURONPEDIA_MAX_BYTES, "--max-bytes", help="Size cap of a json file (Neuronpedia's upload limit)."
         ),
@@ -119,7 +130,9 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def import_graph_cmd(
         db: Path = typer.Argument(..., help="featuregraph DuckDB file (created if missing)."),
-        files: list[str] = typer.Argument(..., help="Graph files, folders (searched for *.json) or glob patterns."),
+        files: list[str] = typer.Argument(
+            ..., help="Graph files, folders (searched for *.json) or glob patterns."
+        ),
         batch: int = typer.Option(256, "--batch", help="Files per transaction."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:

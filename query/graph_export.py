@@ -73,7 +73,9 @@ def choose_run(db: Database, prompt: int, run: int | None) -> int:
     runs = [int(r[0]) for r in db.fetchall(RUNS_OF_PROMPT, [prompt])]
     if run is not None:
         if run not in runs:
-            raise NotFoundError(f"run {run} has no prompt {prompt} in {db.path} (runs with it: {runs or 'none'})")
+            raise NotFoundError(
+                f"run {run} has no prompt {prompt} in {db.path} (runs with it: {runs or 'none'})"
+            )
         return run
     if not runs:
         raise NotFoundError(f"no run of {db.path} has a prompt {prompt}")
@@ -93,7 +95,7 @@ def stored_graph(db: Database, prompt: int, run: int | None = None) -> GraphFile
 
 def _imported(db: Database, run_id: int, prompt: int, document: dict[str, Any]) -> GraphFile:
     nodes = []
-    for (node_id, raw, label, pos, ftype, js, clerp, influence, act, prob, target, extra) in db.fetchall(
+    for node_id, raw, label, pos, ftype, js, clerp, influence, act, prob, target, extra in db.fetchall(
         GRAPH_NODES, [run_id, prompt]
     ):
         more = json.loads(extra) if extra else {}
@@ -104,7 +106,9 @@ def _imported(db: Database, run_id: int, prompt: int, document: dict[str, Any]) 
         node.update({k: v for k, v in optional.items() if v is not None})
         node.update(more)
         nodes.append(node)
-    links = [{"source": s, "target": t, "weight": -w} for s, t, w in db.fetchall(GRAPH_LINKS, [run_id, prompt])]
+    links = [
+        {"source": s, "target": t, "weight": -w} for s, t, w in db.fetchall(GRAPH_LINKS, [run_id, prompt])
+    ]
     return canonical({**document, "nodes": nodes, "links": links})
 
 
@@ -112,7 +116,9 @@ def canonical(doc: dict[str, Any]) -> GraphFile:
     """``doc`` validated, its links in node order (by source, then target): the one order every
     export writes, so the same graph always gives the same file."""
     order = {n["node_id"]: i for i, n in enumerate(doc["nodes"])}
-    doc["links"] = sorted(doc["links"], key=lambda link: (order.get(link["source"], -1), order.get(link["target"], -1)))
+    doc["links"] = sorted(
+        doc["links"], key=lambda link: (order.get(link["source"], -1), order.get(link["target"], -1))
+    )
     return GraphFile.model_validate(doc)
 
 
@@ -138,11 +144,18 @@ def _swept(db: Database, run_id: int, prompt: int) -> GraphFile:
     edges = db.fetchall(SWEEP_EDGES, [run_id, prompt])
     effects = db.fetchall(SWEEP_LOGIT_EFFECTS, [run_id, prompt])
     logits = db.fetchall(SWEEP_LOGITS, [run_id, prompt])
-    acts = {(int(l), int(f)): a for l, f, a in db.fetchall(SWEEP_ACTIVATIONS, [run_id, prompt, at, run_id, prompt, at])}
+    acts = {
+        (int(ly), int(f)): a
+        for ly, f, a in db.fetchall(SWEEP_ACTIVATIONS, [run_id, prompt, at, run_id, prompt, at])
+    }
 
-    features = sorted({(u, f) for u, f, *_ in edges} | {(d, g) for _, _, d, g, _ in edges} | {(l, f) for l, f, *_ in effects})
+    features = sorted(
+        {(u, f) for u, f, *_ in edges}
+        | {(d, g) for _, _, d, g, _ in edges}
+        | {(ly, f) for ly, f, *_ in effects}
+    )
     n_layers = json.loads(model_config).get("n_layers") if model_config else None
-    logit_layer = max([(n_layers or 0)] + [l for l, _ in features]) + 1
+    logit_layer = max([(n_layers or 0)] + [ly for ly, _ in features]) + 1
 
     def fid(layer: int, feature: int) -> str:
         return f"{layer}_{feature}_{at}"
@@ -164,8 +177,8 @@ def _swept(db: Database, run_id: int, prompt: int) -> GraphFile:
         })  # fmt: skip
     links = [{"source": fid(u, f), "target": fid(d, g), "weight": -float(w)} for u, f, d, g, w in edges]
     links += [
-        {"source": fid(l, f), "target": logit_ids[t], "weight": -float(dlogp)}
-        for l, f, t, dlogp in effects if t in logit_ids
+        {"source": fid(ly, f), "target": logit_ids[t], "weight": -float(dlogp)}
+        for ly, f, t, dlogp in effects if t in logit_ids
     ]  # fmt: skip
     metadata: dict[str, Any] = {
         "slug": f"featuregraph-run{run_id}-prompt{prompt}", "scan": scan or model, "prompt_tokens": tokens,

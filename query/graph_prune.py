@@ -94,8 +94,10 @@ def _cut(scores: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def _subgraph(graph: GraphFile, link_mask: np.ndarray, node_mask: np.ndarray | None = None) -> GraphFile:
-    nodes = graph.nodes if node_mask is None else [n for n, k in zip(graph.nodes, node_mask) if k]
-    links = [link for link, k in zip(graph.links, link_mask) if k]
+    nodes = (
+        graph.nodes if node_mask is None else [n for n, k in zip(graph.nodes, node_mask, strict=True) if k]
+    )
+    links = [link for link, k in zip(graph.links, link_mask, strict=True) if k]
     linked = {x for link in links for x in (link.source, link.target)}
     nodes = [n for n in nodes if n.node_id in linked or node_kind(n.feature_type) == "logit"]
     return graph.model_copy(update={"nodes": nodes, "links": links})
@@ -129,7 +131,9 @@ def prune(graph: GraphFile, pruning: Pruning) -> GraphFile:
     if pruning.edge_threshold is not None:
         edge_scores = normalised_weights(graph) * (influence[dst] + logit_weights(graph)[dst])
         link_mask = between & _cut(np.where(between, edge_scores, 0.0), pruning.edge_threshold)
-    nodes = [n.model_copy(update={"influence": float(v)}) for n, v in zip(graph.nodes, influence)]
+    nodes = [
+        n.model_copy(update={"influence": float(v)}) for n, v in zip(graph.nodes, influence, strict=True)
+    ]
     settings = {"node_threshold": pruning.node_threshold, "edge_threshold": pruning.edge_threshold}
     meta = graph.metadata.model_copy(update={"pruning_settings": PruningSettings(**settings)})
     return _subgraph(graph.model_copy(update={"nodes": nodes, "metadata": meta}), link_mask, node_mask)
@@ -169,4 +173,12 @@ def fit_size(graph: GraphFile, max_bytes: int) -> tuple[GraphFile, bytes, int]:
     return best[0], best[1], len(w) - lo
 
 
-__all__ = ["Pruning", "prune", "node_influence", "normalised_weights", "logit_weights", "fit_size", "to_bytes"]
+__all__ = [
+    "Pruning",
+    "prune",
+    "node_influence",
+    "normalised_weights",
+    "logit_weights",
+    "fit_size",
+    "to_bytes",
+]

@@ -125,7 +125,9 @@ class GraphFile(_Open):
                 raise ValueError(f"node_id {node.node_id!r} occurs twice")
             ids.add(node.node_id)
             if node.ctx_idx >= n_tokens:
-                raise ValueError(f"node {node.node_id!r}: ctx_idx {node.ctx_idx} is past the {n_tokens} prompt tokens")
+                raise ValueError(
+                    f"node {node.node_id!r}: ctx_idx {node.ctx_idx} is past the {n_tokens} prompt tokens"
+                )
         pairs: set[tuple[str, str]] = set()
         for link in self.links:
             for end in (link.source, link.target):
@@ -225,7 +227,9 @@ def feature_index(node: GraphNode, layer: int, cantor_ids: bool) -> int:
         return node.feature
     got_layer, index = uncantor(node.feature)
     if got_layer != layer:
-        raise ValueError(f"node {node.node_id!r}: Cantor id {node.feature} is of layer {got_layer}, not {layer}")
+        raise ValueError(
+            f"node {node.node_id!r}: Cantor id {node.feature} is of layer {got_layer}, not {layer}"
+        )
     return index
 
 

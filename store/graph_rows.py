@@ -52,6 +52,16 @@ class GraphRows:
     generator: str
 
 
+# The columns' integer ranges (SMALLINT layer and position, INTEGER feature and token, BIGINT raw id).
+_RANGES = {"layer": 2**15, "ctx_idx": 2**15, "feature": 2**31, "raw feature id": 2**63, "token id": 2**31}
+
+
+def _check_ranges(node_id: str, *values: int | None) -> None:
+    for (name, bound), value in zip(_RANGES.items(), values, strict=True):
+        if value is not None and not -bound <= value < bound:
+            raise ValueError(f"node {node_id!r}: {name} {value} is out of range")
+
+
 def generator_name(graph: GraphFile) -> str:
     """The generator a file names (metadata.info.generator.name), as a run method suffix:
     lower case, [a-z0-9._-] only; ``circuit-tracer`` for an unnamed file with a transcoder_list
@@ -81,6 +91,8 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
                 raise ValueError(f"feature node {node.node_id!r} has layer {node.layer!r}, not a number")
             feature = feature_index(node, layer, cantor_ids)
         keys.append((kind, layer, feature))
+        token_id = token_id_of(node, kind)
+        _check_ranges(node.node_id, layer, node.ctx_idx, feature, node.feature, token_id)
         # model_extra: the fields the model does not name (dumping every node would cost more than the rest)
         extra = dict(node.model_extra or {})
         if "qk_tracing_results" in node.model_fields_set:
@@ -89,10 +101,12 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
             extra[LAYER_INT_KEY] = True
         table.append((
             i, node.node_id, kind, node.feature_type, layer, str(node.layer), node.ctx_idx, feature, node.feature,
-            token_id_of(node, kind), node.activation, node.influence, node.token_prob, node.is_target_logit,
+            token_id, node.activation, node.influence, node.token_prob, node.is_target_logit,
             node.clerp, node.jsNodeId, json.dumps(extra) if extra else None,
         ))  # fmt: skip
-    nodes = {name: list(column) for name, column in zip(NODE_COLUMNS, zip(*table))} or {c: [] for c in NODE_COLUMNS}
+    nodes = {
+        name: list(column) for name, column in zip(NODE_COLUMNS, zip(*table, strict=True), strict=True)
+    } or {c: [] for c in NODE_COLUMNS}
     index = {node.node_id: i for i, node in enumerate(graph.nodes)}
     links = {
         "source_index": [index[link.source] for link in graph.links],
@@ -108,7 +122,9 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
         "edge_threshold": pruning.edge_threshold if pruning else None, "source_file": source_file,
         "content_sha256": content_sha256, "document": json.dumps(document), "imported_at": imported_at,
     }  # fmt: skip
-    probs = [logit_probability(n) if k[0] == "logit" else None for n, k in zip(graph.nodes, keys)]
+    probs = [
+        logit_probability(n) if k[0] == "logit" else None for n, k in zip(graph.nodes, keys, strict=True)
+    ]
     projection = _projection(graph, nodes, keys, links, probs)
     return GraphRows(row, nodes, links, projection, generator_name(graph))
 
@@ -119,13 +135,13 @@ def _projection(
     meta = graph.metadata
     n_tokens = len(meta.prompt_tokens)
     token_ids = np.full(n_tokens, -1, np.int64)
-    for kind, pos, tok in zip(nodes["kind"], nodes["position"], nodes["token_id"]):
+    for kind, pos, tok in zip(nodes["kind"], nodes["position"], nodes["token_id"], strict=True):
         if kind == "embedding" and tok is not None:
             token_ids[pos] = tok
     tokens = {"position": np.arange(n_tokens), "token_id": token_ids, "token": list(meta.prompt_tokens)}
 
     logits = sorted(
-        ((p, tok) for kind, tok, p in zip(nodes["kind"], nodes["token_id"], probs)
+        ((p, tok) for kind, tok, p in zip(nodes["kind"], nodes["token_id"], probs, strict=True)
          if kind == "logit" and tok is not None and p is not None),
         key=lambda x: -x[0],
     )  # fmt: skip
@@ -138,21 +154,26 @@ def _projection(
 
     act_rows = defaultdict(float)
     per_feature: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
-    for (kind, layer, feature), pos, act in zip(keys, nodes["position"], nodes["activation"]):
+    for (kind, layer, feature), pos, act in zip(keys, nodes["position"], nodes["activation"], strict=True):
         if kind != "feature":
             continue
         per_feature[(layer, feature)][pos] = act or 0.0
         if act is not None:
             act_rows[(layer, pos, feature)] = act
-    activations = _columns(("layer", "position", "feature", "activation"), [(*k, v) for k, v in act_rows.items()])
+    activations = _columns(
+        ("layer", "position", "feature", "activation"), [(*k, v) for k, v in act_rows.items()]
+    )
     read_pos = n_tokens - 1
     ablations = _columns(
         ("layer", "feature", "n_positions", "max_activation", "read_activation"),
-        [(l, f, len(ps), max(ps.values()), ps.get(read_pos, 0.0)) for (l, f), ps in per_feature.items()],
+        [
+            (layer, f, len(ps), max(ps.values()), ps.get(read_pos, 0.0))
+            for (layer, f), ps in per_feature.items()
+        ],
     )
 
     sums: dict[tuple[int, int, int, int], float] = defaultdict(float)
-    for s, t, w in zip(links["source_index"], links["target_index"], links["weight"]):
+    for s, t, w in zip(links["source_index"], links["target_index"], links["weight"], strict=True):
         (ks, ls, fs), (kt, lt, ft) = keys[s], keys[t]
         if ks == kt == "feature" and (ls, fs) != (lt, ft):
             sums[(ls, fs, lt, ft)] += w
@@ -167,15 +188,19 @@ def _projection(
         tag=None,
         metadata={"graph_slug": meta.slug},
         tables={
-            "tokens": tokens, "top_next_tokens": top_next, "activations": activations, "ablations": ablations,
-            "edges": edges, "logit_effects": logit_effects,
+            "tokens": tokens,
+            "top_next_tokens": top_next,
+            "activations": activations,
+            "ablations": ablations,
+            "edges": edges,
+            "logit_effects": logit_effects,
         },  # fmt: skip
     )
 
 
 def _columns(names: tuple[str, ...], rows: list[tuple]) -> dict[str, np.ndarray]:
-    cols = list(zip(*rows)) if rows else [()] * len(names)
-    return {n: np.array(c) if rows else np.empty(0) for n, c in zip(names, cols)}
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return {n: np.array(c) if rows else np.empty(0) for n, c in zip(names, cols, strict=True)}
 
 
 __all__ = ["GraphRows", "graph_rows", "generator_name", "LAYER_INT_KEY"]

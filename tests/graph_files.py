@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _node(node_id: str, feature: int | None, layer: Any, pos: int, ftype: str, js: str, clerp: str = "", **more):
+def _node(
+    node_id: str, feature: int | None, layer: Any, pos: int, ftype: str, js: str, clerp: str = "", **more
+):
     return {"node_id": node_id, "feature": feature, "layer": layer, "ctx_idx": pos, "feature_type": ftype,
             "jsNodeId": js, "clerp": clerp, **more}  # fmt: skip
 

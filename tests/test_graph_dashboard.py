@@ -21,13 +21,16 @@ def test_the_prompt_graph_page_draws_an_imported_graph_by_layer_and_position(tmp
     spec = json.loads(charts[0].proto.spec)
     assert "position" in json.dumps(spec) and "layer" in json.dumps(spec)
     captions = "\n".join(c.value for c in at.caption)
-    assert f"{len(CT_GRAPH['nodes'])} nodes at their positions, the {len(CT_GRAPH['links'])} strongest links" in captions
+    assert (
+        f"{len(CT_GRAPH['nodes'])} nodes at their positions, the {len(CT_GRAPH['links'])} strongest links"
+        in captions
+    )
     assert any("ct-hand" in m.value for m in at.markdown)
     # the drawing's coordinates: every node at its position (within the cell) and layer
     from featuregraph.query.graphs import graph_layout
 
     with open_database(db, read_only=True) as con:
         placed = graph_layout(con, 1, 0)
-    for node, x, y in zip(CT_GRAPH["nodes"], placed["x"], placed["y"]):
+    for node, x, y in zip(CT_GRAPH["nodes"], placed["x"], placed["y"], strict=True):
         assert abs(x - node["ctx_idx"]) < 0.5
         assert y == (-1 if node["layer"] == "E" else int(node["layer"]))

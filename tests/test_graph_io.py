@@ -9,7 +9,7 @@ import duckdb
 import pytest
 from graph_files import CT_EDGES, CT_GRAPH, CT_NODES, NP_EDGES, NP_GRAPH, cantor, variant, write
 from helpers import insert_run, make_run
-from query_graphs import HAND_GRAPH, new_run, prompt_result, sae_rows, write_graph
+from query_graphs import HAND_GRAPH, prompt_result, sae_rows
 from typer.testing import CliRunner
 
 import featuregraph.query.api as api
@@ -23,8 +23,6 @@ from featuregraph.store.migrate import available_migrations
 from featuregraph.store.runs import create_run, finish_run, write_prompt_results
 
 
-
-
 def rows(path, sql, params=()):
     with open_database(path, read_only=True) as db:
         return db.fetchall(sql, list(params))
@@ -35,7 +33,14 @@ def rows(path, sql, params=()):
 
 def test_cantor_ids_match_the_documented_formula_and_invert():
     # (L+i)(L+i+1)/2 + i, worked out: (0,0)->0, (1,0)->1, (0,1)->2, (2,0)->3, (1,1)->4, (0,2)->5
-    assert [gm.cantor(L, i) for L, i in [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]] == [0, 1, 2, 3, 4, 5]
+    assert [gm.cantor(L, i) for L, i in [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
     rng = random.Random(0)
     pairs = [(rng.randrange(0, 80), rng.randrange(0, 2**20)) for _ in range(2000)]
     pairs += [(0, 2**40), (2**31, 7), (5, 0), (0, 0)]  # far past float precision in the square root
@@ -67,7 +72,7 @@ def test_a_circuit_tracer_file_imports_with_every_node_and_link(tmp_path):
     db = tmp_path / "g.duckdb"
     summary = import_graphs(db, [write(tmp_path / "ct.json", CT_GRAPH)])
     assert (summary.n_imported, summary.bad) == (1, [])
-    (run_id, method), = summary.runs.items()
+    ((run_id, method),) = summary.runs.items()
     assert method == "imported:circuit-tracer"
     got = rows(db, "SELECT kind, layer, feature, position, token_id FROM graph_nodes ORDER BY node_index")
     assert got == CT_NODES
@@ -78,12 +83,18 @@ def test_a_circuit_tracer_file_imports_with_every_node_and_link(tmp_path):
     edges = rows(db, "SELECT up_layer, up_feature, down_layer, down_feature, weight FROM edges")
     assert [(*e[:4], round(e[4], 6)) for e in edges] == CT_EDGES
     # the general view resolves both ends, positions kept
-    assert rows(db, "SELECT count(*) FROM graph_edges WHERE up_position IS NOT NULL")[0][0] == len(CT_GRAPH["links"])
-    assert rows(db, "SELECT up_kind, down_kind, up_token_id FROM graph_edges WHERE up_kind = 'embedding' "
-                    "ORDER BY up_token_id") == [("embedding", "feature", 464), ("embedding", "feature", 3290)]
+    assert rows(db, "SELECT count(*) FROM graph_edges WHERE up_position IS NOT NULL")[0][0] == len(
+        CT_GRAPH["links"]
+    )
+    assert rows(
+        db,
+        "SELECT up_kind, down_kind, up_token_id FROM graph_edges WHERE up_kind = 'embedding' "
+        "ORDER BY up_token_id",
+    ) == [("embedding", "feature", 464), ("embedding", "feature", 3290)]
     # clean logits: token_prob, else the clerp's (p=...)
     assert rows(db, "SELECT rank, token_id, round(prob::DOUBLE, 6) FROM top_next_tokens ORDER BY rank") == [
-        (1, 262, 0.6), (2, 11, 0.1)
+        (1, 262, 0.6),
+        (2, 11, 0.1),
     ]
     assert rows(db, "SELECT token_id, token FROM tokens ORDER BY position") == [(464, "The"), (3290, " cat")]
     assert rows(db, "SELECT status, n_prompts, model FROM runs WHERE run_id = ?", [run_id]) == [
@@ -118,6 +129,7 @@ BAD = {
     "past the prompt": (variant(CT_GRAPH, meta_prompt_tokens=["The"]), "ctx_idx 1 is past the 1 prompt tokens"),
     "wrong cantor": (variant(NP_GRAPH, nodes=[dict(NP_GRAPH["nodes"][1], feature=12345)], links=[]),
                      "is not the Cantor id of layer 0 index 5"),
+    "huge id": (variant(CT_GRAPH, nodes=[dict(CT_GRAPH["nodes"][6], feature=2**40)], links=[]), "token id 1099511627776 is out of range"),
     "feature at E": (variant(CT_GRAPH, nodes=[dict(CT_GRAPH["nodes"][2], layer="E")], links=[]), "not a number"),
     "nan weight": ('{"metadata": {"slug": "s", "scan": "m", "prompt_tokens": ["a"], "prompt": "a"}, "qParams": {},'
                    ' "nodes": [], "links": [{"source": "x", "target": "y", "weight": NaN}]}', "finite"),
@@ -138,7 +150,9 @@ def test_bad_files_get_one_line_each_and_leave_nothing(tmp_path):
     assert rows(db, "SELECT count(*) FROM graphs")[0][0] == 1
     assert rows(db, "SELECT count(*) FROM graph_nodes")[0][0] == len(CT_GRAPH["nodes"])
     # the command prints them one line each
-    result = CliRunner().invoke(app, ["import-graph", str(tmp_path / "g2.duckdb"), str(tmp_path), "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["import-graph", str(tmp_path / "g2.duckdb"), str(tmp_path), "--no-progress"]
+    )
     assert result.exit_code == 0
     skipped = [line for line in result.output.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == len(BAD)
@@ -202,8 +216,9 @@ def np_database(path):
         saes = [dict(s, neuronpedia_id=f"gpt2-small/{s['layer']}-res-jb") for s in sae_rows(range(4))]
         run = create_run(db, "np", make_run(), saes, [f"t{i}" for i in range(8)])
         logits = [(3, 4, 0, -0.5, -0.1), (2, 3, 0, 0.25, 0.05)]
-        write_prompt_results(db, run, [prompt_result(0, HAND_GRAPH[0][1], "a", logits=logits,
-                                                     activations=[(0, 1, 1, 2.0)])])
+        write_prompt_results(
+            db, run, [prompt_result(0, HAND_GRAPH[0][1], "a", logits=logits, activations=[(0, 1, 1, 2.0)])]
+        )
         finish_run(db, run, "complete")
     return path
 
@@ -213,8 +228,11 @@ def test_export_of_a_sweep_validates_with_cantor_ids_source_set_and_clean_logits
     doc = json.loads(export_graph(db, 0).data)
     graph = gm.GraphFile.model_validate(doc)
     meta = doc["metadata"]
-    assert (meta["scan"], meta["schema_version"], meta["feature_details"]) == ("gpt2-small", 1,
-                                                                               {"neuronpedia_source_set": "res-jb"})
+    assert (meta["scan"], meta["schema_version"], meta["feature_details"]) == (
+        "gpt2-small",
+        1,
+        {"neuronpedia_source_set": "res-jb"},
+    )
     features = {(n["layer"], n["feature"]) for n in doc["nodes"] if n["feature_type"] != "logit"}
     stored = {(u, f) for u, f, *_ in HAND_GRAPH[0][1]} | {(d, g) for _, _, d, g, _ in HAND_GRAPH[0][1]}
     assert features == {(str(L), cantor(L, i)) for L, i in stored}
@@ -227,7 +245,9 @@ def test_export_of_a_sweep_validates_with_cantor_ids_source_set_and_clean_logits
     assert graph.uses_cantor
 
 
-@pytest.mark.parametrize("pruning", [Pruning(), Pruning(node_threshold=0.9, edge_threshold=0.95), Pruning(top_k=1)])
+@pytest.mark.parametrize(
+    "pruning", [Pruning(), Pruning(node_threshold=0.9, edge_threshold=0.95), Pruning(top_k=1)]
+)
 def test_export_import_export_is_identical(tmp_path, pruning):
     db = np_database(tmp_path / "np.duckdb")
     first = export_graph(db, 0, pruning=pruning).data
@@ -244,26 +264,36 @@ def test_export_keeps_under_the_size_cap_by_dropping_the_weakest_links(tmp_path)
     assert len(cut.data) <= cap < len(full.data) and cut.n_cut_for_size > 0
     kept = sorted(abs(x["weight"]) for x in json.loads(cut.data)["links"])
     every = sorted(abs(x["weight"]) for x in json.loads(full.data)["links"])
-    assert kept == every[len(every) - len(kept):]  # the strongest ones
+    assert kept == every[len(every) - len(kept) :]  # the strongest ones
 
 
 def test_export_formats_and_errors_through_the_cli(tmp_path):
     db = np_database(tmp_path / "np.duckdb")
     runner = CliRunner()
     out = tmp_path / "g.graphml"
-    result = runner.invoke(app, ["export-graph", str(db), "--prompt", "0", "--format", "graphml", "--out", str(out)])
+    result = runner.invoke(
+        app, ["export-graph", str(db), "--prompt", "0", "--format", "graphml", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     import xml.etree.ElementTree as ET
 
     root = ET.parse(out).getroot()
     ns = "{http://graphml.graphdrawing.org/xmlns}"
     assert len(root.findall(f"{ns}graph/{ns}edge")) == len(json.loads(export_graph(db, 0).data)["links"])
-    lines = runner.invoke(app, ["export-graph", str(db), "--prompt", "0", "-f", "json-lines"]).stdout.splitlines()
-    assert json.loads(lines[0])["type"] == "metadata" and {json.loads(x)["type"] for x in lines[1:]} == {"node", "link"}
+    lines = runner.invoke(
+        app, ["export-graph", str(db), "--prompt", "0", "-f", "json-lines"]
+    ).stdout.splitlines()
+    assert json.loads(lines[0])["type"] == "metadata" and {json.loads(x)["type"] for x in lines[1:]} == {
+        "node",
+        "link",
+    }
     viewer = tmp_path / "viewer"
     viewer.mkdir()
     for _ in range(2):  # twice: the listing keeps one entry per slug
-        assert runner.invoke(app, ["export-graph", str(db), "--prompt", "0", "--out", str(viewer)]).exit_code == 0
+        assert (
+            runner.invoke(app, ["export-graph", str(db), "--prompt", "0", "--out", str(viewer)]).exit_code
+            == 0
+        )
     listed = json.loads((viewer / "graph-metadata.json").read_text())["graphs"]
     assert [g["slug"] for g in listed] == ["featuregraph-run1-prompt0"]
     assert json.loads((viewer / "featuregraph-run1-prompt0.json").read_text())["metadata"] == listed[0]
@@ -274,7 +304,9 @@ def test_export_formats_and_errors_through_the_cli(tmp_path):
         (["--prompt", "0", "-f", "dot"], "--format: one of"),
     ]:
         result = runner.invoke(app, ["export-graph", str(db), *args])
-        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1, result.output
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1, (
+            result.output
+        )
 
 
 def test_existing_queries_read_imported_graphs(tmp_path):
@@ -296,7 +328,9 @@ def test_migration_0013_upgrades_a_database_built_at_0010(tmp_path):
     for mig in available_migrations():
         if mig.version <= 10:
             con.execute(mig.sql)
-            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name])
+            con.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name]
+            )
     insert_run(con, "old", "complete")
     edges = HAND_GRAPH[2][1]
     con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, n_tokens, n_ablations, ingested_at) "
@@ -304,7 +338,11 @@ def test_migration_0013_upgrades_a_database_built_at_0010(tmp_path):
     for e in edges:
         con.execute("INSERT INTO edges VALUES (1, 0, ?, ?, ?, ?, ?)", list(e))
     tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
-    before = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables if t != "schema_migrations"}
+    before = {
+        t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+        for t in tables
+        if t != "schema_migrations"
+    }
     con.close()
     with open_database(path) as db:  # applies 0013 (and whatever else is newer)
         assert 13 in {r[0] for r in db.fetchall("SELECT version FROM schema_migrations")}

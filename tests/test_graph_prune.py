@@ -86,7 +86,7 @@ def test_cumulative_influence_pruning_matches_brute_force(seed, node_t, edge_t):
     graph = random_graph(seed)
     ids, at, a, w = dense(graph)
     infl = brute_influence(graph)
-    logits = {x for x, n in zip(ids, graph.nodes) if n.feature_type == "logit"}
+    logits = {x for x, n in zip(ids, graph.nodes, strict=True) if n.feature_type == "logit"}
     kept_nodes = logits | brute_cut({x: infl[at[x]] for x in ids if x not in logits}, node_t)
     between = [link for link in graph.links if link.source in kept_nodes and link.target in kept_nodes]
     scores = {(k.source, k.target): a[at[k.target], at[k.source]] * (infl[at[k.target]] + w[at[k.target]])
@@ -112,12 +112,16 @@ def test_top_k_and_min_weight_match_brute_force(seed):
     for k in (1, 2, 3):
         want = set()
         for s in {x.source for x in graph.links}:
-            out = sorted((x for x in graph.links if x.source == s), key=lambda x: (-abs(x.weight), order[x.target]))
+            out = sorted(
+                (x for x in graph.links if x.source == s), key=lambda x: (-abs(x.weight), order[x.target])
+            )
             want |= {(x.source, x.target) for x in out[:k]}
         got = prune(graph, Pruning(top_k=k))
         assert {(x.source, x.target) for x in got.links} == want
         linked = {e for pair in want for e in pair}
-        assert {n.node_id for n in got.nodes} == linked | {n.node_id for n in graph.nodes if n.feature_type == "logit"}
+        assert {n.node_id for n in got.nodes} == linked | {
+            n.node_id for n in graph.nodes if n.feature_type == "logit"
+        }
     for floor in (0.5, 1.0, 1.9):
         got = prune(graph, Pruning(min_weight=floor))
         assert {(x.source, x.target) for x in got.links} == {(x.source, x.target) for x in graph.links
@@ -134,7 +138,9 @@ def test_size_cap_keeps_the_largest_number_of_strongest_links_that_fits():
     kept = len(by_weight) - dropped
     assert {(x.source, x.target) for x in fitted.links} == {(x.source, x.target) for x in by_weight[:kept]}
     # one more link would not fit
-    bigger = GraphFile.model_validate({**graph.dump(), "links": [x.model_dump() for x in by_weight[: kept + 1]]})
+    bigger = GraphFile.model_validate(
+        {**graph.dump(), "links": [x.model_dump() for x in by_weight[: kept + 1]]}
+    )
     from featuregraph.query.graph_prune import _subgraph
 
     assert len(to_bytes(_subgraph(bigger, np.ones(kept + 1, bool)))) > cap
@@ -146,6 +152,9 @@ def test_a_cycle_is_refused_in_one_line():
     graph = random_graph(0)
     doc = graph.dump()
     doc["links"] = [x for x in doc["links"] if {x["source"], x["target"]} != {"L_0", "0_0_1"}]
-    doc["links"] += [{"source": "L_0", "target": "0_0_1", "weight": 1.0}, {"source": "0_0_1", "target": "L_0", "weight": 1.0}]
+    doc["links"] += [
+        {"source": "L_0", "target": "0_0_1", "weight": 1.0},
+        {"source": "0_0_1", "target": "L_0", "weight": 1.0},
+    ]
     with pytest.raises(InputError, match="cycle"):
         node_influence(GraphFile.model_validate(doc))

@@ -10,7 +10,13 @@ import streamlit as st
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.graph import BLUE, RED
 
-KIND_COLORS = {"feature": "#4c78a8", "embedding": "#54a24b", "error": "#9d9d9d", "logit": "#e45756", "bias": "#b279a2"}
+KIND_COLORS = {
+    "feature": "#4c78a8",
+    "embedding": "#54a24b",
+    "error": "#9d9d9d",
+    "logit": "#e45756",
+    "bias": "#b279a2",
+}
 
 
 def draw_imported(run: int, prompt_id: int) -> bool:
@@ -25,7 +31,9 @@ def draw_imported(run: int, prompt_id: int) -> bool:
     links = load("graph_layout_links", run, prompt_id, top).to_pandas()
     links["color"] = [RED if w < 0 else BLUE for w in links["weight"]]
     tokens = list(row["prompt_tokens"])
-    axis_x = alt.Axis(values=list(range(len(tokens))), labelExpr=f"{json.dumps(tokens)}[datum.value]", title="position")
+    axis_x = alt.Axis(
+        values=list(range(len(tokens))), labelExpr=f"{json.dumps(tokens)}[datum.value]", title="position"
+    )
     x = alt.X("x:Q", axis=axis_x, scale=alt.Scale(domain=[-0.5, len(tokens) - 0.5]))
     y = alt.Y("y:Q", title="layer (-1: embeddings)")
     rules = alt.Chart(links).mark_rule(opacity=0.5).encode(
