@@ -315,6 +315,11 @@ def test_existing_queries_read_imported_graphs(tmp_path):
     with open_database(db, read_only=True) as con:
         graph = api.prompt_graph(con, 0, run=1, k=5, min_path=1)
         assert graph.select("up", "down").rows() == [("0.7", "1.12")]
+        # the Neuronpedia file's run: an edge across non-adjacent layers (0 -> 4)
+        graph = api.prompt_graph(con, 0, run=2, k=5, min_path=1)
+        assert graph.select("up", "down").rows() == [("0.5", "4.30000")]
+        out = api.feature_edges(con, "0.7", run=1).to_dicts()
+        assert [(r["direction"], r["neighbour"]) for r in out] == [("out", "1.12")]
 
 
 # -- migration 0013 on an older database ------------------------------------------------------
