@@ -69,7 +69,7 @@ def one_graph(rng: random.Random, slug: str, tokens: list[str], pool: dict[int, 
                                      "feature_type": "embedding", "jsNodeId": f"E_{vocab}-{pos}", "clerp": tok}  # fmt: skip
     for layer in range(N_LAYERS):
         for pos in range(n_pos):
-            for idx in rng.sample(pool[layer], 2):
+            for idx in rng.sample(pool[layer], min(2, len(pool[layer]))):
                 nodes[f"{layer}_{idx}_{pos}"] = _feature(layer, idx, pos, round(rng.uniform(0.1, 5), 4))
         for pos in rng.sample(range(n_pos), 2):
             nodes[f"0_{layer}_{pos}"] = {"node_id": f"0_{layer}_{pos}", "feature": -1, "layer": str(layer),
@@ -127,6 +127,8 @@ def feature_pool(db_path: str | None, seed: int) -> tuple[dict[int, list[int]], 
             "SELECT list(token ORDER BY position) FROM tokens GROUP BY run_id, prompt_id LIMIT 200"
         )
     layers = [sorted(f) for _, f in found]
+    if not layers or not texts:
+        raise SystemExit(f"{db_path} has no activations or tokens to draw features and prompts from")
     pool = {layer: [f + 20_000 for f in layers[layer % len(layers)]] for layer in range(N_LAYERS)}
     return pool, [t[0] for t in texts]
 
