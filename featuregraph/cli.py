@@ -357,8 +357,10 @@ def _echo_validations(validations) -> None:
 
 def _register_subcommands() -> None:
     from featuregraph.query.cli import register
+    from featuregraph.query.graph_cli import register as register_graph_commands
 
     register(app)
+    register_graph_commands(app)
 
 
 _register_subcommands()

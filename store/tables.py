@@ -67,7 +67,7 @@ class Table:
 
     Groups: ``run`` (a run and what belongs to it as a whole), ``prompt`` (the sweep's
     per-prompt results, one :class:`store.models.PromptResult` table each, besides
-    ``prompts`` itself), ``summary`` (derived from ``edges`` by SQL), ``experiment``.
+    ``prompts`` itself), ``summary`` (derived from ``edges`` by SQL), ``experiment``, ``graph`` (general graphs, 0013).
     """
 
     name: str
@@ -230,6 +230,29 @@ TABLES: tuple[Table, ...] = (
         prob=FLOAT,
     ),  # fmt: skip
 )
+
+# -- 0013_general_graphs: graphs of any method, imported graph files (store/graphs.py) -----
+GRAPH_TABLES: tuple[Table, ...] = (
+    _table(
+        "graphs", "graph",
+        **PROMPT_KEY, method=VARCHAR, scan=VARCHAR, slug=VARCHAR, prompt=VARCHAR, prompt_tokens=VARCHAR_LIST,
+        schema_version=INTEGER.null, node_threshold=DOUBLE.null, edge_threshold=DOUBLE.null,
+        source_file=VARCHAR.null, content_sha256=VARCHAR, document=JSON, imported_at=TIMESTAMP,
+    ),  # fmt: skip
+    _table(
+        "graph_nodes", "graph",
+        **PROMPT_KEY, node_index=INTEGER, node_id=VARCHAR, kind=VARCHAR, feature_type=VARCHAR,
+        layer=SMALLINT.null, layer_label=VARCHAR, position=SMALLINT.null, feature=INTEGER.null,
+        raw_feature=BIGINT.null, token_id=INTEGER.null, activation=DOUBLE.null, influence=DOUBLE.null,
+        token_prob=DOUBLE.null, is_target_logit=BOOLEAN.null, clerp=VARCHAR.null, js_node_id=VARCHAR,
+        extra=JSON.null,
+    ),  # fmt: skip
+    _table(
+        "graph_links", "graph",
+        **PROMPT_KEY, source_index=INTEGER, target_index=INTEGER, weight=DOUBLE,
+    ),  # fmt: skip
+)
+TABLES = TABLES + GRAPH_TABLES
 
 SPEC: dict[str, Table] = {t.name: t for t in TABLES}
 TABLE_NAMES: tuple[str, ...] = tuple(SPEC)

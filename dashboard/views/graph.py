@@ -11,6 +11,7 @@ from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.forms import widget
 from featuregraph.dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot
+from featuregraph.dashboard.views.graph_positions import draw_imported
 from featuregraph.query.prompts import SNR_MEASURES
 from featuregraph.store.models import Node
 
@@ -140,6 +141,7 @@ def render(run: int | None) -> None:
         opts["min_snr"],
         opts["measure"],
     )  # fmt: skip
+    draw_imported(run, prompt_id)  # an imported graph's per-position nodes, when the prompt is one
     text_col, top_col = st.columns([3, 2])
     with text_col:
         st.code(info["text"], language=None, wrap_lines=True)
