@@ -133,6 +133,9 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def optimize_cmd(
         db: Path = typer.Argument(..., help="featuregraph DuckDB file (needs the write lock)."),
+        compact_only: bool = typer.Option(
+            False, "--compact-only", help="Only fold the edge summary's delta into its base (fast)."
+        ),
     ) -> None:
         """Sort DB's tables for the queries and rebuild the edge summary (see docs/sql.md)."""
         from featuregraph.errors import DatabaseError
@@ -142,5 +145,5 @@ def register(app: typer.Typer) -> None:
         if not db.exists():
             raise DatabaseError(f"no database at {db}")
         with open_database(db) as database:
-            timings = optimize(database, report=lambda line: typer.echo(line, err=True))
+            timings = optimize(database, report=lambda line: typer.echo(line, err=True), compact_only=compact_only)
         typer.echo(f"{db}: optimized in {sum(timings.values()):.1f}s")
