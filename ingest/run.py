@@ -43,6 +43,7 @@ from featuregraph.store.runs import (
     resume_run,
     write_prompt_results,
 )  # fmt: skip
+from featuregraph.store.snapshot import SnapshotPublisher, remove_snapshot
 from featuregraph.store.writer import WriterNote
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,8 @@ def ingest(
     try:
         run_id, done, resumed = open_run(db, prep, config, loaded.device)
         note.update(run_id=run_id)
+        snapshots = SnapshotPublisher(db)  # readers read these while this ingest holds the file
+        snapshots.start()
         # Groups are formed over the whole prompt list and committed whole, so a resumed
         # run batches every remaining prompt exactly as an uninterrupted run would have.
         groups = [[p for p in g if p.prompt_id not in done] for g in _groups(inputs, prompts_per_forward)]
@@ -218,6 +221,7 @@ def ingest(
         def flush() -> None:
             nonlocal pending, last_commit
             write_prompt_results(db, run_id, pending)
+            snapshots.after_commit()
             ids = [r.prompt_id for r in pending]
             log.info("committed prompts %s", ids)
             if on_commit:
@@ -246,6 +250,7 @@ def ingest(
         )
     finally:
         db.close()
+        remove_snapshot(db_path)  # after the close: readers open the database itself again
         note.remove()
 
 
