@@ -31,6 +31,7 @@ from featuregraph.ingest.prompts import (
     prompts_sha256,
     read_prompts,
 )
+from featuregraph.ingest.pruning import prune_results
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.ingest_errors import record_ingest_errors
@@ -233,7 +234,7 @@ def ingest(
         try:
             with tqdm(total=len(todo), unit="prompt", disable=not progress, desc=f"run {run_id}") as bar:
                 for group in groups:
-                    pending.extend(prep.prompts.annotate(sweeper.sweep_many(group)))
+                    pending.extend(prune_results(prep.prompts.annotate(sweeper.sweep_many(group)), config.sweep))
                     bar.update(len(group))
                     if len(pending) >= commit_every or time.monotonic() - last_commit >= commit_seconds:
                         flush()

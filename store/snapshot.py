@@ -93,7 +93,8 @@ class SnapshotPublisher:
         self.last_cost = 0.0
         self.published = 0
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
+        """Publish now (a failure to copy is logged, never raised)."""
         try:
             self.last_cost = publish_snapshot(self.db)
         except (OSError, subprocess.CalledProcessError) as exc:  # a full disk must not fail the ingest
@@ -104,7 +105,7 @@ class SnapshotPublisher:
 
     def start(self) -> None:
         if self.enabled:
-            self._publish()
+            self.publish()
 
     def after_commit(self) -> None:
         """Publish if the interval (and the copy-time budget) has passed since the last one."""
@@ -112,7 +113,7 @@ class SnapshotPublisher:
             return
         wait = max(self.every_s, self.last_cost / COPY_SHARE)
         if time.monotonic() - self.last >= wait:
-            self._publish()
+            self.publish()
 
     def close(self) -> None:
         if self.enabled and self.published:
