@@ -129,6 +129,22 @@ def register(app: typer.Typer) -> None:
         frame, truncated = run_sql(db, sql, limits=limits)
         _emit(frame, fmt, out, max_rows, truncated)
 
+    @app.command("export-parquet")
+    @user_errors
+    def export_parquet_cmd(
+        db: Path = typer.Argument(..., help="featuregraph DuckDB file (read-only)."),
+        out: Path = typer.Argument(..., help="Folder of the Parquet dataset (created or extended)."),
+    ) -> None:
+        """Export DB's edges as a Parquet dataset partitioned by run and layer (only prompts
+        not exported yet; see docs/sql.md)."""
+        from featuregraph.store.parquet_export import export_parquet
+
+        done = export_parquet(db, out)
+        if done["batch"] == 0:
+            typer.echo(f"{out}: nothing new to export")
+        else:
+            typer.echo(f"{out}: {done['prompts']} prompts, {done['edges']} edges added (batch {done['batch']})")
+
     @app.command("optimize")
     @user_errors
     def optimize_cmd(
