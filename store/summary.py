@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
 import pyarrow as pa
 
 from featuregraph.store.db import Database
@@ -38,13 +39,14 @@ COMPACT_ROWS_ENV = "FEATUREGRAPH_COMPACT_ROWS"
 DEFAULT_COMPACT_ROWS = 4_000_000
 
 _NEW_EDGES_VIEW = "__fg_new_edges_arrow"
-# A transaction's new edges, signed, with their ablation's largest |weight|, from the Arrow
-# table that is being inserted into ``edges`` (so nothing stored is read back).
+# A transaction's new edges, signed, with their ablation's largest |weight| (computed in numpy
+# by append_delta), from the Arrow table that is being inserted into ``edges``: nothing stored
+# is read back.
 APPEND_DELTA = f"""
 INSERT INTO edge_delta
     (run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, sign, weight, ablation_max_abs)
 SELECT run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, fg_sign(weight), weight,
-       max(abs(weight)) OVER (PARTITION BY run_id, prompt_id, up_layer, up_feature)
+       ablation_max_abs
 FROM {_NEW_EDGES_VIEW}
 """
 DELTA_ROWS = "SELECT count(*) FROM edge_delta"
@@ -145,12 +147,27 @@ ORDER BY e.run_id, s.n_sorted DESC, e.up_layer, e.up_feature, e.down_layer, e.do
 """
 
 
+def _ablation_max_abs(edges: pa.Table) -> np.ndarray:
+    """Per row, the largest |weight| among the rows of the same (run, prompt, up layer, up feature)."""
+    keys = np.stack([edges.column(c).to_numpy().astype(np.int64)
+                     for c in ("run_id", "prompt_id", "up_layer", "up_feature")], axis=1)  # fmt: skip
+    size = np.abs(edges.column("weight").to_numpy().astype(np.float32))
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, np.any(ordered[1:] != ordered[:-1], axis=1)])
+    group_max = np.maximum.reduceat(size[order], starts)
+    out = np.empty(len(size), np.float32)
+    out[order] = np.repeat(group_max, np.diff(np.r_[starts, len(size)]))
+    return out
+
+
 def append_delta(db: Database, edges: pa.Table) -> None:
     """Append ``edges`` (rows being inserted into ``edges`` in this transaction, whole
     ablations) to the delta. Cost: these rows only. Call it once per row, in the transaction
     that writes them: an edge appended twice would be counted twice."""
     if edges.num_rows == 0:
         return
+    edges = edges.append_column("ablation_max_abs", pa.array(_ablation_max_abs(edges)))
     db.con.register(_NEW_EDGES_VIEW, edges)
     try:
         db.execute(APPEND_DELTA)
