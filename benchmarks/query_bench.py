@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 from synthetic_graphs import GraphSpec, generate  # noqa: E402
 
 BLOCK = 262_144  # DuckDB's block size
-TABLES = ("edges", "edge_summary", "edge_occurrences", "logit_effects", "prompts", "vocab")
+TABLES = ("edges", "edge_summary_base", "edge_occurrences_base", "logit_effects", "prompts", "vocab")
 
 RUN_ROW = {
     "model": "synthetic", "model_source": "path", "model_sha256": None,
@@ -414,8 +414,8 @@ def markdown(r: dict) -> str:
         ld = r["load"]
         e = ld["rows"]["edges"]
         lines += [
-            f"edges: {e:,}; prompts: {ld['rows']['prompts']:,}; edge_summary: {ld['rows']['edge_summary']:,}; "
-            f"edge_occurrences: {ld['rows']['edge_occurrences']:,}; logit_effects: {ld['rows']['logit_effects']:,}",
+            f"edges: {e:,}; prompts: {ld['rows']['prompts']:,}; edge_summary: {ld['rows']['edge_summary_base']:,}; "
+            f"edge_occurrences: {ld['rows']['edge_occurrences_base']:,}; logit_effects: {ld['rows']['logit_effects']:,}",
             "",
             "| step | seconds | rate |",
             "|---|---|---|",

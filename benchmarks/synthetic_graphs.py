@@ -45,6 +45,24 @@ class GraphSpec:
     d_vocab: int = 50_257
     chunk: int = 5_000  # prompts per staging part
     seed: int = 0
+    # |weight| of the random edges: half-normal x 0.25 when weight_log10_sigma is None, else
+    # log-normal with this median and spread (in decades), at least weight_floor (a sweep's
+    # edge_floor): what the demo database shows (see demo_calibrated).
+    weight_log10_sigma: float | None = None
+    weight_median: float = 0.0026
+    weight_floor: float = 1e-4
+
+
+def demo_calibrated(prompts: int, d_sae: int = 24_576, seed: int = 0, chunk: int = 500) -> GraphSpec:
+    """Per-prompt statistics of the demo database (BENCHMARKS.md, "Write scaling": 5 SAEs,
+    about 133 ablated features per layer, 15.2 edges per ablation, signs 83% consistent per
+    edge, |weight| median 0.0026 with 30% below 10x the 1e-4 floor), over a feature space as wide
+    as a GPT-2-small SAE so that distinct edges keep growing with the prompts."""
+    return GraphSpec(
+        prompts=prompts, layers=5, d_sae=d_sae, active=140, edges_per_up=15, zipf_s=1.0, zipf_q=50.0,
+        sign_consistency=0.83, planted=3, planted_length=3, planted_rates=(0.1, 0.01, 0.001),
+        logit_tokens=1, chunk=chunk, seed=seed, weight_log10_sigma=1.26,
+    )  # fmt: skip
 
 
 @dataclass
@@ -87,7 +105,7 @@ def plant_paths(spec: GraphSpec, rng: np.random.Generator, perm: np.ndarray) -> 
         feats = []
         for i in range(spec.planted_length + 1):
             while True:
-                f = int(perm[start + i, rng.integers(200, 5000)])
+                f = int(perm[start + i, rng.integers(min(200, spec.d_sae // 10), min(5000, spec.d_sae))])
                 if (start + i, f) not in used:
                     used.add((start + i, f))
                     feats.append(f)
@@ -126,7 +144,11 @@ def _chunk(spec, rng, cdf, perm, paths, first: int, count: int):
     down = np.take_along_axis(np.broadcast_to(act[:, 1:, None, :], (count, L - 1, A, A)), slots, axis=-1)
     keys = [((prompt << 40) | (layer << 34) | (up.astype(np.int64) << 17) | down).ravel()]
     n_random = keys[0].size
-    magnitude = np.abs(rng.standard_normal(n_random)).astype(np.float32) * np.float32(0.25)
+    if spec.weight_log10_sigma is None:
+        magnitude = np.abs(rng.standard_normal(n_random)).astype(np.float32) * np.float32(0.25)
+    else:
+        logs = np.log10(spec.weight_median) + spec.weight_log10_sigma * rng.standard_normal(n_random)
+        magnitude = np.maximum(10.0**np.minimum(logs, 1.0), spec.weight_floor * 1.01).astype(np.float32)
     flip = np.where(rng.random(n_random) < spec.sign_consistency, 1, -1).astype(np.int8)
     weights = [magnitude * flip * _pair_sign(layer.ravel(), up.ravel(), down.ravel())]
     # Planted edges come first so that de-duplication keeps them.

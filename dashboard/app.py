@@ -66,6 +66,8 @@ def main() -> None:
             st.error(str(exc))
         for line in cut_lines(data.cuts()):
             notices.warning(line)
+        if data.snapshot_note():
+            notices.info(data.snapshot_note())
     st.sidebar.markdown(nav.SIGN_CONVENTION)
 
 

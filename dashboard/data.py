@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -90,6 +91,15 @@ def _db() -> Database:
             raise RuntimeError("query outside reader_scope")
         _scope.db = open_reader(_scope.path)
     return _scope.db
+
+
+def snapshot_note() -> str | None:
+    """A line saying the page shows an ingest's snapshot (store/snapshot.py), or None."""
+    db = _scope.db
+    if db is None or db.snapshot_time is None:
+        return None
+    taken = datetime.fromtimestamp(db.snapshot_time).strftime("%H:%M:%S")
+    return f"An ingest is writing to this database: showing its consistent snapshot of {taken}."
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

@@ -19,6 +19,8 @@ from featuregraph.errors import InputError
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 TOO_LONG_POLICIES = ("reject", "truncate")  # prompts longer than the model's context
+PRUNE_MODES = ("none", "paths", "relative")  # ingest-time edge pruning (ingest/pruning.py)
+PRUNE_FIELDS = ("prune", "prune_top_k", "prune_min_path_edges", "prune_rel_floor")
 
 
 def setting(default: Any, help: str, **meta: Any) -> Any:
@@ -39,6 +41,10 @@ class SweepConfig:
         top_next_k: most likely next tokens of the clean pass stored per prompt.
         read_position: token position edges and logits are read at; -1 = the last token.
         batch_size: ablations per forward pass (memory, not semantics).
+        prune: ingest-time pruning of each prompt's edges (ingest/pruning.py): ``none``
+            (lossless, the default), ``paths`` (the ``prune_top_k`` largest per ablation, then
+            only edges on a chain of at least ``prune_min_path_edges`` edges) or ``relative``
+            (|weight| >= ``prune_rel_floor`` x the ablation's largest |weight|).
     """
 
     coefficient: float = setting(0.0, "Ablation coefficient c: 0 = zero-ablation, 1 = no change.")
@@ -48,8 +54,23 @@ class SweepConfig:
     top_next_k: int = setting(10, "Clean top next tokens stored per prompt.")
     read_position: int = setting(-1, "Token position edges and logits are read at (-1: the last token).")
     batch_size: int = setting(64, "Ablations per forward pass (speed and memory, not results).")
+    prune: str = setting(
+        "none", "Ingest-time edge pruning: none (lossless), paths or relative (see docs/method.md).",
+        choices=PRUNE_MODES,
+    )  # fmt: skip
+    prune_top_k: int = setting(8, "With --prune paths: edges kept per ablation before the path rule.")
+    prune_min_path_edges: int = setting(2, "With --prune paths: keep edges on chains of at least this many edges.")
+    prune_rel_floor: float = setting(0.1, "With --prune relative: keep |weight| >= this x the ablation's largest.")
 
     def __post_init__(self) -> None:
+        if self.prune not in PRUNE_MODES:
+            raise InputError(f"prune must be one of {', '.join(PRUNE_MODES)}, got {self.prune!r}")
+        if self.prune_top_k < 1:
+            raise InputError(f"prune_top_k must be >= 1, got {self.prune_top_k}")
+        if self.prune_min_path_edges < 1:
+            raise InputError(f"prune_min_path_edges must be >= 1, got {self.prune_min_path_edges}")
+        if not 0 <= self.prune_rel_floor <= 1:
+            raise InputError(f"prune_rel_floor must be between 0 and 1, got {self.prune_rel_floor}")
         if self.edge_top_k < 1:
             raise InputError(f"edge_top_k must be >= 1, got {self.edge_top_k}")
         if not self.edge_floor >= 0:
@@ -67,6 +88,12 @@ class SweepConfig:
         """The settings that change results (batch_size only changes speed)."""
         d = dataclasses.asdict(self)
         d.pop("batch_size")
+        # Lossless runs keep the identity they had before pruning existed (so they resume), and
+        # only the settings of the chosen pruning mode change results.
+        unused = {"none": PRUNE_FIELDS, "paths": ("prune_rel_floor",),
+                  "relative": ("prune_top_k", "prune_min_path_edges")}[self.prune]  # fmt: skip
+        for key in unused:
+            d.pop(key)
         return d
 
 

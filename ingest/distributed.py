@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from featuregraph.errors import DatabaseLockedError, FeaturegraphError, InputError, LoadError
 from featuregraph.ingest.config import RunConfig
 from featuregraph.ingest.prompts import RawPrompt
+from featuregraph.ingest.pruning import prune_results
 from featuregraph.ingest.run import IngestSummary, PreparedRun, _groups, open_run, prepare_run
 from featuregraph.ingest.shards import (
     clean_stale,
@@ -127,7 +128,7 @@ class SweepWorker:
         than the driver's, return the shard's files (``("files", {name: bytes})``)."""
         from featuregraph.store.runs import prompt_tables
 
-        results = self.sweeper.sweep_many(job.prompts)
+        results = prune_results(self.sweeper.sweep_many(job.prompts), self.sweeper.config)
         for r in results:
             r.external_id, r.tags = job.extras.get(r.prompt_id, (None, None))
         files = encode_tables(prompt_tables(job.run_id, results))

@@ -31,6 +31,7 @@ from featuregraph.ingest.prompts import (
     prompts_sha256,
     read_prompts,
 )
+from featuregraph.ingest.pruning import prune_results
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.ingest_errors import record_ingest_errors
@@ -43,6 +44,7 @@ from featuregraph.store.runs import (
     resume_run,
     write_prompt_results,
 )  # fmt: skip
+from featuregraph.store.snapshot import SnapshotPublisher, remove_snapshot
 from featuregraph.store.writer import WriterNote
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,8 @@ def ingest(
     try:
         run_id, done, resumed = open_run(db, prep, config, loaded.device)
         note.update(run_id=run_id)
+        snapshots = SnapshotPublisher(db)  # readers read these while this ingest holds the file
+        snapshots.start()
         # Groups are formed over the whole prompt list and committed whole, so a resumed
         # run batches every remaining prompt exactly as an uninterrupted run would have.
         groups = [[p for p in g if p.prompt_id not in done] for g in _groups(inputs, prompts_per_forward)]
@@ -218,6 +222,7 @@ def ingest(
         def flush() -> None:
             nonlocal pending, last_commit
             write_prompt_results(db, run_id, pending)
+            snapshots.after_commit()
             ids = [r.prompt_id for r in pending]
             log.info("committed prompts %s", ids)
             if on_commit:
@@ -229,7 +234,7 @@ def ingest(
         try:
             with tqdm(total=len(todo), unit="prompt", disable=not progress, desc=f"run {run_id}") as bar:
                 for group in groups:
-                    pending.extend(prep.prompts.annotate(sweeper.sweep_many(group)))
+                    pending.extend(prune_results(prep.prompts.annotate(sweeper.sweep_many(group)), config.sweep))
                     bar.update(len(group))
                     if len(pending) >= commit_every or time.monotonic() - last_commit >= commit_seconds:
                         flush()
@@ -246,6 +251,7 @@ def ingest(
         )
     finally:
         db.close()
+        remove_snapshot(db_path)  # after the close: readers open the database itself again
         note.remove()
 
 

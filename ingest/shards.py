@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from featuregraph.errors import DatabaseError, InputError
 from featuregraph.store.db import Database
 from featuregraph.store.runs import done_prompt_ids, insert_prompt_tables, now
+from featuregraph.store.summary import maybe_fold
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,7 @@ def merge_shards(db: Database, run_id: int, run_key: str, shards: list[Path]) ->
             insert_prompt_tables(db, run_id, combined)
             crash_point("merge_in_transaction")
         crash_point("merge_committed")
+        maybe_fold(db)
     return MergeResult(list(shards), sorted(new_ids))
 
 

@@ -129,10 +129,29 @@ def register(app: typer.Typer) -> None:
         frame, truncated = run_sql(db, sql, limits=limits)
         _emit(frame, fmt, out, max_rows, truncated)
 
+    @app.command("export-parquet")
+    @user_errors
+    def export_parquet_cmd(
+        db: Path = typer.Argument(..., help="featuregraph DuckDB file (read-only)."),
+        out: Path = typer.Argument(..., help="Folder of the Parquet dataset (created or extended)."),
+    ) -> None:
+        """Export DB's edges as a Parquet dataset partitioned by run and layer (only prompts
+        not exported yet; see docs/sql.md)."""
+        from featuregraph.store.parquet_export import export_parquet
+
+        done = export_parquet(db, out)
+        if done["batch"] == 0:
+            typer.echo(f"{out}: nothing new to export")
+        else:
+            typer.echo(f"{out}: {done['prompts']} prompts, {done['edges']} edges added (batch {done['batch']})")
+
     @app.command("optimize")
     @user_errors
     def optimize_cmd(
         db: Path = typer.Argument(..., help="featuregraph DuckDB file (needs the write lock)."),
+        compact_only: bool = typer.Option(
+            False, "--compact-only", help="Only fold the edge summary's delta into its base (fast)."
+        ),
     ) -> None:
         """Sort DB's tables for the queries and rebuild the edge summary (see docs/sql.md)."""
         from featuregraph.errors import DatabaseError
@@ -142,5 +161,5 @@ def register(app: typer.Typer) -> None:
         if not db.exists():
             raise DatabaseError(f"no database at {db}")
         with open_database(db) as database:
-            timings = optimize(database, report=lambda line: typer.echo(line, err=True))
+            timings = optimize(database, report=lambda line: typer.echo(line, err=True), compact_only=compact_only)
         typer.echo(f"{db}: optimized in {sum(timings.values()):.1f}s")

@@ -110,8 +110,9 @@ def feature_curves(
 
 
 # Features by their out-edges over a run's prompts. On a big database, from a 2% sample of
-# edge_summary's storage vectors (it is sorted by upstream feature, so a busy feature's rows are
-# where a sample finds them): exact counts would read every signed edge.
+# the storage vectors of edge_summary's base (the physical table, sorted by upstream feature, so
+# a busy feature's rows are where a sample finds them; edges since the last compaction are left
+# out of the sample): exact counts would read every signed edge.
 BUSY_FEATURES = """
 SELECT up_layer || '.' || up_feature AS feature, up_layer AS layer, sum(n)::BIGINT AS edges
 FROM edge_summary WHERE run_id = $run
@@ -120,9 +121,9 @@ ORDER BY edges DESC, up_layer, up_feature
 LIMIT $limit
 """
 BUSY_FEATURES_SAMPLED = BUSY_FEATURES.replace(
-    "FROM edge_summary", "FROM edge_summary TABLESAMPLE 2% (system, 7)"
+    "FROM edge_summary", "FROM edge_summary_base TABLESAMPLE 2% (system, 7)"
 )
-SUMMARY_ROWS = "SELECT count(*) FROM edge_summary"
+SUMMARY_ROWS = "SELECT count(*) FROM edge_summary_base"  # a size estimate: the base's row count is metadata
 EXACT_UP_TO_ROWS = 1_000_000
 
 

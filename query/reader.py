@@ -1,8 +1,10 @@
 """Opening a database for the dashboard: read-only, for one interaction, and a cache key.
 
-:func:`open_reader` opens the database in the SQL sandbox; a writer holding the lock raises
-:class:`~featuregraph.errors.DatabaseLockedError` (the dashboard says an ingest is writing);
-:func:`database_stamp` changes whenever the file does.
+:func:`open_reader` opens the database in the SQL sandbox; while a single-process ingest holds
+the lock it opens the ingest's newest snapshot at once (store/snapshot.py; the connection's
+``snapshot_time`` says so), and only a writer that publishes none (a distributed merge) makes it
+wait and then raise :class:`~featuregraph.errors.DatabaseLockedError` (the dashboard says an
+ingest is writing); :func:`database_stamp` changes whenever the file does.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ DASHBOARD_LOCK_WAIT_S = 2.0
 def open_reader(path: str | Path, wait_s: float | None = None) -> Database:
     """Open ``path`` in the SQL sandbox (read-only) for one interaction (close it soon after).
 
-    Waits up to ``wait_s`` seconds (default: ``FEATUREGRAPH_LOCK_WAIT``, else 2 s) for a
-    writer's lock; if it is still held, raises :class:`DatabaseLockedError` naming the writer.
+    A locked database with a published snapshot: the snapshot, without waiting. Otherwise waits
+    up to ``wait_s`` seconds (default: ``FEATUREGRAPH_LOCK_WAIT``, else 2 s) for a writer's lock;
+    if it is still held, raises :class:`DatabaseLockedError` naming the writer.
     """
     if wait_s is None:
         try:

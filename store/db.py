@@ -90,11 +90,21 @@ class Database:
     on a connection from :func:`open_sandbox` (``sandboxed``).
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool, sandboxed: bool = False):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str,
+        read_only: bool,
+        sandboxed: bool = False,
+        snapshot_time: float | None = None,
+    ):
         self.con = con
         self.path = path
         self.read_only = read_only
         self.sandboxed = sandboxed  # opened by open_sandbox: fit for SQL typed by a user
+        # Set when a writer held the file and this reads its published snapshot (store/snapshot.py):
+        # the snapshot's time (seconds since the epoch); the data are as of then.
+        self.snapshot_time = snapshot_time
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Run one statement (or a script without parameters) and return the cursor."""
@@ -271,7 +281,7 @@ ATTACH_READ_ONLY = "ATTACH ? AS {alias} (READ_ONLY)"
 _RESERVED_CATALOGS = frozenset({"memory", "system", "temp", "main"})
 
 
-def _open_sandboxed(target: str) -> duckdb.DuckDBPyConnection:
+def _open_sandboxed(target: str, alias_of: str | None = None) -> duckdb.DuckDBPyConnection:
     """A private in-memory DuckDB instance with ``target`` attached read-only, then locked down.
 
     A private instance (not ``duckdb.connect(target)``) because DuckDB shares one instance per
@@ -280,7 +290,7 @@ def _open_sandboxed(target: str) -> duckdb.DuckDBPyConnection:
     settings could not be opened sandboxed at all. The file is attached before external access
     is switched off (DuckDB then keeps allowing that one file and its write-ahead log).
     """
-    alias = Path(target).stem
+    alias = Path(alias_of or target).stem
     if alias.lower() in _RESERVED_CATALOGS:
         alias = f"featuregraph_{alias}"
     con = duckdb.connect(":memory:")
@@ -321,11 +331,38 @@ def connect(
             p.parent.mkdir(parents=True, exist_ok=True)
     opener = partial(_open_sandboxed, target) if sandboxed else partial(_open_plain, target, read_only)
     try:
+        if read_only and target != ":memory:":
+            # A writer that holds the file publishes snapshots: read the newest at once.
+            try:
+                con = _wait_for_lock(target, 0.0, opener)
+            except DatabaseLockedError:
+                snap = _open_snapshot(target, sandboxed)
+                if snap is not None:
+                    return snap
         con = _wait_for_lock(target, _lock_wait(read_only, wait_s), opener)
     except duckdb.Error as exc:
         msg = _first_line(exc)
         raise DatabaseError(f"{target} is not a readable DuckDB database (corrupt?): {msg}") from exc
     return Database(con, target, read_only, sandboxed=sandboxed)
+
+
+def _open_snapshot(target: str, sandboxed: bool) -> Database | None:
+    """The writer's published snapshot of ``target``, open read-only, or None if there is none."""
+    from featuregraph.store.snapshot import snapshot_path
+
+    snap = snapshot_path(target)
+    try:
+        # Taken before the open: a snapshot published in between is only newer than this time.
+        taken = snap.stat().st_mtime
+    except OSError:
+        return None
+    opener = partial(_open_sandboxed, str(snap), target) if sandboxed else partial(_open_plain, str(snap), True)
+    try:
+        con = opener()
+    except duckdb.Error as exc:  # removed under us: the writer is done, or there is none to read
+        log.info("snapshot %s not readable: %s", snap, _first_line(exc))
+        return None
+    return Database(con, target, True, sandboxed=sandboxed, snapshot_time=taken)
 
 
 def _checked(db: Database) -> Database:

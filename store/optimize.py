@@ -8,11 +8,13 @@ only the row groups that hold them, without any index:
   group or two (ingest already writes prompts in order; optimize restores it after resumes);
 - ``logit_effects`` and ``activations`` by (run, layer, feature, prompt): one feature's
   logit effects and contexts;
-- ``edge_summary`` by edge (a feature's neighbourhood) and ``edge_occurrences`` by how many
-  prompts each edge occurs in (recurring paths read a prefix), rebuilt from ``edges``.
+- ``edge_summary_base`` by edge (a feature's neighbourhood) and ``edge_occurrences_base`` by
+  how many prompts each edge occurs in (recurring paths read a prefix), rebuilt from ``edges``;
+  the summary's delta (``edge_delta``, store/summary.py) is emptied.
 
-Rows written after an optimize are appended unsorted: every query stays exact, only less
-of the table is skipped until the next optimize.
+Rows written after an optimize are appended unsorted (and their edges kept in the delta until a
+compaction folds them in): every query stays exact, only less of the table is skipped until the
+next optimize. ``optimize(compact_only=True)`` only folds the delta (one scan of the base).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable
 
 from featuregraph.errors import DatabaseError
 from featuregraph.store.db import Database, quote_identifier
-from featuregraph.store.summary import rebuild_summary
+from featuregraph.store.summary import fold_delta, rebuild_summary
 
 # Table -> sort key. Names are fixed here, never taken from input.
 SORT_ORDERS: dict[str, tuple[str, ...]] = {
@@ -61,8 +63,11 @@ def rewrite_sorted(db: Database, table: str) -> None:
         db.execute(f"ALTER TABLE {quote_identifier(_SORTED)} RENAME TO {name}")
 
 
-def optimize(db: Database, report: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Sort every table of :data:`SORT_ORDERS`, rebuild the summary and checkpoint.
+def optimize(
+    db: Database, report: Callable[[str], None] | None = None, compact_only: bool = False
+) -> dict[str, float]:
+    """Sort every table of :data:`SORT_ORDERS`, rebuild the summary and checkpoint; or
+    (``compact_only``) fold the summary's delta into its base and checkpoint.
 
     Returns seconds per step. Needs the write lock: run it while nothing else writes.
     """
@@ -77,9 +82,12 @@ def optimize(db: Database, report: Callable[[str], None] | None = None) -> dict[
         if report:
             report(f"{name}: {timings[name]:.1f}s")
 
-    for table in SORT_ORDERS:
-        step(f"sort {table}", lambda t=table: rewrite_sorted(db, t))
-    step("rebuild edge_summary and edge_occurrences", lambda: rebuild_summary(db))
+    if compact_only:
+        step("fold the summary delta", lambda: fold_delta(db))
+    else:
+        for table in SORT_ORDERS:
+            step(f"sort {table}", lambda t=table: rewrite_sorted(db, t))
+        step("rebuild edge_summary and edge_occurrences", lambda: rebuild_summary(db))
     step("checkpoint", lambda: db.execute("CHECKPOINT"))
     return timings
 

@@ -13,6 +13,9 @@ Layouts:
    ingest command that created the run (``too_long`` is part of the run's identity, so the
    command that resumes a run needs it).
 
+3. Layout 2 plus the ingest-time pruning settings in ``sweep``: ``prune`` (``none`` for every
+   older run: they are lossless), ``prune_top_k``, ``prune_min_path_edges``, ``prune_rel_floor``.
+
 Every layout keeps ``$.sweep.*`` and ``$.dtype`` where the generated columns of ``runs`` read
 them; a layout that moves them needs a migration that changes those columns.
 """
@@ -25,7 +28,7 @@ from typing import Any, Callable
 
 from featuregraph.errors import DatabaseError
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 # What an ingest did before it recorded its prompt policies: the CLI's defaults then and now.
 V1_INGEST_DEFAULTS = {"too_long": "reject", "bad_prompts": "error"}
@@ -36,8 +39,17 @@ def _v1_to_v2(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+# Older runs were lossless; the other values are SweepConfig's defaults (unused while prune is none).
+V2_PRUNE_DEFAULTS = {"prune": "none", "prune_top_k": 8, "prune_min_path_edges": 2, "prune_rel_floor": 0.1}
+
+
+def _v2_to_v3(config: dict[str, Any]) -> dict[str, Any]:
+    config.setdefault("sweep", {}).update(V2_PRUNE_DEFAULTS)
+    return config
+
+
 # version -> the function that turns a config of that version into the next one.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade_config(config: dict[str, Any] | str, version: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from featuregraph.store.db import Database
 from featuregraph.store.models import PROMPT_TABLES, PromptResult
 from featuregraph.store.run_config import CONFIG_VERSION
-from featuregraph.store.summary import update_summary
+from featuregraph.store.summary import append_delta, maybe_fold
 from featuregraph.store.tables import arrow_table, table
 
 FIND_RUN = "SELECT run_id, status FROM runs WHERE run_key = ?"
@@ -150,21 +150,24 @@ def prompt_tables(run_id: int, results: list[PromptResult]) -> dict[str, pa.Tabl
 
 
 def insert_prompt_tables(db: Database, run_id: int, tables: dict[str, pa.Table]) -> None:
-    """Insert :func:`prompt_tables` output (one or several concatenated) and fold it into the
-    summary tables. Call it inside a transaction: the caller decides what lands together."""
+    """Insert :func:`prompt_tables` output (one or several concatenated) and append its edges to
+    the summary's delta (store/summary.py). Call it inside a transaction: the caller decides what
+    lands together; call :func:`store.summary.maybe_fold` after the commit."""
     prompt_ids = tables["prompts"].column("prompt_id").to_pylist()
     if not prompt_ids:
         return
     for name in PROMPT_TABLES:
         db.insert_arrow(name, tables[name])
-    update_summary(db, run_id, prompt_ids)
+    append_delta(db, tables["edges"])
     # The prompts row goes last: its presence is what marks the prompt done.
     db.insert_arrow("prompts", tables["prompts"])
 
 
 def write_prompt_results(db: Database, run_id: int, results: list[PromptResult]) -> None:
-    """Write several prompts' results in one transaction (bulk, through Arrow)."""
+    """Write several prompts' results in one transaction (bulk, through Arrow), then fold the
+    summary's delta if it has grown past its threshold (a transaction of its own)."""
     if not results:
         return
     with db.transaction():
         insert_prompt_tables(db, run_id, prompt_tables(run_id, results))
+    maybe_fold(db)

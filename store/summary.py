@@ -1,64 +1,69 @@
 """The per-edge summary (``edge_summary``) and the recurring-edge index (``edge_occurrences``).
 
-Both are derived from ``edges`` (migrations/0002_edge_summary.sql describes them):
+Both are derived from ``edges`` and are views (migrations/0012_edge_segments.sql) over two parts:
 
-- ``edge_summary``: one row per signed edge of a run, with ``n`` (prompts it occurs in with
-  that sign), the sum and the sum of squares of its weight, and the first prompt it occurs in;
-- ``edge_occurrences``: every occurrence of a signed edge with ``n >= 2``.
+- the **base**, ``edge_summary_base`` (one row per signed edge of a run: ``n``, the sum and sum
+  of squares of its weight, its first prompt) and ``edge_occurrences_base`` (every occurrence
+  of a signed edge with ``n >= 2``), as of the last compaction;
+- the **delta**, ``edge_delta``: the signed edges of every prompt written since, each with the
+  largest |weight| of its ablation (same run, prompt and upstream feature).
 
-Beside each occurrence they keep the largest |weight| of its ablation (same run, prompt and
-upstream feature; migrations/0010_path_strength.sql), which the path macros' relative-weight
-filter compares with. All edges of an ablation land in the same transaction, so the new edges
-alone give it.
-
-:func:`update_summary` folds newly written prompts into both and is called by
-:func:`store.runs.write_prompt_results` inside its transaction, so they are never behind
-``edges``. Its cost is one lookup of the transaction's signed edges in ``edge_summary`` (a
-scan of its key columns: about a second per transaction at 30M summary rows on 2 cores), so
-large databases want large commit groups. New occurrences are appended unsorted (``n_sorted`` NULL); :func:`rebuild_summary`
-derives both tables from ``edges`` from scratch, sorted for the query layer (bulk loads and
-``featuregraph optimize`` use it).
+An ingest transaction only appends its own edges to the delta (:func:`append_delta`): its cost
+depends on its rows alone, never on what is stored. :func:`fold_delta` (a compaction) merges
+the delta into the base in one transaction and empties it: it costs one scan of the base's key
+columns, and runs when ``featuregraph optimize`` asks, or automatically once the delta holds
+:func:`compact_threshold` rows (:func:`maybe_fold`). :func:`rebuild_summary` derives the base
+from ``edges`` from scratch, sorted for the query layer, and empties the delta (bulk loads and
+``featuregraph optimize``). Rows folded in by a compaction are appended unsorted
+(``n_sorted`` NULL), as before.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+
+import numpy as np
 import pyarrow as pa
 
 from featuregraph.store.db import Database
 
+log = logging.getLogger(__name__)
+
 _KEYS = ("run_id", "up_layer", "up_feature", "down_layer", "down_feature", "sign")
 _ON = " AND ".join(f"s.{k} = g.{k}" for k in _KEYS)  # fixed column names, not input
 
-# The new prompts' edges, signed. Their prompt ids arrive as a registered Arrow table.
-STAGE_NEW_EDGES = """
-CREATE OR REPLACE TEMP TABLE __fg_new_edges AS
-SELECT e.run_id, e.prompt_id, e.up_layer, e.up_feature, e.down_layer, e.down_feature,
-       fg_sign(e.weight) AS sign, e.weight,
-       max(abs(e.weight)) OVER (PARTITION BY e.prompt_id, e.up_layer, e.up_feature) AS ablation_max_abs
-FROM edges e
-WHERE e.run_id = $run_id AND e.prompt_id IN (SELECT prompt_id FROM __fg_new_prompts)
-"""
+COMPACT_ROWS_ENV = "FEATUREGRAPH_COMPACT_ROWS"
+# Delta rows past which a write folds the delta into the base. Reads aggregate the delta on
+# the fly (about 0.1 s per million rows on 2 cores); a fold costs one scan of the base.
+DEFAULT_COMPACT_ROWS = 4_000_000
 
-# The new edges aggregated per signed edge, next to what the summary held before.
+_NEW_EDGES_VIEW = "__fg_new_edges_arrow"
+# A transaction's new edges, signed, with their ablation's largest |weight| (computed in numpy
+# by append_delta), from the Arrow table that is being inserted into ``edges``: nothing stored
+# is read back.
+APPEND_DELTA = f"""
+INSERT INTO edge_delta
+    (run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, sign, weight, ablation_max_abs)
+SELECT run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, fg_sign(weight), weight,
+       ablation_max_abs
+FROM {_NEW_EDGES_VIEW}
+"""
+DELTA_ROWS = "SELECT count(*) FROM edge_delta"
+
+# The delta aggregated per signed edge, next to what the base held before.
 STAGE_NEW_SUMMARY = f"""
 CREATE OR REPLACE TEMP TABLE __fg_new_summary AS
 SELECT g.*, coalesce(s.n, 0) AS old_n, s.first_prompt_id AS old_first_prompt_id,
        s.sum_weight AS old_sum_weight, s.first_ablation_max_abs AS old_first_ablation_max_abs,
        s.rowid AS summary_row
-FROM (
-    SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
-           count(*)::INTEGER AS n, sum(weight::DOUBLE) AS sum_weight,
-           sum(weight::DOUBLE * weight::DOUBLE) AS sum_sq_weight, min(prompt_id) AS first_prompt_id,
-           arg_min(ablation_max_abs, prompt_id) AS first_ablation_max_abs
-    FROM __fg_new_edges
-    GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, sign
-) g
-LEFT JOIN edge_summary s ON {_ON}
+FROM edge_delta_summary g
+LEFT JOIN edge_summary_base s ON {_ON}
 """
 
-# An edge seen once before and again now: its first occurrence joins edge_occurrences.
+# An edge seen once before and again now: its first occurrence joins edge_occurrences_base.
 BACKFILL_OCCURRENCES = """
-INSERT INTO edge_occurrences
+INSERT INTO edge_occurrences_base
     (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
      ablation_max_abs)
 SELECT run_id, NULL, up_layer, up_feature, down_layer, down_feature, sign, old_first_prompt_id,
@@ -68,32 +73,32 @@ WHERE old_n = 1
 """
 
 APPEND_OCCURRENCES = f"""
-INSERT INTO edge_occurrences
+INSERT INTO edge_occurrences_base
     (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
      ablation_max_abs)
 SELECT g.run_id, NULL, g.up_layer, g.up_feature, g.down_layer, g.down_feature, g.sign, g.prompt_id, g.weight,
        g.ablation_max_abs
-FROM __fg_new_edges g
+FROM edge_delta g
 JOIN __fg_new_summary s ON {_ON}
 WHERE s.old_n + s.n >= 2
 """
 
 # Known edges are updated in place by row id (the lookup above already found them); a MERGE
-# would look every key up in edge_summary a second time.
+# would look every key up in edge_summary_base a second time.
 UPDATE_SUMMARY = """
-UPDATE edge_summary SET
-    n = edge_summary.n + g.n,
-    sum_weight = edge_summary.sum_weight + g.sum_weight,
-    sum_sq_weight = edge_summary.sum_sq_weight + g.sum_sq_weight,
-    first_prompt_id = least(edge_summary.first_prompt_id, g.first_prompt_id),
-    first_ablation_max_abs = CASE WHEN g.first_prompt_id < edge_summary.first_prompt_id
-                                  THEN g.first_ablation_max_abs ELSE edge_summary.first_ablation_max_abs END
+UPDATE edge_summary_base SET
+    n = edge_summary_base.n + g.n,
+    sum_weight = edge_summary_base.sum_weight + g.sum_weight,
+    sum_sq_weight = edge_summary_base.sum_sq_weight + g.sum_sq_weight,
+    first_prompt_id = least(edge_summary_base.first_prompt_id, g.first_prompt_id),
+    first_ablation_max_abs = CASE WHEN g.first_prompt_id < edge_summary_base.first_prompt_id
+                                  THEN g.first_ablation_max_abs ELSE edge_summary_base.first_ablation_max_abs END
 FROM __fg_new_summary g
-WHERE edge_summary.rowid = g.summary_row
+WHERE edge_summary_base.rowid = g.summary_row
 """
 
 INSERT_SUMMARY = """
-INSERT INTO edge_summary
+INSERT INTO edge_summary_base
     (run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
      first_prompt_id, n_sorted, first_ablation_max_abs)
 SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
@@ -102,15 +107,13 @@ FROM __fg_new_summary
 WHERE summary_row IS NULL
 """
 
-DROP_STAGING = """
-DROP TABLE IF EXISTS __fg_new_edges;
-DROP TABLE IF EXISTS __fg_new_summary;
-"""
+DROP_STAGING = "DROP TABLE IF EXISTS __fg_new_summary"
+EMPTY_DELTA = "DELETE FROM edge_delta WHERE $run_id IS NULL OR run_id = $run_id"
 
 # From scratch, for one run or (run_id NULL) all of them; the statements of migration 0002, with
 # the ablation maxima of migration 0010.
-DELETE_SUMMARY = "DELETE FROM edge_summary WHERE $run_id IS NULL OR run_id = $run_id"
-DELETE_OCCURRENCES = "DELETE FROM edge_occurrences WHERE $run_id IS NULL OR run_id = $run_id"
+DELETE_SUMMARY = "DELETE FROM edge_summary_base WHERE $run_id IS NULL OR run_id = $run_id"
+DELETE_OCCURRENCES = "DELETE FROM edge_occurrences_base WHERE $run_id IS NULL OR run_id = $run_id"
 SIGNED_EDGES = """
 SELECT *, fg_sign(weight) AS sign,
        max(abs(weight)) OVER (PARTITION BY run_id, prompt_id, up_layer, up_feature) AS ablation_max_abs
@@ -118,7 +121,7 @@ FROM edges
 WHERE $run_id IS NULL OR run_id = $run_id
 """
 BUILD_SUMMARY = f"""
-INSERT INTO edge_summary
+INSERT INTO edge_summary_base
     (run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
      first_prompt_id, n_sorted, first_ablation_max_abs)
 SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
@@ -129,13 +132,13 @@ GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, sign
 ORDER BY run_id, up_layer, up_feature, down_layer, down_feature, sign
 """
 BUILD_OCCURRENCES = f"""
-INSERT INTO edge_occurrences
+INSERT INTO edge_occurrences_base
     (run_id, n_sorted, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
      ablation_max_abs)
 SELECT e.run_id, s.n_sorted, e.up_layer, e.up_feature, e.down_layer, e.down_feature, s.sign,
        e.prompt_id, e.weight, e.ablation_max_abs
 FROM ({SIGNED_EDGES}) e
-JOIN edge_summary s
+JOIN edge_summary_base s
     ON s.run_id = e.run_id AND s.up_layer = e.up_layer AND s.up_feature = e.up_feature
    AND s.down_layer = e.down_layer AND s.down_feature = e.down_feature
    AND s.sign = e.sign AND s.n >= 2
@@ -143,38 +146,90 @@ ORDER BY e.run_id, s.n_sorted DESC, e.up_layer, e.up_feature, e.down_layer, e.do
          e.prompt_id
 """
 
-_PROMPTS_VIEW = "__fg_new_prompts"
+
+def _ablation_max_abs(edges: pa.Table) -> np.ndarray:
+    """Per row, the largest |weight| among the rows of the same (run, prompt, up layer, up feature)."""
+    keys = np.stack([edges.column(c).to_numpy().astype(np.int64)
+                     for c in ("run_id", "prompt_id", "up_layer", "up_feature")], axis=1)  # fmt: skip
+    size = np.abs(edges.column("weight").to_numpy().astype(np.float32))
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, np.any(ordered[1:] != ordered[:-1], axis=1)])
+    group_max = np.maximum.reduceat(size[order], starts)
+    out = np.empty(len(size), np.float32)
+    out[order] = np.repeat(group_max, np.diff(np.r_[starts, len(size)]))
+    return out
 
 
-def update_summary(db: Database, run_id: int, prompt_ids: list[int]) -> None:
-    """Fold the edges of ``prompt_ids`` (just written, not yet summarised) into the summary.
-
-    Call it inside the transaction that wrote them, once per prompt: a prompt folded in
-    twice would be counted twice.
-    """
-    if not prompt_ids:
+def append_delta(db: Database, edges: pa.Table) -> None:
+    """Append ``edges`` (rows being inserted into ``edges`` in this transaction, whole
+    ablations) to the delta. Cost: these rows only. Call it once per row, in the transaction
+    that writes them: an edge appended twice would be counted twice."""
+    if edges.num_rows == 0:
         return
-    db.con.register(_PROMPTS_VIEW, pa.table({"prompt_id": pa.array(prompt_ids, pa.int32())}))
+    edges = edges.append_column("ablation_max_abs", pa.array(_ablation_max_abs(edges)))
+    db.con.register(_NEW_EDGES_VIEW, edges)
     try:
-        db.execute(STAGE_NEW_EDGES, {"run_id": run_id})
-        db.execute(STAGE_NEW_SUMMARY)
-        db.execute(BACKFILL_OCCURRENCES)
-        db.execute(APPEND_OCCURRENCES)
-        db.execute(UPDATE_SUMMARY)
-        db.execute(INSERT_SUMMARY)
-        db.execute(DROP_STAGING)
+        db.execute(APPEND_DELTA)
     finally:
-        db.con.unregister(_PROMPTS_VIEW)
+        db.con.unregister(_NEW_EDGES_VIEW)
+
+
+def delta_rows(db: Database) -> int:
+    """Edge rows written since the last compaction."""
+    return int(db.fetchone(DELTA_ROWS)[0])
+
+
+def compact_threshold() -> int:
+    """Delta rows past which a write folds the delta (``FEATUREGRAPH_COMPACT_ROWS``; 0: never)."""
+    try:
+        return int(os.environ.get(COMPACT_ROWS_ENV, DEFAULT_COMPACT_ROWS))
+    except ValueError:
+        return DEFAULT_COMPACT_ROWS
+
+
+def _fold_statements(db: Database) -> None:
+    db.execute(STAGE_NEW_SUMMARY)
+    db.execute(BACKFILL_OCCURRENCES)
+    db.execute(APPEND_OCCURRENCES)
+    db.execute(UPDATE_SUMMARY)
+    db.execute(INSERT_SUMMARY)
+    db.execute(DROP_STAGING)
+    db.execute(EMPTY_DELTA, {"run_id": None})
+
+
+def fold_delta(db: Database) -> int:
+    """Compaction: merge the delta into the base and empty it, in one transaction (a crash
+    leaves both as they were). Returns the delta rows folded. The views read the same before
+    and after."""
+    rows = delta_rows(db)
+    if rows:
+        with db.transaction():
+            _fold_statements(db)
+    return rows
+
+
+def maybe_fold(db: Database) -> int:
+    """Fold the delta if it holds :func:`compact_threshold` rows or more; rows folded (0: none)."""
+    limit = compact_threshold()
+    if limit <= 0 or delta_rows(db) < limit:
+        return 0
+    rows = fold_delta(db)
+    log.info("folded %d delta edge rows into the summary base", rows)
+    return rows
 
 
 def rebuild_summary(db: Database, run_id: int | None = None) -> None:
-    """Derive ``edge_summary`` and ``edge_occurrences`` from ``edges`` (one run, or all), sorted."""
+    """Derive the summary base from ``edges`` (one run, or all), sorted; empty their delta."""
     params = {"run_id": run_id}
     with db.transaction():
         db.execute(DELETE_OCCURRENCES, params)
         db.execute(DELETE_SUMMARY, params)
+        db.execute(EMPTY_DELTA, params)
         db.execute(BUILD_SUMMARY, params)
         db.execute(BUILD_OCCURRENCES, params)
 
 
-__all__ = ["update_summary", "rebuild_summary"]
+__all__ = [
+    "append_delta", "compact_threshold", "delta_rows", "fold_delta", "maybe_fold", "rebuild_summary",
+]  # fmt: skip

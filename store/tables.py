@@ -163,19 +163,25 @@ TABLES: tuple[Table, ...] = (
         **RUN_KEY, prompt_index=INTEGER, external_id=VARCHAR.null, source_line=INTEGER.null,
         reason=VARCHAR, detail=VARCHAR, excerpt=VARCHAR.null,
     ),  # fmt: skip
-    # -- 0002_edge_summary: derived from edges by SQL (store/summary.py) -----------------------
+    # -- 0002_edge_summary: derived from edges by SQL (store/summary.py). 0012 renamed both to
+    # *_base and made edge_summary / edge_occurrences views over base + edge_delta ------------
     _table(
-        "edge_summary", "summary",
+        "edge_summary_base", "summary",
         **RUN_KEY, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT, down_feature=INTEGER,
         sign=TINYINT, n=INTEGER, sum_weight=FLOAT, sum_sq_weight=FLOAT, first_prompt_id=INTEGER,
         n_sorted=INTEGER.null,
         first_ablation_max_abs=FLOAT.null,  # 0010: the largest |weight| of first_prompt_id's ablation
     ),  # fmt: skip
     _table(
-        "edge_occurrences", "summary",
+        "edge_occurrences_base", "summary",
         **RUN_KEY, n_sorted=INTEGER.null, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT,
         down_feature=INTEGER, sign=TINYINT, prompt_id=INTEGER, weight=FLOAT,
         ablation_max_abs=FLOAT.null,  # 0010: the largest |weight| of the same ablation
+    ),  # fmt: skip
+    _table(
+        "edge_delta", "summary",
+        **PROMPT_KEY, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT, down_feature=INTEGER,
+        sign=TINYINT, weight=FLOAT, ablation_max_abs=FLOAT,
     ),  # fmt: skip
     # -- 0005_experiments -------------------------------------------------------------------
     _table(

@@ -18,8 +18,8 @@ from featuregraph.store.runs import write_prompt_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
-QUERY_TABLES = {"edge_summary", "edge_occurrences"}
-QUERY_VIEWS = {"edge_stats"}
+QUERY_TABLES = {"edge_summary_base", "edge_occurrences_base", "edge_delta"}
+QUERY_VIEWS = {"edge_stats", "edge_summary", "edge_occurrences"}
 QUERY_MACROS = {
     "fg_sign", "fg_node", "fg_check_node", "fg_layer", "fg_feature",
     "prompt_graph", "recurring_paths", "path_prompts", "feature_edges", "feature_logits", "top_contexts",

@@ -1,0 +1,127 @@
+"""Readers never wait: a reader during an ingest reads the writer's consistent snapshot at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from featuregraph.errors import DatabaseLockedError
+from featuregraph.query.reader import open_reader
+from featuregraph.store.db import LOCK_WAIT_ENV, open_database
+from featuregraph.store.snapshot import snapshot_path
+
+TESTS = Path(__file__).parent
+EDGES_PER_PROMPT = 7
+
+# A writer that holds the file like an ingest: one transaction per group of 3 prompts, a snapshot
+# after every commit (interval 0), a pause between commits, then waits to be told to stop.
+WRITER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from query_graphs import new_run, prompt_result
+from featuregraph.store.db import open_database
+from featuregraph.store.runs import write_prompt_results
+from featuregraph.store.snapshot import SnapshotPublisher, remove_snapshot
+path, groups = sys.argv[1], int(sys.argv[3])
+db = open_database(path)
+run = new_run(db)
+pub = SnapshotPublisher(db, every_s=0)
+pub.start()
+for g in range(groups):
+    prompts = range(3 * g, 3 * g + 3)
+    write_prompt_results(db, run, [prompt_result(p, [(0, p % 5, 1, k, 0.25 + k) for k in range({k})]) for p in prompts])
+    pub.after_commit()
+    Path(path + ".progress").write_text(str(g + 1))
+    time.sleep(0.15)
+pub.publish()  # the last commit too, whatever the copy-time budget said
+while not Path(path + ".stop").exists():
+    time.sleep(0.05)
+db.close()
+remove_snapshot(path)
+""".replace("{k}", str(EDGES_PER_PROMPT))
+
+
+def _wait_for(check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def test_duckdb_refuses_a_second_process_while_one_writes(tmp_path):
+    """The fact this design works around: no read-only open of a file another process writes."""
+    path = tmp_path / "fg.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    probe = f"import duckdb; duckdb.connect({str(path)!r}, read_only=True)"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    con.close()
+    assert proc.returncode != 0 and "lock" in proc.stderr.lower()
+
+
+def test_a_reader_during_an_ingest_sees_a_consistent_snapshot_without_waiting(tmp_path, monkeypatch):
+    monkeypatch.setenv(LOCK_WAIT_ENV, "0")  # a reader that had to wait would fail at once
+    path = tmp_path / "fg.duckdb"
+    with open_database(path):
+        pass
+    groups = 12
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(path), str(TESTS), str(groups)])
+    try:
+        _wait_for(lambda: snapshot_path(path).exists())
+        seen, slowest = [], 0.0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            with open_reader(path) as db:
+                slowest = max(slowest, time.perf_counter() - start)
+                assert db.snapshot_time is not None
+                prompts, edges, summed, recurring = db.fetchone(
+                    "SELECT (SELECT count(*) FROM prompts), (SELECT count(*) FROM edges), "
+                    "(SELECT coalesce(sum(n), 0) FROM edge_summary), (SELECT count(*) FROM edge_occurrences)"
+                )
+            # whole commits only, and the summary agrees with the edges it was read with
+            assert prompts % 3 == 0 and edges == EDGES_PER_PROMPT * prompts == summed
+            recurring_want = sum(EDGES_PER_PROMPT * (prompts // 5 + (r < prompts % 5)) for r in range(5)
+                                 if prompts // 5 + (r < prompts % 5) >= 2)  # fmt: skip
+            assert recurring == recurring_want
+            seen.append(prompts)
+            if prompts == 3 * groups:
+                break
+            assert writer.poll() is None
+        assert seen[-1] == 3 * groups
+        assert seen == sorted(seen) and len(set(seen)) >= 3  # it followed the ingest
+        assert slowest < 5.0  # no lock wait (the wait is 0: a wait would have raised)
+        Path(str(path) + ".stop").write_text("")
+        assert writer.wait(60) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert not snapshot_path(path).exists()
+    with open_reader(path) as db:  # the writer is gone: the database itself
+        assert db.snapshot_time is None
+        assert db.fetchone("SELECT count(*) FROM edges")[0] == EDGES_PER_PROMPT * 3 * groups
+
+
+def test_without_a_snapshot_a_locked_database_is_reported_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv(LOCK_WAIT_ENV, "0")
+    path = tmp_path / "fg.duckdb"
+    with open_database(path):
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); "
+                               "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(DatabaseLockedError):
+            open_reader(path)
+    finally:
+        holder.kill()
+        holder.wait()
