@@ -56,7 +56,7 @@ def expected_chains(
     out = {}
     for chain, prompts in chain_weights(graph, n_edges, **where).items():
         kept = [steps for steps in prompts.values() if all(strong(p, e) for p, e in steps)]
-        if len(kept) < max(min_support, 2):
+        if not kept or len(kept) < min_support:
             continue
         means = [sum(steps[i][1][4] for steps in kept) / len(kept) for i in range(n_edges)]
         out[chain] = {"support": len(kept), "support_any": len(prompts), "mean_weights": means,
