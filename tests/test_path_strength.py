@@ -328,7 +328,7 @@ def test_the_cli_ranks_by_relative_weight_by_default(strength_db):
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 
-    rows = cli("recurring", strength_db.path, "--edges", "2", "--limit", "1000")
+    rows = cli("recurring", strength_db.path, "--edges", "2", "--top", "1000")
     default = got_paths(api.recurring_paths(strength_db, 2, 2, min_rel_weight=api.RECOMMENDED_MIN_REL_WEIGHT))
     assert default != got_paths(api.recurring_paths(strength_db, 2, 2))  # the default filter matters here
     assert {(tuple(r["layers"]), tuple(r["features"]), tuple(r["signs"])): (r["support"], r["support_any"])
