@@ -118,7 +118,7 @@ def followed_path(run: int, prompt_id: int) -> list[GraphEdge]:
     weights = row["weights"][0]
     st.markdown(f"Following the path **{path}** (thick arrows, framed boxes), drawn whatever the settings below "
                 f"prune. [Stop following it]({nav.href('graph', prompt=prompt_id, run=run)})")  # fmt: skip
-    return [GraphEdge(a, b, float(w), highlight=True) for a, b, w in zip(nodes, nodes[1:], weights, strict=True)]
+    return [GraphEdge(a, b, float(w), highlight=True) for a, b, w in zip(nodes[:-1], nodes[1:], weights, strict=True)]
 
 
 def _boxes(run: int, prompt_id: int, nodes: list[Node]) -> dict[Node, NodeBox]:
