@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rank-by", default="support")
     parser.add_argument("--full", action="store_true", help="also time top := NULL (every chain)")
+    parser.add_argument("--min-rel-weight", type=float, default=0.0, help="the dashboard and CLI start from 0.1")
     args = parser.parse_args()
     with open_database(args.db, read_only=True) as db:
         edges = db.fetchone("SELECT count(*) FROM edges")[0]
@@ -59,12 +60,14 @@ def main() -> None:
                     load = os.getloadavg()[0]
                     times, frame = timed(
                         lambda t=top: api.recurring_paths(
-                            db, n_edges, support, top=t, rank_by=args.rank_by
+                            db, n_edges, support, top=t, rank_by=args.rank_by, min_rel_weight=args.min_rel_weight
                         ),
                         args.repeat,
                     )
                     kth = frame["support"][-1] if frame.height else "-"
                     name = f"{n_edges}-edge, min_support {support}, top {top}, {args.rank_by}"
+                    if args.min_rel_weight:
+                        name += f", min_rel_weight {args.min_rel_weight}"
                     print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} | {frame.height:,} | "
                           f"{kth} | {load:.1f} / {os.getloadavg()[0]:.1f} |", flush=True)  # fmt: skip
 

@@ -4,18 +4,68 @@
 -- meet at the same (layer, feature) node; a step may skip layers (down_layer > up_layer + 1).
 -- Its support is the number of prompts in which every step occurs (and passes the strength
 -- filters): the size of the intersection of its edges' prompt sets, so it can only shrink as the
--- chain grows. recurring_paths(top := N) uses that bound to avoid enumerating every chain:
---   1. pilot: the 30 N most frequent candidate edges (edge_summary.n, an upper bound of any
---      chain's support through them), chained at the edge level; the 4 N chains with the largest
---      bound (their rarest edge) get their exact supports from edge_occurrences;
---   2. the N-th largest of those exact supports, L, is a lower bound of the N-th best support,
---      so every chain of the answer has support >= L: the exact level-wise search then runs at
---      threshold greatest(min_support, L) instead of min_support. (Fewer than N pilot chains
---      reaching min_support: L = min_support, the full search.)
+-- chain grows, and it is at most the support of its rarest edge. recurring_paths(top := N)
+-- uses that to avoid enumerating every chain (see the macro).
 -- Reads only edge_summary (run_id, layers, features, sign, n), edge_occurrences (the same key,
 -- prompt_id, weight, ablation_max_abs), prompts (tag) and the noise tables: no physical layout
 -- (sort order, n_sorted) is relied on, and no derived structure is stored.
 -- docs/sql.md documents the parameters, ranking and ties.
+
+-- The signed edges seen in at least `threshold` prompts (edge_summary.n), in a run and a layer
+-- range, with n. A NULL threshold gives none, by a join on an empty row, so that a search step
+-- that is not needed reads nothing (an empty join side ends the scan of the other). (The last two
+-- conditions are always true, but the planner cannot tell: each halves its estimate of the rows,
+-- so that joins with edge_occurrences build their hash table on these edges rather than on the
+-- occurrences, which on sparse data are fewer than the summary rows.)
+CREATE MACRO fg_path_edges(threshold, run, min_layer, max_layer) AS TABLE
+SELECT e.run_id, e.up_layer, e.up_feature, e.down_layer, e.down_feature, e.sign, e.n
+FROM edge_summary e
+JOIN (SELECT CAST(threshold AS INTEGER) AS at_least, greatest(CAST(threshold AS INTEGER), 2147483647) AS at_most,
+             least(CAST(threshold AS INTEGER), -1) AS below_any
+      WHERE threshold IS NOT NULL) g
+  ON e.n >= g.at_least AND e.n <= g.at_most AND e.up_feature > g.below_any
+WHERE (run IS NULL OR e.run_id = run) AND (min_layer IS NULL OR e.up_layer >= min_layer)
+  AND (max_layer IS NULL OR e.down_layer <= max_layer);
+
+-- The number of chains of n_edges edges (sign pattern as given) whose every edge has n >=
+-- threshold: a bound on how many chains can reach that support, counted along the layers
+-- without looking at prompts (ways: the chains ending at a node).
+CREATE MACRO fg_chain_bound(threshold, n_edges, run, min_layer, max_layer, sign_pattern) AS TABLE
+WITH
+e AS MATERIALIZED (SELECT * FROM fg_path_edges(threshold, run, min_layer, max_layer)),
+p1 AS (
+    SELECT run_id, down_layer AS layer, down_feature AS feature, CAST(count(*) AS HUGEINT) AS ways
+    FROM e WHERE coalesce(sign_pattern[1], 0) IN (0, sign) GROUP BY ALL
+),
+p2 AS (
+    SELECT e.run_id, e.down_layer AS layer, e.down_feature AS feature, sum(p.ways) AS ways
+    FROM p1 p JOIN e ON e.run_id = p.run_id AND e.up_layer = p.layer AND e.up_feature = p.feature
+    WHERE n_edges >= 2 AND coalesce(sign_pattern[2], 0) IN (0, e.sign) GROUP BY ALL
+),
+p3 AS (
+    SELECT e.run_id, e.down_layer AS layer, e.down_feature AS feature, sum(p.ways) AS ways
+    FROM p2 p JOIN e ON e.run_id = p.run_id AND e.up_layer = p.layer AND e.up_feature = p.feature
+    WHERE n_edges >= 3 AND coalesce(sign_pattern[3], 0) IN (0, e.sign) GROUP BY ALL
+),
+p4 AS (
+    SELECT e.run_id, e.down_layer AS layer, e.down_feature AS feature, sum(p.ways) AS ways
+    FROM p3 p JOIN e ON e.run_id = p.run_id AND e.up_layer = p.layer AND e.up_feature = p.feature
+    WHERE n_edges >= 4 AND coalesce(sign_pattern[4], 0) IN (0, e.sign) GROUP BY ALL
+),
+p5 AS (
+    SELECT e.run_id, e.down_layer AS layer, e.down_feature AS feature, sum(p.ways) AS ways
+    FROM p4 p JOIN e ON e.run_id = p.run_id AND e.up_layer = p.layer AND e.up_feature = p.feature
+    WHERE n_edges >= 5 AND coalesce(sign_pattern[5], 0) IN (0, e.sign) GROUP BY ALL
+),
+p6 AS (
+    SELECT e.run_id, e.down_layer AS layer, e.down_feature AS feature, sum(p.ways) AS ways
+    FROM p5 p JOIN e ON e.run_id = p.run_id AND e.up_layer = p.layer AND e.up_feature = p.feature
+    WHERE n_edges >= 6 AND coalesce(sign_pattern[6], 0) IN (0, e.sign) GROUP BY ALL
+)
+SELECT coalesce(sum(ways), 0) AS chains
+FROM (SELECT ways FROM p2 WHERE n_edges = 2 UNION ALL SELECT ways FROM p3 WHERE n_edges = 3
+      UNION ALL SELECT ways FROM p4 WHERE n_edges = 4 UNION ALL SELECT ways FROM p5 WHERE n_edges = 5
+      UNION ALL SELECT ways FROM p6 WHERE n_edges = 6);
 
 -- The occurrences of the signed edges seen in at least `threshold` prompts (edge_summary.n),
 -- restricted to a run, a layer range and a prompt tag, with `strong`: the occurrence passes the
@@ -23,18 +73,14 @@
 CREATE MACRO fg_path_occurrences(threshold, run, min_layer, max_layer, prompt_tag, min_weight,
                                  min_rel_weight, max_p, experiment) AS TABLE
 WITH
-keys AS (
-    SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign
-    FROM edge_summary
-    WHERE n >= threshold AND (run IS NULL OR run_id = run)
-      AND (min_layer IS NULL OR up_layer >= min_layer) AND (max_layer IS NULL OR down_layer <= max_layer)
-),
+-- (an inner join, not a semi join: keys are unique, and the planner then builds on the keys)
+keys AS (SELECT * FROM fg_path_edges(threshold, run, min_layer, max_layer)),
 rows AS (
     SELECT o.run_id, o.prompt_id, o.up_layer, o.up_feature, o.down_layer, o.down_feature, o.sign,
            o.weight, o.ablation_max_abs
     FROM edge_occurrences o
-    SEMI JOIN keys k ON k.run_id = o.run_id AND k.up_layer = o.up_layer AND k.up_feature = o.up_feature
-                    AND k.down_layer = o.down_layer AND k.down_feature = o.down_feature AND k.sign = o.sign
+    JOIN keys k ON k.run_id = o.run_id AND k.up_layer = o.up_layer AND k.up_feature = o.up_feature
+               AND k.down_layer = o.down_layer AND k.down_feature = o.down_feature AND k.sign = o.sign
     WHERE (prompt_tag IS NULL OR (o.run_id, o.prompt_id) IN (
             SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
 ),
@@ -62,9 +108,7 @@ CREATE MACRO fg_chains_at(threshold, n_edges, run, min_layer, max_layer, sign_pa
 WITH RECURSIVE
 frequent AS MATERIALIZED (
     SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign
-    FROM edge_summary
-    WHERE n >= threshold AND (run IS NULL OR run_id = run)
-      AND (min_layer IS NULL OR up_layer >= min_layer) AND (max_layer IS NULL OR down_layer <= max_layer)
+    FROM fg_path_edges(threshold, run, min_layer, max_layer)
 ),
 -- depth: edges of the longest chain of candidates ending at (into_node) / starting from (out_of)
 -- a node, counted up to n_edges - 1.
@@ -194,110 +238,149 @@ GROUP BY c.edges, c.support, c.support_any, c.mean_weights;
 -- Recurring paths across prompts ---------------------------------------------------------------
 -- As in 0010_path_strength.sql (same parameters, filters and columns), plus:
 --   top      NULL: every chain whose support reaches min_support; N: the first N in rank order,
---            found without enumerating the rest (see the top of this file).
+--            found without enumerating the rest (below).
 --   rank_by  'support' (support, most first) or 'strength' (the smallest |mean weight| along the
 --            chain, largest first; then support). Ranking by strength has no support bound to
 --            prune with: it searches every chain reaching min_support, then keeps the first N.
 -- Ties are broken the same way whatever `top` is: run_id, then the chain's nodes compared in
 -- order as (layer, feature) pairs, then the signs (-1 before +1); `top` cuts the list there, so
--- a chain tied with the N-th at its support may be left out, always the same one.
+-- of the chains tied at the N-th support the first ones in that order are kept, always the same.
 -- Columns also give `layers` (each node's layer: steps may skip layers) and `strength`.
+--
+-- top := N by support: the exact search runs at a threshold lowered step by step, from the
+-- largest support any candidate edge has (`upper`, a bound on every chain's support) by a
+-- factor of at least 2 per step, to min_support in at most 6 steps; it stops at the first
+-- threshold where N chains reach it. Those are all the chains with that support or more, so the
+-- first N of them are the answer, and the threshold is more than the N-th support / factor:
+-- the search never goes much below the support the answer needs. (Each step's CTE is gated on
+-- the previous ones: a NULL threshold leaves it empty.)
 CREATE OR REPLACE MACRO recurring_paths(n_edges := 3, min_support := 2, run := NULL, min_layer := NULL,
                                         max_layer := NULL, sign_pattern := NULL, min_weight := 0,
                                         prompt_tag := NULL, min_rel_weight := 0, max_p := NULL,
                                         experiment := NULL, top := NULL, rank_by := 'support') AS TABLE
 WITH
-checked AS (
+checked AS MATERIALIZED (
     SELECT CASE WHEN NOT n_edges BETWEEN 2 AND 6 THEN error('n_edges must be between 2 and 6, got ' || n_edges)
                 WHEN rank_by NOT IN ('support', 'strength')
                     THEN error('rank_by must be ''support'' or ''strength'', got ' || coalesce(rank_by, 'NULL'))
                 WHEN top < 1 THEN error('top must be >= 1, got ' || top)
                 ELSE greatest(min_support, 2) END AS floor_support,
-           top IS NOT NULL AND rank_by = 'support' AS use_pilot
+           top IS NOT NULL AND rank_by = 'support' AS descend,
+           (SELECT max(n) FROM edge_summary
+            WHERE top IS NOT NULL AND (run IS NULL OR run_id = run)
+              AND (min_layer IS NULL OR up_layer >= min_layer) AND (max_layer IS NULL OR down_layer <= max_layer))
+               AS max_n
 ),
--- The pilot: the most frequent candidate edges, chained at the edge level (bound: the chain's
--- rarest edge), keeping the best partial chains at each step.
-pilot_edges AS MATERIALIZED (
-    SELECT row_number() OVER (ORDER BY n DESC, run_id, up_layer, up_feature, down_layer, down_feature, sign) AS pid, *
-    FROM (SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n
-          FROM edge_summary
-          WHERE (SELECT use_pilot FROM checked) AND n >= greatest(min_support, 2) AND (run IS NULL OR run_id = run)
-            AND (min_layer IS NULL OR up_layer >= min_layer) AND (max_layer IS NULL OR down_layer <= max_layer)
-          ORDER BY n DESC, run_id, up_layer, up_feature, down_layer, down_feature, sign
-          LIMIT 30 * coalesce(top, 0))
+plan AS MATERIALIZED (
+    SELECT floor_support, descend, greatest(coalesce(max_n, 0), floor_support) AS upper,
+           greatest(2.0, pow(greatest(coalesce(max_n, 0), floor_support) / floor_support, 1.0 / 6)) AS factor
+    FROM checked
 ),
-pc1 AS MATERIALIZED (
-    SELECT [pid] AS pids, run_id, down_layer AS layer, down_feature AS feature, n AS bound
-    FROM pilot_edges WHERE coalesce(sign_pattern[1], 0) IN (0, sign)
-    ORDER BY bound DESC, pids LIMIT 16 * coalesce(top, 0)
+t1 AS MATERIALIZED (
+    SELECT CASE WHEN descend THEN greatest(floor_support, floor(upper / factor)) END AS threshold FROM plan
 ),
-pc2 AS MATERIALIZED (
-    SELECT list_append(c.pids, e.pid) AS pids, e.run_id, e.down_layer AS layer, e.down_feature AS feature,
-           least(c.bound, e.n) AS bound
-    FROM pc1 c JOIN pilot_edges e ON e.run_id = c.run_id AND e.up_layer = c.layer AND e.up_feature = c.feature
-    WHERE n_edges >= 2 AND coalesce(sign_pattern[2], 0) IN (0, e.sign)
-    ORDER BY bound DESC, pids LIMIT 16 * coalesce(top, 0)
+g1 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t1 t, fg_chain_bound((SELECT threshold FROM t1), n_edges, run, min_layer, max_layer, sign_pattern) b
 ),
-pc3 AS MATERIALIZED (
-    SELECT list_append(c.pids, e.pid) AS pids, e.run_id, e.down_layer AS layer, e.down_feature AS feature,
-           least(c.bound, e.n) AS bound
-    FROM pc2 c JOIN pilot_edges e ON e.run_id = c.run_id AND e.up_layer = c.layer AND e.up_feature = c.feature
-    WHERE n_edges >= 3 AND coalesce(sign_pattern[3], 0) IN (0, e.sign)
-    ORDER BY bound DESC, pids LIMIT 16 * coalesce(top, 0)
+found1 AS MATERIALIZED (
+    SELECT 1 AS level, *
+    FROM fg_chains_at((SELECT threshold FROM g1), n_edges, run, min_layer, max_layer, sign_pattern,
+                      min_weight, prompt_tag, min_rel_weight, max_p, experiment)
 ),
-pc4 AS MATERIALIZED (
-    SELECT list_append(c.pids, e.pid) AS pids, e.run_id, e.down_layer AS layer, e.down_feature AS feature,
-           least(c.bound, e.n) AS bound
-    FROM pc3 c JOIN pilot_edges e ON e.run_id = c.run_id AND e.up_layer = c.layer AND e.up_feature = c.feature
-    WHERE n_edges >= 4 AND coalesce(sign_pattern[4], 0) IN (0, e.sign)
-    ORDER BY bound DESC, pids LIMIT 16 * coalesce(top, 0)
+d1 AS MATERIALIZED (
+    SELECT false OR ((SELECT threshold FROM g1) IS NOT NULL AND (SELECT count(*) FROM found1) >= top) AS done
 ),
-pc5 AS MATERIALIZED (
-    SELECT list_append(c.pids, e.pid) AS pids, e.run_id, e.down_layer AS layer, e.down_feature AS feature,
-           least(c.bound, e.n) AS bound
-    FROM pc4 c JOIN pilot_edges e ON e.run_id = c.run_id AND e.up_layer = c.layer AND e.up_feature = c.feature
-    WHERE n_edges >= 5 AND coalesce(sign_pattern[5], 0) IN (0, e.sign)
-    ORDER BY bound DESC, pids LIMIT 16 * coalesce(top, 0)
+t2 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d1) AND (SELECT threshold FROM t1) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 2))) END AS threshold FROM plan
 ),
-pc6 AS MATERIALIZED (
-    SELECT list_append(c.pids, e.pid) AS pids, e.run_id, e.down_layer AS layer, e.down_feature AS feature,
-           least(c.bound, e.n) AS bound
-    FROM pc5 c JOIN pilot_edges e ON e.run_id = c.run_id AND e.up_layer = c.layer AND e.up_feature = c.feature
-    WHERE n_edges >= 6 AND coalesce(sign_pattern[6], 0) IN (0, e.sign)
-    ORDER BY bound DESC, pids LIMIT 16 * coalesce(top, 0)
+g2 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t2 t, fg_chain_bound((SELECT threshold FROM t2), n_edges, run, min_layer, max_layer, sign_pattern) b
 ),
-pilot AS MATERIALIZED (
-    SELECT row_number() OVER () AS cid, pids
-    FROM (SELECT pids, bound FROM pc2 WHERE n_edges = 2 UNION ALL SELECT pids, bound FROM pc3 WHERE n_edges = 3
-          UNION ALL SELECT pids, bound FROM pc4 WHERE n_edges = 4 UNION ALL SELECT pids, bound FROM pc5 WHERE n_edges = 5
-          UNION ALL SELECT pids, bound FROM pc6 WHERE n_edges = 6
-          ORDER BY bound DESC, pids LIMIT 4 * coalesce(top, 0))
+found2 AS MATERIALIZED (
+    SELECT 2 AS level, *
+    FROM fg_chains_at((SELECT threshold FROM g2), n_edges, run, min_layer, max_layer, sign_pattern,
+                      min_weight, prompt_tag, min_rel_weight, max_p, experiment)
 ),
-pilot_steps AS (SELECT cid, unnest(pids) AS pid FROM pilot),
--- The pilot chains' exact supports (prompts where every step occurs and is strong).
-pilot_support AS (
-    SELECT cid, count(*) AS support
-    FROM (SELECT s.cid, o.run_id, o.prompt_id
-          FROM fg_path_occurrences((SELECT min(n) FROM pilot_edges), run, min_layer, max_layer, prompt_tag,
-                                   min_weight, min_rel_weight, max_p, experiment) o
-          JOIN pilot_edges e ON e.run_id = o.run_id AND e.up_layer = o.up_layer AND e.up_feature = o.up_feature
-                            AND e.down_layer = o.down_layer AND e.down_feature = o.down_feature AND e.sign = o.sign
-          JOIN pilot_steps s ON s.pid = e.pid
-          WHERE o.strong
-          GROUP BY ALL
-          HAVING count(*) = n_edges)
-    GROUP BY cid
+d2 AS MATERIALIZED (
+    SELECT (SELECT done FROM d1) OR ((SELECT threshold FROM g2) IS NOT NULL AND (SELECT count(*) FROM found2) >= top) AS done
 ),
--- The search threshold: min_support, raised to the top-th best pilot support when there is one.
-bound AS MATERIALIZED (
-    SELECT greatest(c.floor_support,
-                    coalesce((SELECT list(support ORDER BY support DESC)[top] FROM pilot_support), 0)) AS threshold
-    FROM checked c
+t3 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d2) AND (SELECT threshold FROM t2) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 3))) END AS threshold FROM plan
+),
+g3 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t3 t, fg_chain_bound((SELECT threshold FROM t3), n_edges, run, min_layer, max_layer, sign_pattern) b
+),
+found3 AS MATERIALIZED (
+    SELECT 3 AS level, *
+    FROM fg_chains_at((SELECT threshold FROM g3), n_edges, run, min_layer, max_layer, sign_pattern,
+                      min_weight, prompt_tag, min_rel_weight, max_p, experiment)
+),
+d3 AS MATERIALIZED (
+    SELECT (SELECT done FROM d2) OR ((SELECT threshold FROM g3) IS NOT NULL AND (SELECT count(*) FROM found3) >= top) AS done
+),
+t4 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d3) AND (SELECT threshold FROM t3) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 4))) END AS threshold FROM plan
+),
+g4 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t4 t, fg_chain_bound((SELECT threshold FROM t4), n_edges, run, min_layer, max_layer, sign_pattern) b
+),
+found4 AS MATERIALIZED (
+    SELECT 4 AS level, *
+    FROM fg_chains_at((SELECT threshold FROM g4), n_edges, run, min_layer, max_layer, sign_pattern,
+                      min_weight, prompt_tag, min_rel_weight, max_p, experiment)
+),
+d4 AS MATERIALIZED (
+    SELECT (SELECT done FROM d3) OR ((SELECT threshold FROM g4) IS NOT NULL AND (SELECT count(*) FROM found4) >= top) AS done
+),
+t5 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d4) AND (SELECT threshold FROM t4) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 5))) END AS threshold FROM plan
+),
+g5 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t5 t, fg_chain_bound((SELECT threshold FROM t5), n_edges, run, min_layer, max_layer, sign_pattern) b
+),
+found5 AS MATERIALIZED (
+    SELECT 5 AS level, *
+    FROM fg_chains_at((SELECT threshold FROM g5), n_edges, run, min_layer, max_layer, sign_pattern,
+                      min_weight, prompt_tag, min_rel_weight, max_p, experiment)
+),
+d5 AS MATERIALIZED (
+    SELECT (SELECT done FROM d4) OR ((SELECT threshold FROM g5) IS NOT NULL AND (SELECT count(*) FROM found5) >= top) AS done
+),
+t6 AS MATERIALIZED (
+    SELECT CASE WHEN NOT descend OR (NOT (SELECT done FROM d5) AND (SELECT threshold FROM t5) > floor_support)
+                     THEN floor_support END AS threshold FROM plan
+),
+g6 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t6 t, fg_chain_bound((SELECT threshold FROM t6), n_edges, run, min_layer, max_layer, sign_pattern) b
+),
+found6 AS MATERIALIZED (
+    SELECT 6 AS level, *
+    FROM fg_chains_at((SELECT threshold FROM g6), n_edges, run, min_layer, max_layer, sign_pattern,
+                      min_weight, prompt_tag, min_rel_weight, max_p, experiment)
+),
+d6 AS MATERIALIZED (
+    SELECT (SELECT done FROM d5) OR ((SELECT threshold FROM g6) IS NOT NULL AND (SELECT count(*) FROM found6) >= top) AS done
 ),
 found AS (
     SELECT *, list_transform(list_zip(layers, features), lambda p: {'layer': p[1], 'feature': p[2]}) AS node_key
-    FROM fg_chains_at((SELECT threshold FROM bound), n_edges, run, min_layer, max_layer, sign_pattern, min_weight,
-                      prompt_tag, min_rel_weight, max_p, experiment)
+    FROM (SELECT * FROM found1
+    UNION ALL SELECT * FROM found2
+    UNION ALL SELECT * FROM found3
+    UNION ALL SELECT * FROM found4
+    UNION ALL SELECT * FROM found5
+    UNION ALL SELECT * FROM found6
+)
+    QUALIFY level = max(level) OVER ()
 ),
 ranked AS (
     SELECT *, row_number() OVER (
