@@ -414,10 +414,12 @@ steps AS MATERIALIZED (
            features[i + 1] AS down_feature, signs[i] AS sign
     FROM (SELECT cid, run_id, layers, features, signs, unnest(generate_series(1, n_edges)) AS i FROM chosen)
 ),
--- (each step occurs in >= 2 prompts, so all its occurrences are in edge_occurrences)
+-- (each step occurs in at least as many prompts as the least supported chain, >= 2, so all its
+-- occurrences are in edge_occurrences; reading only such edges skips most of the table)
 hits AS (
     SELECT s.cid, o.run_id, o.prompt_id
-    FROM fg_path_occurrences(2, run, NULL, NULL, NULL, min_weight, min_rel_weight, max_p, experiment) o
+    FROM fg_path_occurrences((SELECT min(support) FROM chosen), run, NULL, NULL, NULL, min_weight, min_rel_weight,
+                             max_p, experiment) o
     JOIN steps s ON s.run_id = o.run_id AND s.up_layer = o.up_layer AND s.up_feature = o.up_feature
                 AND s.down_layer = o.down_layer AND s.down_feature = o.down_feature AND s.sign = o.sign
     WHERE o.strong
