@@ -14,14 +14,16 @@
 -- The signed edges seen in at least `threshold` prompts (edge_summary.n), in a run and a layer
 -- range, with n. A NULL threshold gives none, by a join on an empty row, so that a search step
 -- that is not needed reads nothing (an empty join side ends the scan of the other). (The last two
--- conditions are always true, but the planner cannot tell: each halves its estimate of the rows,
+-- conditions are always true, but the planner cannot tell (their bounds are computed from the
+-- threshold, which it does not know): each halves its estimate of the rows,
 -- so that joins with edge_occurrences build their hash table on these edges rather than on the
 -- occurrences, which on sparse data are fewer than the summary rows.)
 CREATE MACRO fg_path_edges(threshold, run, min_layer, max_layer) AS TABLE
 SELECT e.run_id, e.up_layer, e.up_feature, e.down_layer, e.down_feature, e.sign, e.n
 FROM edge_summary e
-JOIN (SELECT CAST(threshold AS INTEGER) AS at_least, greatest(CAST(threshold AS INTEGER), 2147483647) AS at_most,
-             least(CAST(threshold AS INTEGER), -1) AS below_any
+JOIN (SELECT CAST(threshold AS INTEGER) AS at_least,
+             CAST(threshold AS BIGINT) - CAST(threshold AS BIGINT) + 2147483647 AS at_most,
+             CAST(threshold AS BIGINT) - CAST(threshold AS BIGINT) - 1 AS below_any
       WHERE threshold IS NOT NULL) g
   ON e.n >= g.at_least AND e.n <= g.at_most AND e.up_feature > g.below_any
 WHERE (run IS NULL OR e.run_id = run) AND (min_layer IS NULL OR e.up_layer >= min_layer)
@@ -98,43 +100,21 @@ SELECT run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, sign, 
 FROM scored;
 
 -- The exact level-wise search: every chain of n_edges candidate edges (edge_summary.n >=
--- threshold, and on some chain of n_edges candidates) whose support reaches `threshold`, with
+-- threshold) whose support reaches `threshold`, with
 -- support_any, mean_weights (over the supporting prompts) and strength (the smallest |mean
 -- weight| along the chain). Chains grow one edge at a time and are extended only while they and
 -- their tails reach the threshold. Chains are keyed by their edges' ids (e1..e6), not packed
--- into one number, so the number of candidate edges is not capped.
+-- into one number, so the number of candidate edges is not capped. (Candidates are not first
+-- pruned to those on a chain of n_edges candidates, as in 0010: a recursive CTE there leaves the
+-- planner without a size estimate, and it then builds its hash tables on the occurrences.)
 CREATE MACRO fg_chains_at(threshold, n_edges, run, min_layer, max_layer, sign_pattern, min_weight,
                           prompt_tag, min_rel_weight, max_p, experiment) AS TABLE
-WITH RECURSIVE
+WITH
 frequent AS MATERIALIZED (
     SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign
     FROM fg_path_edges(threshold, run, min_layer, max_layer)
 ),
--- depth: edges of the longest chain of candidates ending at (into_node) / starting from (out_of)
--- a node, counted up to n_edges - 1.
-into_node(run_id, layer, feature, depth) AS (
-    SELECT DISTINCT run_id, up_layer, up_feature, 0 FROM frequent
-    UNION
-    SELECT f.run_id, f.down_layer, f.down_feature, p.depth + 1
-    FROM into_node p JOIN frequent f ON f.run_id = p.run_id AND f.up_layer = p.layer AND f.up_feature = p.feature
-    WHERE p.depth + 1 < n_edges
-),
-out_of(run_id, layer, feature, depth) AS (
-    SELECT DISTINCT run_id, down_layer, down_feature, 0 FROM frequent
-    UNION
-    SELECT f.run_id, f.up_layer, f.up_feature, p.depth + 1
-    FROM out_of p JOIN frequent f ON f.run_id = p.run_id AND f.down_layer = p.layer AND f.down_feature = p.feature
-    WHERE p.depth + 1 < n_edges
-),
-useful AS MATERIALIZED (
-    SELECT f.*, row_number() OVER () AS eid
-    FROM frequent f
-    JOIN (SELECT run_id, layer, feature, max(depth) AS depth FROM into_node GROUP BY ALL) b
-      ON b.run_id = f.run_id AND b.layer = f.up_layer AND b.feature = f.up_feature
-    JOIN (SELECT run_id, layer, feature, max(depth) AS depth FROM out_of GROUP BY ALL) a
-      ON a.run_id = f.run_id AND a.layer = f.down_layer AND a.feature = f.down_feature
-    WHERE b.depth + 1 + a.depth >= n_edges
-),
+useful AS MATERIALIZED (SELECT f.*, row_number() OVER () AS eid FROM frequent f),
 nodes AS MATERIALIZED (
     SELECT run_id, layer, feature, row_number() OVER () AS node
     FROM (SELECT run_id, up_layer AS layer, up_feature AS feature FROM useful

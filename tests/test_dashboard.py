@@ -472,7 +472,13 @@ def test_paths_specific_to_a_tag(dashboard_db, monkeypatch):
 
     at = app_test(monkeypatch, dashboard_db.path, "paths").run()
     _ok(at)
+    n_tables = len(at.dataframe)  # the ranking waits for the Rank button: the page opens without it
+    assert "Pick a tag and press Rank." in [c.value for c in at.caption]
+    next(b for b in at.button if b.label == "Rank").click().run()
+    _ok(at)
+    assert len(at.dataframe) == n_tables + 1
     tag = at.selectbox(key="specific_tag").value
+    assert at.query_params["specific"] == tag  # a link to the page opens with the ranking
     specific = helper("tag-specific")
     with open_database(dashboard_db.path, read_only=True) as db:
         expected = api.tag_specific_paths(

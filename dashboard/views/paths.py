@@ -162,18 +162,25 @@ def render(run: int | None) -> None:
 
 
 def _specific(run: int, tags: list[str]) -> None:
-    """The paths most specific to one tag: share of the tag's prompts minus the largest share elsewhere."""
+    """The paths most specific to one tag: share of the tag's prompts minus the largest share elsewhere.
+    Ranked on request (the Rank button, or ``?specific=TAG`` in the URL): it scores chains in every
+    tag, seconds on a large run, and the page should open without waiting for it."""
     st.subheader("Paths specific to a tag")
+    wanted = nav.param("specific")
     with st.form("specific_form"):
         cols = st.columns(4)
         params = {
-            "tag": widget(SPECIFIC, "tag", "specific_tag", cols[0], options=tags),
+            "tag": widget(SPECIFIC, "tag", "specific_tag", cols[0], options=tags, value=wanted),
             "n_edges": widget(SPECIFIC, "n_edges", "specific_n_edges", cols[1]),
             "min_support": widget(SPECIFIC, "min_support", "specific_support", cols[2]),
             "top": widget(SPECIFIC, "top", "specific_top", cols[3]),
             **_strength(SPECIFIC, "specific", run),
         }
-        st.form_submit_button("Rank")
+        if st.form_submit_button("Rank"):
+            nav.set_param("specific", params["tag"])
+    if nav.param("specific") is None:
+        st.caption("Pick a tag and press Rank.")
+        return
     found = load("tag_specific_paths", **params, run=run)
     if found.height == 0:
         st.info(f"No path recurs in tag {params['tag']} with these filters.")
