@@ -199,8 +199,8 @@ def build_dot(
         if e.note:
             tip += f"; {e.note}"
         extra = ""
-        if e.highlight:
-            pen, tip = PATH_PEN, tip + " (on the path)"
+        if e.highlight:  # opaque whatever its |weight|: a weak step of the path must still show
+            color, pen, tip = color[:7] + "ff", PATH_PEN, tip + " (on the path)"
             extra = ', class="fg-path", arrowsize=1.0'
         lines.append(
             f"  {node_id(e.up)} -> {node_id(e.down)} "

@@ -395,9 +395,21 @@ def test_forms_take_labels_and_defaults_from_the_helper_table(dashboard_db, monk
         assert slider.value == graph.param(name).start
     at = app_test(monkeypatch, dashboard_db.path, "paths").run()
     _ok(at)
-    recurring = helper("recurring")
-    assert at.number_input(key="paths_limit").value == recurring.param("limit").start
+    recurring = helper("paths")
+    assert at.number_input(key="paths_top").value == recurring.param("top").start == 100
+    assert at.number_input(key="paths_support").value == recurring.param("min_support").start == 2
+    assert at.selectbox(key="paths_rank_by").value == recurring.param("rank_by").start == "support"
     assert at.text_input(key="paths_signs").label == recurring.param("signs").label
+    # filters given in the URL are where the form starts
+    at = app_test(monkeypatch, dashboard_db.path, "paths", n_edges=2, min_support=2, top=7, signs="+*").run()
+    _ok(at)
+    assert at.number_input(key="paths_top").value == 7 and at.slider(key="paths_n_edges").value == 2
+    assert at.text_input(key="paths_signs").value == "+*"
+    with open_database(dashboard_db.path, read_only=True) as db:
+        want = api.recurring_paths(db, 2, 2, run=dashboard_db.run_id, signs="+*", top=7,
+                                   min_rel_weight=recurring.param("min_rel_weight").start)  # fmt: skip
+    assert want.height > 0
+    assert at.dataframe[0].value["path"].to_list() == want["path"].to_list()
 
 
 def test_sidebar_moves_between_pages(dashboard_db, monkeypatch):

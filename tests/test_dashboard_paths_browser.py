@@ -9,7 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from query_graphs import new_run, write_graph
+from query_graphs import new_run, prompt_result
+
+from featuregraph.store.runs import write_prompt_results
 
 from featuregraph.dashboard.browser import CHROMIUM, chromium, served, wait_idle
 from featuregraph.store.db import open_database
@@ -21,6 +23,8 @@ if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
 STRONG = [(la, f, la + 1, (3 * f + la) % 7, 0.5 + 0.01 * f) for la in range(4) for f in range(7)]
 WEAK_PATH = [(0, 7, 1, 7, 0.01), (1, 7, 2, 7, -0.01)]
 GRAPH = {p: ("t", STRONG + WEAK_PATH) for p in range(2)}
+# Twelve tokens per prompt: every box shows ten, so the drawing is wider than the page.
+TOKENS = ["<bos>", *(f"word{i}" for i in range(11))]
 # The effective size of every SVG text on screen: its font size times the chart's scale.
 TEXT_PX = """els => els.map(e => {
     const m = e.getScreenCTM();
@@ -32,9 +36,10 @@ TEXT_PX = """els => els.map(e => {
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("five")
     with open_database(root / "five.duckdb") as db:
-        write_graph(db, new_run(db, layers=range(5)), GRAPH)
+        run = new_run(db, layers=range(5))
+        write_prompt_results(db, run, [prompt_result(p, edges, tag, TOKENS) for p, (tag, edges) in GRAPH.items()])
     with served(root / "five.duckdb", log=root / "streamlit.log") as url, chromium() as browser:
-        yield url, browser.new_page(viewport={"width": 1400, "height": 1600})
+        yield url, browser.new_page(viewport={"width": 1000, "height": 1600})
 
 
 def _graph(page, url: str, query: str) -> None:
@@ -50,6 +55,11 @@ def test_thirty_edges_over_five_layers_stay_readable(site):
     assert page.locator("svg g.edge").count() == 30
     sizes = page.locator("svg text").evaluate_all(TEXT_PX)
     assert sizes and min(sizes) >= 11.0, sorted(sizes)[:5]
+    # wider than its column: drawn at its natural size, the column scrolls sideways
+    svg, column = page.locator("svg g.node").first.evaluate(
+        "e => [e.ownerSVGElement.getBoundingClientRect().width, e.ownerSVGElement.parentElement.clientWidth]"
+    )
+    assert svg > column
     # the settings came from the URL and stay there
     assert page.locator("[data-testid=stSlider]").first.is_visible()
     assert "max_edges=30" in page.url and "k=10" in page.url

@@ -54,6 +54,9 @@ def pick_prompt(run: int) -> int | None:
 URL_SETTINGS = {"k": int, "min_path": int, "min_weight": float, "max_edges": int, "noise": int, "measure": str,
                 "min_snr": float}  # fmt: skip
 MAX_EDGES = (5, 300, 30)  # the "edges drawn" slider: bounds and start
+UNSHRUNK_CHART = (
+    "<style>.stGraphVizChart { overflow-x: auto; } .stGraphVizChart svg { max-width: none !important; }</style>"
+)
 
 
 def _controls(run: int) -> dict:
@@ -213,7 +216,9 @@ def render(run: int | None) -> None:
     rankdir = "LR" if widest > 2 * len({n.layer for n in nodes}) + 2 else "TB"
     link = lambda n: nav.href("feature", feature=str(n), run=run)  # noqa: E731
     highlight = frozenset(n for e in steps for n in (e.up, e.down))
-    # drawn at its natural size (a wide graph scrolls) so that text keeps its size: see graph.FONT_PT
+    # drawn at its natural size, a wide graph scrolling sideways, so that text keeps its size (see
+    # graph.FONT_PT): Streamlit would otherwise shrink the drawing to the column's width
+    st.markdown(UNSHRUNK_CHART, unsafe_allow_html=True)
     st.graphviz_chart(build_dot(edges, boxes, DrawOptions(link=link, rankdir=rankdir, highlight=highlight)),
                       width="content")
     cut = f"The {drawn.height} strongest of {total} edges" if total > drawn.height else f"{total} edges"
