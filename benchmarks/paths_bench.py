@@ -59,8 +59,8 @@ def main() -> None:
                 for top in cases:
                     load = os.getloadavg()[0]
                     times, frame = timed(
-                        lambda t=top: api.recurring_paths(
-                            db, n_edges, support, top=t, rank_by=args.rank_by, min_rel_weight=args.min_rel_weight
+                        lambda t=top, n=n_edges, s=support: api.recurring_paths(
+                            db, n, s, top=t, rank_by=args.rank_by, min_rel_weight=args.min_rel_weight
                         ),
                         args.repeat,
                     )

@@ -32,21 +32,23 @@ def chain_weights(
             if (min_layer is None or e[0] >= min_layer) and (max_layer is None or e[2] <= max_layer):
                 outs[(e[0], e[1])].append(e)
 
-        def walk(path: list[Edge]) -> None:
-            if len(path) == n_edges:
-                layers = tuple([path[0][0]] + [e[2] for e in path])
-                feats = tuple([path[0][1]] + [e[3] for e in path])
-                found[(layers, feats, tuple(sign(e[4]) for e in path))][prompt] = [(prompt, e) for e in path]
-                return
-            for e in outs[(path[-1][2], path[-1][3])]:
-                if signs is None or signs[len(path)] in (0, sign(e[4])):
-                    walk(path + [e])
-
         for e in edges:
             if (min_layer is None or e[0] >= min_layer) and (max_layer is None or e[2] <= max_layer):
                 if signs is None or signs[0] in (0, sign(e[4])):
-                    walk([e])
+                    _walk([e], n_edges, outs, signs, prompt, found)
     return found
+
+
+def _walk(path: list[Edge], n_edges: int, outs: dict, signs, prompt: int, found: dict) -> None:
+    """Extend ``path`` by every stored edge out of its last node, recording full chains."""
+    if len(path) == n_edges:
+        layers = tuple([path[0][0]] + [e[2] for e in path])
+        feats = tuple([path[0][1]] + [e[3] for e in path])
+        found[(layers, feats, tuple(sign(e[4]) for e in path))][prompt] = [(prompt, e) for e in path]
+        return
+    for e in outs[(path[-1][2], path[-1][3])]:
+        if signs is None or signs[len(path)] in (0, sign(e[4])):
+            _walk(path + [e], n_edges, outs, signs, prompt, found)
 
 
 def expected_chains(

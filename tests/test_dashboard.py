@@ -214,6 +214,10 @@ def test_recurring_paths_and_drill_in(dashboard_db, monkeypatch):
     at.selectbox(key="paths_sort").set_value("strength").run()
     strength = at.dataframe[0].value["strength"]
     assert strength.is_monotonic_decreasing
+    at.button(key="paths_open_graph").click().run()
+    _ok(at)
+    assert at.sidebar.radio[0].value == "graph" and at.get("graphviz_chart")
+    assert at.query_params["path"] == second.split("  [")[0]  # the graph follows the path
 
 
 def test_recurring_paths_filters(dashboard_db, monkeypatch):

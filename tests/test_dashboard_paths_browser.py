@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from query_graphs import new_run, prompt_result
 
-from featuregraph.store.runs import write_prompt_results
-
 from featuregraph.dashboard.browser import CHROMIUM, chromium, served, wait_idle
 from featuregraph.store.db import open_database
+from featuregraph.store.runs import write_prompt_results
 
 if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)

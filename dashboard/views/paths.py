@@ -116,7 +116,9 @@ def _drill(run: int, path: str, signs: str, tag: str | None, min_weight: float) 
     nodes = [n.strip() for n in path.split("->")]
     cols = st.columns(2 + len(nodes))
     prompt_id = cols[0].selectbox("Prompt", found["prompt_id"].to_list(), key="paths_open_prompt")
-    cols[1].link_button("Open its graph", nav.href("graph", prompt=prompt_id, run=run, path=path, signs=signs))
+    cols[1].button("Open its graph", on_click=nav.navigate, args=("graph",),
+                   kwargs={"prompt": prompt_id, "run": run, "path": path, "signs": signs},
+                   key="paths_open_graph")  # fmt: skip
     for col, node in zip(cols[2:], nodes, strict=True):
         col.button(f"Feature {node}", on_click=nav.navigate, args=("feature",), kwargs={"feature": node, "run": run},
                    key=f"paths_feature_{node}")  # fmt: skip
