@@ -2,8 +2,8 @@
 
 A page asks for a helper's parameter by name; the label, help, starting value, bounds and kind
 of widget come from the table, so the dashboard's forms and the ``featuregraph query`` options
-say the same thing. A page passes ``value`` when it computes a better start from the data (a
-support threshold from the run's size), and ``options`` for a ``select`` widget.
+say the same thing. A page passes ``value`` when it has a better start (from the URL, or from the data), and
+``options`` for a ``select`` widget.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def widget(
         return container.slider(p.label, p.type(p.minimum), p.type(p.maximum), p.type(start), **common)
     if p.widget == "select":
         choices = [ANY, *(options or [])] if p.optional else list(options or [])
-        chosen = container.selectbox(p.label, choices, **common)
+        index = choices.index(start) if start in choices else 0
+        chosen = container.selectbox(p.label, choices, index=index, **common)
         return None if chosen == ANY else chosen
     if p.widget == "text":
         text = container.text_input(p.label, "" if start is None else str(start), **common)

@@ -22,6 +22,11 @@ BLUE = "#1f77b4"  # ablating the source promotes the target
 SHADE = (255, 127, 14)  # token shading by activation (orange: neither sign)
 MIN_ALPHA, MAX_ALPHA = 0.15, 1.0
 MIN_PEN, MAX_PEN = 0.8, 4.0
+PATH_PEN = 6.0  # a highlighted path step, wider than any other arrow
+PATH_FILL = "#fff3c4"  # the background of a highlighted feature's box
+# Font sizes in points: the chart is drawn at its natural size (1 pt = 4/3 px), so 9 pt is 12 px,
+# the smallest text on the page stays above 11 px.
+FONT_PT, SMALL_FONT_PT = 11, 9
 ELLIPSIS = "\u2026"
 
 _VISIBLE = {"\n": "\u23ce", "\r": "\u240d", "\t": "\u21e5", " ": "\u00a0"}
@@ -52,6 +57,7 @@ class GraphEdge:
     down: Node
     weight: float
     note: str = ""  # extra tooltip text (e.g. its signal against noise)
+    highlight: bool = False  # a step of the path being followed: drawn thick, class "fg-path"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class DrawOptions:
     link: Callable[[Node], str] | None = None  # URL a click on a box opens
     rankdir: str = "TB"
     extra: dict = field(default_factory=dict)
+    highlight: frozenset = frozenset()  # nodes of the path being followed: framed, class "fg-path"
 
 
 def node_id(node: Node) -> str:
@@ -124,12 +131,13 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def box_label(box: NodeBox, max_tokens: int) -> str:
-    """The HTML-like label (without the outer ``<`` ``>``) of one feature's box."""
+def box_label(box: NodeBox, max_tokens: int, highlight: bool = False) -> str:
+    """The HTML-like label (without the outer ``<`` ``>``) of one feature's box; ``highlight``
+    frames it thick on a pale fill (a node of the path being followed)."""
     peak = max(box.activations, default=0.0)
     rows = [
         f'<TR><TD ALIGN="LEFT"><B>{html_escape(str(box.node))}</B>'
-        f'<FONT POINT-SIZE="8" COLOR="#666666">  peak {_fmt(peak)}</FONT></TD></TR>'
+        f'<FONT POINT-SIZE="{SMALL_FONT_PT}" COLOR="#666666">  peak {_fmt(peak)}</FONT></TD></TR>'
     ]
     if box.tokens:
         start, stop = token_window(box.activations, max_tokens)
@@ -150,8 +158,11 @@ def box_label(box: NodeBox, max_tokens: int) -> str:
         if effects:
             words = " ".join(html_escape(visible_token(e.token)) for e in effects)
             rows.append(f'<TR><TD ALIGN="LEFT"><FONT COLOR="{color}">{mark} {words}</FONT></TD></TR>')
+    frame = (
+        f'BORDER="3" COLOR="#111111" BGCOLOR="{PATH_FILL}"' if highlight else 'BORDER="1" COLOR="#444444" BGCOLOR="#ffffff"'
+    )
     return (
-        '<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="2" COLOR="#444444" BGCOLOR="#ffffff">'
+        f'<TABLE {frame} CELLBORDER="0" CELLSPACING="0" CELLPADDING="2">'
         + "".join(rows)
         + "</TABLE>"
     )
@@ -166,7 +177,7 @@ def build_dot(
     lines = [
         "digraph featuregraph {",
         f'  graph [rankdir={options.rankdir}, bgcolor="transparent", nodesep=0.25, ranksep=0.45];',
-        '  node [shape=plaintext, fontname="Helvetica", fontsize=10, margin=0];',
+        f'  node [shape=plaintext, fontname="Helvetica", fontsize={FONT_PT}, margin=0];',
         '  edge [arrowsize=0.6, fontname="Helvetica"];',
     ]
     for layer in sorted({n.layer for n in nodes}):
@@ -174,7 +185,10 @@ def build_dot(
         lines.append(f"  subgraph layer_{int(layer)} {{ rank=same; {members}; }}")
     for n in nodes:
         box = boxes.get(n, NodeBox(n))
-        attrs = [f"label=<{box_label(box, options.max_tokens)}>", f"tooltip={quote(f'feature {n}')}"]
+        on_path = n in options.highlight
+        attrs = [f"label=<{box_label(box, options.max_tokens, on_path)}>", f"tooltip={quote(f'feature {n}')}"]
+        if on_path:
+            attrs.append('class="fg-path"')
         if options.link is not None:
             attrs += [f"URL={quote(options.link(n))}", 'target="_self"']
         lines.append(f"  {node_id(n)} [{', '.join(attrs)}];")
@@ -184,9 +198,13 @@ def build_dot(
         tip = f"{e.up} -> {e.down}: weight {e.weight:+.4g} (ablating {e.up} {effect} {e.down})"
         if e.note:
             tip += f"; {e.note}"
+        extra = ""
+        if e.highlight:  # opaque whatever its |weight|: a weak step of the path must still show
+            color, pen, tip = color[:7] + "ff", PATH_PEN, tip + " (on the path)"
+            extra = ', class="fg-path", arrowsize=1.0'
         lines.append(
             f"  {node_id(e.up)} -> {node_id(e.down)} "
-            f'[color="{color}", penwidth={pen:.2f}, tooltip={quote(tip)}, edgetooltip={quote(tip)}];'
+            f'[color="{color}", penwidth={pen:.2f}, tooltip={quote(tip)}, edgetooltip={quote(tip)}{extra}];'
         )
     lines.append("}")
     return "\n".join(lines)

@@ -44,6 +44,24 @@ def int_param(name: str, default: int | None = None) -> int | None:
         return default
 
 
+def typed_param(name: str, cast: Callable[[str], Any]) -> Any:
+    """``?name=`` read as ``cast`` (int, float, str); None when absent or unreadable, so that a
+    hand-edited URL falls back to the form's default instead of failing."""
+    value = st.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return cast(value)
+    except ValueError:
+        return None
+
+
+def remember(values: dict[str, Any]) -> None:
+    """Write a page's filters to the URL (None removes one), so that the view can be bookmarked."""
+    for name, value in values.items():
+        set_param(name, value)
+
+
 def set_param(name: str, value: Any) -> None:
     if value is None or value == "":
         if name in st.query_params:
@@ -141,7 +159,9 @@ __all__ = [
     "int_param",
     "navigate",
     "param",
+    "remember",
     "set_param",
+    "typed_param",
     "widget_key",
 ]
 

@@ -4,7 +4,8 @@
 
 Serves the dashboard on DB (dashboard/browser.py), opens each page in headless Chromium, waits
 until it settles and saves ``OUT_DIR/<page>.png`` (default docs/screenshots), reduced to a
-256-colour palette to keep the files small.
+256-colour palette to keep the files small. ``--path "L.F -> L.F -> L.F"`` (and ``--signs``)
+adds ``graph-path.png``: the prompt's graph following that path, highlighted.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ def _save(png: bytes, path: Path) -> None:
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
-def take(db: Path, out: Path, shots: list[tuple[str, dict, int]]) -> list[Path]:
-    """``shots``: (page, query parameters, viewport height); returns the files written."""
+def take(db: Path, out: Path, shots: list[tuple]) -> list[Path]:
+    """``shots``: (page, query parameters, viewport height[, file stem, default the page]);
+    returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with served(db) as url, chromium() as browser:
-        for name, params, height in shots:
+        for name, params, height, *stem in shots:
             page = browser.new_page(viewport={**VIEWPORT, "height": height})
             page.goto(f"{url}/?{urlencode({'page': name, **params})}")
             wait_idle(page, quiet_s=1.0)
@@ -43,7 +45,7 @@ def take(db: Path, out: Path, shots: list[tuple[str, dict, int]]) -> list[Path]:
                 page.get_by_role("button", name="Run").click()
                 page.wait_for_selector("text=Download CSV", timeout=60_000)
                 wait_idle(page, quiet_s=1.0)
-            path = out / f"{name}.png"
+            path = out / f"{stem[0] if stem else name}.png"
             _save(page.screenshot(), path)
             written.append(path)
             page.close()
@@ -59,6 +61,8 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=0)
     parser.add_argument("--feature", default=None)
     parser.add_argument("--graph-height", type=int, default=1500)
+    parser.add_argument("--path", default=None, help="also graph-path.png: --prompt's graph following this path")
+    parser.add_argument("--signs", default=None, help="the path's sign pattern, e.g. '+-'")
     args = parser.parse_args()
     feature = {"feature": args.feature} if args.feature else {}
     shots = [
@@ -69,6 +73,9 @@ def main() -> None:
         ("noise", {}, 1200),
         ("sql", {}, 900),
     ]
+    if args.path:
+        follow = {"prompt": args.prompt, "path": args.path, **({"signs": args.signs} if args.signs else {})}
+        shots.append(("graph", follow, args.graph_height, "graph-path"))
     for path in take(args.db.resolve(), args.out, shots):
         print(f"{path} ({path.stat().st_size // 1024} KiB)")  # noqa: T201
 

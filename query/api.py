@@ -27,6 +27,9 @@ MAX_PATH_EDGES = 6
 #: these functions default to 0, lossless): an edge under a tenth of its ablation's largest
 #: effect is a side effect of that ablation, not a step of a path (docs/sql.md).
 RECOMMENDED_MIN_REL_WEIGHT = 0.1
+#: How recurring_paths can rank chains (docs/sql.md): by support, or by strength (the smallest
+#: |mean weight| along the chain).
+RANKINGS = ("support", "strength")
 
 PROMPT_GRAPH = """
 SELECT * FROM prompt_graph($prompt, run := $run, k := $k, min_path := $min_path, min_weight := $min_weight)
@@ -35,7 +38,7 @@ RECURRING_PATHS = """
 SELECT * FROM recurring_paths(n_edges := $n_edges, min_support := $min_support, run := $run,
     min_layer := $min_layer, max_layer := $max_layer, sign_pattern := $sign_pattern,
     min_weight := $min_weight, prompt_tag := $prompt_tag, min_rel_weight := $min_rel_weight,
-    max_p := $max_p, experiment := $experiment)
+    max_p := $max_p, experiment := $experiment, top := $top, rank_by := $rank_by)
 """
 RECURRING_PATHS_LIMITED = RECURRING_PATHS + " LIMIT $limit"
 PATH_PROMPTS = """
@@ -245,16 +248,24 @@ def recurring_paths(
     min_rel_weight: float = 0.0,
     max_p: float | None = None,
     experiment: int | None = None,
+    top: int | None = None,
+    rank_by: str = "support",
 ) -> pl.DataFrame:
-    """Chains of ``n_edges`` edges (2-6) through consecutive layers, same features and signs,
-    found in at least ``min_support`` prompts; most supported first.
+    """Chains of ``n_edges`` edges (2-6), each step a stored edge (it may skip layers), with the
+    same features and signs, found in at least ``min_support`` prompts; most supported first
+    (``rank_by="strength"``: largest smallest-|mean weight| along the chain first).
 
+    ``top``: only the first ``top`` chains in that order, found exactly without enumerating the
+    others (ties broken by run, then nodes as (layer, feature) pairs, then signs; docs/sql.md);
+    None: every chain. ``limit`` cuts the result after the query (kept for older callers).
     An occurrence counts only if its |weight| is at least ``min_weight`` and ``min_rel_weight``
     times its ablation's largest |weight|, and (``max_p`` set) its p-value against the noise
     ``experiment`` (None: each run's latest) is below ``max_p``. ``support_any`` is the support
     without these filters."""
     if not 2 <= n_edges <= MAX_PATH_EDGES:
         raise InputError(f"n_edges must be between 2 and {MAX_PATH_EDGES}, got {n_edges}")
+    if rank_by not in RANKINGS:
+        raise InputError(f"rank_by must be one of {', '.join(RANKINGS)}, got {rank_by!r}")
     params = {
         "n_edges": n_edges,
         "min_support": _support(min_support),
@@ -264,6 +275,8 @@ def recurring_paths(
         "sign_pattern": parse_signs(signs, n_edges),
         "min_weight": _nonnegative("min_weight", min_weight),
         "prompt_tag": tag,
+        "top": None if top is None else _positive("top", top),
+        "rank_by": rank_by,
     }
     check_run(db, run)
     params.update(strength_params(db, run, min_rel_weight, max_p, experiment))
@@ -429,6 +442,7 @@ __all__ = [
     "path_prompts",
     "prompt_graph",
     "recurring_paths",
+    "RANKINGS",
     "RECOMMENDED_MIN_REL_WEIGHT",
     "strength_params",
     "tag_specific_paths",

@@ -9,7 +9,7 @@ dashboard's filter forms take their labels, help, defaults and bounds from it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from featuregraph.query import api
@@ -146,9 +146,9 @@ HELPERS: dict[str, Helper] = {
             ),
         ),
         Helper(
-            "recurring",
+            "paths",
             "recurring_paths",
-            "Recurring paths: the same chain of features and signs in many prompts, by support.",
+            "Recurring paths: the same chain of features and signs in many prompts, the top N by support.",
             (
                 Param("n_edges", int, "Edges per path, 2 to 6.", 3, "--edges", label="Edges per path",
                       widget="slider", minimum=2, maximum=api.MAX_PATH_EDGES),
@@ -163,9 +163,11 @@ HELPERS: dict[str, Helper] = {
                       label="Sign pattern", widget="text"),
                 _min_weight("Count an edge only where |weight| >= this.", "Minimum |weight| on every edge"),
                 TAG,
-                Param("limit", int, "Most supported paths to show.", 50, "--limit", optional=True,
-                      label="Paths at most", minimum=1, maximum=10_000, step=50,
-                      form_default=200),  # a page scrolls: show more than a terminal
+                Param("top", int, "The N best paths, exactly (ties broken by run, then nodes, then signs).",
+                      100, "--top", label="Top paths", minimum=1, maximum=10_000, step=50),
+                Param("rank_by", str, "Rank by 'support', or 'strength' (smallest |mean weight| along the path; "
+                      "searches every path reaching --min-support).", "support", "--rank-by", label="Rank by",
+                      widget="select"),
                 *STRENGTH,
             ),
         ),
@@ -247,6 +249,8 @@ HELPERS: dict[str, Helper] = {
     )
 }
 # fmt: on
+# The command's name before `paths` (scripts and notes use it).
+HELPERS["recurring"] = replace(HELPERS["paths"], command="recurring", summary="Same as `paths` (its older name).")
 
 
 def helper(command: str) -> Helper:

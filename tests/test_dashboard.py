@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
+from urllib.parse import parse_qs, urlparse
 
 import duckdb
 import polars as pl
@@ -186,9 +187,12 @@ def test_recurring_paths_and_drill_in(dashboard_db, monkeypatch):
         expected = con.execute(TWO_EDGE_PATHS, {"run": dashboard_db.run_id, "rel": rel}).fetchall()
     finally:
         con.close()
-    assert 0 < len(expected) <= 200  # the page shows up to 200
+    assert len(expected) > 0
     shown = set(zip(table["path"], table["sign_pattern"], table["support"], table["support_any"], strict=True))
-    assert shown == {(path, signs, support, support_any) for path, signs, support, support_any, _ in expected}
+    every = {(path, signs, support, support_any) for path, signs, support, support_any, _ in expected}
+    # the page opens at support 2 with the top 100: the most supported of every path
+    assert shown <= every and len(shown) == min(100, len(every))
+    assert min(r[2] for r in shown) >= max((r[2] for r in every - shown), default=0)
     assert table["support"].is_monotonic_decreasing
     first = " -> ".join(dashboard_db.path_nodes)
     assert table["path"][0] == first and table["sign_pattern"][0] == dashboard_db.path_signs
@@ -196,18 +200,24 @@ def test_recurring_paths_and_drill_in(dashboard_db, monkeypatch):
     want = [ids for path, signs, _, _, ids in expected if (path, signs) == (first, table["sign_pattern"][0])][0]
     assert sorted(prompts["prompt_id"]) == want and len(prompts) >= 2
     assert prompts["graph"][0].startswith("?page=graph&prompt=")
+    # each prompt's graph link follows the path (highlighted there): ?path=...&signs=...
+    link = parse_qs(urlparse(prompts["graph"][0]).query)
+    assert link["path"] == [first] and link["signs"] == [dashboard_db.path_signs]
+    # the search's filters are in the URL
+    assert at.query_params["min_support"] == "2" and at.query_params["top"] == "100"
 
-    # another path, by the select; then sort by strength; then open a prompt's graph
-    second = at.selectbox(key="qp_path").options[1]
-    at.selectbox(key="qp_path").set_value(second).run()
+    # another path, by the select; then sort by strength
+    second = at.selectbox(key="qp_open").options[1]
+    at.selectbox(key="qp_open").set_value(second).run()
     _ok(at)
     assert f"Prompts containing {second.split('  [')[0]}" in _texts(at)
     at.selectbox(key="paths_sort").set_value("strength").run()
-    strength = at.dataframe[0].value["min_abs_mean_weight"]
+    strength = at.dataframe[0].value["strength"]
     assert strength.is_monotonic_decreasing
     at.button(key="paths_open_graph").click().run()
     _ok(at)
     assert at.sidebar.radio[0].value == "graph" and at.get("graphviz_chart")
+    assert at.query_params["path"] == second.split("  [")[0]  # the graph follows the path
 
 
 def test_recurring_paths_filters(dashboard_db, monkeypatch):
@@ -389,9 +399,21 @@ def test_forms_take_labels_and_defaults_from_the_helper_table(dashboard_db, monk
         assert slider.value == graph.param(name).start
     at = app_test(monkeypatch, dashboard_db.path, "paths").run()
     _ok(at)
-    recurring = helper("recurring")
-    assert at.number_input(key="paths_limit").value == recurring.param("limit").start
+    recurring = helper("paths")
+    assert at.number_input(key="paths_top").value == recurring.param("top").start == 100
+    assert at.number_input(key="paths_support").value == recurring.param("min_support").start == 2
+    assert at.selectbox(key="paths_rank_by").value == recurring.param("rank_by").start == "support"
     assert at.text_input(key="paths_signs").label == recurring.param("signs").label
+    # filters given in the URL are where the form starts
+    at = app_test(monkeypatch, dashboard_db.path, "paths", n_edges=2, min_support=2, top=7, signs="+*").run()
+    _ok(at)
+    assert at.number_input(key="paths_top").value == 7 and at.slider(key="paths_n_edges").value == 2
+    assert at.text_input(key="paths_signs").value == "+*"
+    with open_database(dashboard_db.path, read_only=True) as db:
+        want = api.recurring_paths(db, 2, 2, run=dashboard_db.run_id, signs="+*", top=7,
+                                   min_rel_weight=recurring.param("min_rel_weight").start)  # fmt: skip
+    assert want.height > 0
+    assert at.dataframe[0].value["path"].to_list() == want["path"].to_list()
 
 
 def test_sidebar_moves_between_pages(dashboard_db, monkeypatch):
@@ -466,7 +488,13 @@ def test_paths_specific_to_a_tag(dashboard_db, monkeypatch):
 
     at = app_test(monkeypatch, dashboard_db.path, "paths").run()
     _ok(at)
+    n_tables = len(at.dataframe)  # the ranking waits for the Rank button: the page opens without it
+    assert "Pick a tag and press Rank." in [c.value for c in at.caption]
+    next(b for b in at.button if b.label == "Rank").click().run()
+    _ok(at)
+    assert len(at.dataframe) == n_tables + 1
     tag = at.selectbox(key="specific_tag").value
+    assert at.query_params["specific"] == tag  # a link to the page opens with the ranking
     specific = helper("tag-specific")
     with open_database(dashboard_db.path, read_only=True) as db:
         expected = api.tag_specific_paths(

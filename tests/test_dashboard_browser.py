@@ -107,6 +107,8 @@ def test_a_recurring_path_can_be_opened(site, dashboard_db):
     page.wait_for_selector("svg g.node", timeout=60_000)
     _no_errors(page, errors)
     assert page.get_by_role("heading", name="Prompt graph").count() == 1
+    # the graph follows the path: its steps drawn thick (class fg-path), whatever the pruning
+    assert "path=" in page.url and page.locator("svg g.edge.fg-path").count() == len(second.split(" -> ")) - 1
 
 
 def test_sql_console_refuses_a_write(site, dashboard_db):

@@ -115,3 +115,19 @@ def test_the_dashboard_imports_without_torch():
         "assert 'torch' not in sys.modules and 'sae_lens' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_highlighted_path_is_framed_and_thick():
+    a, b, c = Node(0, 1), Node(1, 2), Node(2, 3)
+    dot = g.build_dot(
+        [g.GraphEdge(a, b, 0.9), g.GraphEdge(b, c, -0.01, highlight=True)], {},
+        g.DrawOptions(highlight=frozenset({b, c})),
+    )  # fmt: skip
+    lines = dot.splitlines()
+    path_edge = next(line for line in lines if "n1_2 -> n2_3" in line)
+    other_edge = next(line for line in lines if "n0_1 -> n1_2" in line)
+    assert 'class="fg-path"' in path_edge and f"penwidth={g.PATH_PEN:.2f}" in path_edge
+    assert 'class="fg-path"' not in other_edge  # the stronger edge off the path stays plain
+    framed = [line for line in lines if line.lstrip().startswith(("n1_2 [", "n2_3 ["))]
+    assert len(framed) == 2 and all('BORDER="3"' in x and 'class="fg-path"' in x for x in framed)
+    assert 'BORDER="3"' not in next(line for line in lines if line.lstrip().startswith("n0_1 ["))

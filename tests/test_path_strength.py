@@ -2,8 +2,7 @@
 support_any, tag_specific_paths, and the backfill of an older database, against brute force.
 
 The graph is random but fixed (seeded): layers 0..3, four features per layer, edges between
-consecutive layers and some that skip a layer (they count towards their ablation's largest
-|weight| without being a step of any path). A noise experiment gives most upstream features a null
+consecutive layers and some that skip a layer (since migration 0011 these are steps of chains too). A noise experiment gives most upstream features a null
 distribution; one feature has none and one never fired in the noise (no p-value either way).
 """
 
@@ -16,6 +15,7 @@ from collections import defaultdict
 import duckdb
 import numpy as np
 import pytest
+from brute_paths import chain_weights
 from helpers import insert_run
 from query_graphs import new_run, write_graph
 
@@ -124,17 +124,13 @@ def strong(prompt: int, edge: tuple, min_weight=0.0, min_rel=0.0, max_p=None, ex
 
 
 def chain_prompts(n_edges: int, tag=None, **filters) -> dict[tuple, set[int]]:
-    """(start_layer, features, signs) -> prompts where every edge of the chain passes ``filters``."""
+    """(layers, features, signs) -> prompts where every edge of the chain passes ``filters``
+    (steps may skip a layer)."""
     found = defaultdict(set)
-    for prompt, (ptag, edges) in GRAPH.items():
-        if tag is not None and ptag != tag:
-            continue
-        step = {(e[0], e[1], e[3]): e for e in edges if e[2] == e[0] + 1 and strong(prompt, e, **filters)}
-        for start in range(LAYERS - n_edges):
-            for feats in itertools.product(range(FEATURES), repeat=n_edges + 1):
-                es = [step.get((start + i, feats[i], feats[i + 1])) for i in range(n_edges)]
-                if all(es):
-                    found[(start, feats, tuple(-1 if e[4] < 0 else 1 for e in es))].add(prompt)
+    for chain, prompts in chain_weights(GRAPH, n_edges, tag).items():
+        kept = {p for p, steps in prompts.items() if all(strong(p, e, **filters) for _, e in steps)}
+        if kept:
+            found[chain] = kept
     return found
 
 
@@ -147,7 +143,7 @@ def expected_paths(n_edges: int, min_support: int, tag=None, **filters) -> dict[
 
 def got_paths(frame) -> dict[tuple, tuple[int, int]]:
     return {
-        (r["start_layer"], tuple(r["features"]), tuple(r["signs"])): (r["support"], r["support_any"])
+        (tuple(r["layers"]), tuple(r["features"]), tuple(r["signs"])): (r["support"], r["support_any"])
         for r in frame.iter_rows(named=True)
     }
 
@@ -189,8 +185,8 @@ def test_filters_change_the_answer_and_support_any_is_the_unfiltered_support(str
     p_filtered = got_paths(api.recurring_paths(strength_db, n_edges=2, min_support=2, max_p=0.2))
     assert p_filtered != plain
     # no path through the features without a null survives a p-value filter
-    for start, feats, _ in p_filtered:
-        ups = {(start + i, feats[i]) for i in range(len(feats) - 1)}
+    for layers, feats, _ in p_filtered:
+        ups = {(layers[i], feats[i]) for i in range(len(feats) - 1)}
         assert not ups & {NULL_FEATURE_MISSING, NULL_FEATURE_SILENT}
 
 
@@ -257,7 +253,7 @@ def test_tag_specific_paths_match_brute_force(strength_db, tag, filters):
     frame = api.tag_specific_paths(strength_db, tag, n_edges=2, min_support=2, top=None, **filters)
     got = {}
     for r in frame.iter_rows(named=True):
-        got[(r["start_layer"], tuple(r["features"]), tuple(r["signs"]))] = (
+        got[(tuple(r["layers"]), tuple(r["features"]), tuple(r["signs"]))] = (
             r["support"], r["share"], r["other_tag"], r["other_share"], r["specificity"],
             [(s["tag"], s["support"], s["n_prompts"]) for s in r["tag_supports"]],
         )  # fmt: skip
@@ -332,10 +328,10 @@ def test_the_cli_ranks_by_relative_weight_by_default(strength_db):
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 
-    rows = cli("recurring", strength_db.path, "--edges", "2", "--limit", "1000")
+    rows = cli("recurring", strength_db.path, "--edges", "2", "--top", "1000")
     default = got_paths(api.recurring_paths(strength_db, 2, 2, min_rel_weight=api.RECOMMENDED_MIN_REL_WEIGHT))
     assert default != got_paths(api.recurring_paths(strength_db, 2, 2))  # the default filter matters here
-    assert {(r["start_layer"], tuple(r["features"]), tuple(r["signs"])): (r["support"], r["support_any"])
+    assert {(tuple(r["layers"]), tuple(r["features"]), tuple(r["signs"])): (r["support"], r["support_any"])
             for r in rows} == default  # fmt: skip
     rows = cli("tag-specific", strength_db.path, "b", "--min-rel-weight", "0.3", "--max-p", "0.6", "--top", "5")
     want = api.tag_specific_paths(strength_db, "b", min_rel_weight=0.3, max_p=0.6, top=5)

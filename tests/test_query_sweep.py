@@ -7,6 +7,7 @@ import math
 from collections import Counter, defaultdict
 
 import pytest
+from brute_paths import expected_chains, got_chains, top_chains
 from helpers import PROMPTS, tiny_config
 
 import featuregraph.query.api as api
@@ -103,6 +104,21 @@ def test_recurring_paths_match_brute_force(swept):
     assert got == {k: len(v) for k, v in expected.items()}
     assert len(got) > 0
     assert frame["support"].to_list() == sorted(frame["support"].to_list(), reverse=True)
+
+
+def test_top_paths_match_brute_force_ties_included(swept):
+    with open_database(swept, read_only=True) as db:
+        graph: dict[int, tuple[None, list]] = {}
+        for _, p, *edge in raw_edges(db):
+            graph.setdefault(p, (None, []))[1].append(tuple(edge))
+        want = expected_chains(graph, 2, 2)
+        supports = [want[c]["support"] for c in top_chains(want, None)]
+        tied = [k for k in range(1, len(supports)) if supports[k - 1] == supports[k]]
+        assert tied  # a cut inside a tie is tested below
+        for top in (1, tied[0], tied[-1], len(supports) + 5):
+            frame = api.recurring_paths(db, 2, 2, top=top)
+            assert got_chains(frame) == top_chains(want, top)
+            assert frame["support"].to_list() == [want[c]["support"] for c in top_chains(want, top)]
 
 
 def test_path_prompts_match_brute_force(swept):

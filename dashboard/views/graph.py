@@ -12,6 +12,8 @@ from featuregraph.dashboard.data import load
 from featuregraph.dashboard.forms import widget
 from featuregraph.dashboard.graph import DrawOptions, GraphEdge, NodeBox, TokenEffect, build_dot
 from featuregraph.dashboard.views.graph_positions import draw_imported
+from featuregraph.errors import FeaturegraphError
+from featuregraph.query import api
 from featuregraph.query.prompts import SNR_MEASURES
 from featuregraph.store.models import Node
 
@@ -49,28 +51,44 @@ def pick_prompt(run: int) -> int | None:
     return nav.bound_select("Prompt", "prompt", list(labels), format_func=labels.get)
 
 
+# The drawing's settings in the URL (name -> type): a graph can be bookmarked as it is drawn.
+URL_SETTINGS = {"k": int, "min_path": int, "min_weight": float, "max_edges": int, "noise": int, "measure": str,
+                "min_snr": float}  # fmt: skip
+MAX_EDGES = (5, 300, 30)  # the "edges drawn" slider: bounds and start
+UNSHRUNK_CHART = (
+    "<style>.stGraphVizChart { overflow-x: auto; } .stGraphVizChart svg { max-width: none !important; }</style>"
+)
+
+
 def _controls(run: int) -> dict:
+    url = {name: nav.typed_param(name, cast) for name, cast in URL_SETTINGS.items()}
     cols = st.columns(4)
+    low, high, start = MAX_EDGES
     opts = {
-        "k": widget(GRAPH, "k", "graph_k", cols[0]),
-        "min_path": widget(GRAPH, "min_path", "graph_min_path", cols[1]),
-        "min_weight": widget(GRAPH, "min_weight", "graph_min_weight", cols[2]),
-        "max_edges": cols[3].slider("Edges drawn at most", 5, 300, 30, key="graph_max_edges"),
-    }
+        "k": widget(GRAPH, "k", "graph_k", cols[0], value=url["k"]),
+        "min_path": widget(GRAPH, "min_path", "graph_min_path", cols[1], value=url["min_path"]),
+        "min_weight": widget(GRAPH, "min_weight", "graph_min_weight", cols[2], value=url["min_weight"]),
+        "max_edges": cols[3].slider("Edges drawn at most", low, high, min(max(url["max_edges"] or start, low), high),
+                                    key="graph_max_edges"),
+    }  # fmt: skip
     noise = load("experiments", run, "noise").filter(pl.col("status") == "complete")
     opts["experiment"], opts["min_snr"], opts["measure"] = None, 0.0, "z"
     if noise.height:
         cols = st.columns(4)
         ids = noise["experiment_id"].to_list()
         opts["experiment"] = cols[0].selectbox(
-            "Noise experiment", ids, format_func=lambda i: f"noise #{i}", key="graph_noise"
-        )
+            "Noise experiment", ids, format_func=lambda i: f"noise #{i}", key="graph_noise",
+            index=ids.index(url["noise"]) if url["noise"] in ids else 0,
+        )  # fmt: skip
+        measures = list(SNR_MEASURES)
         opts["measure"] = cols[1].radio(
-            "Signal-to-noise", list(SNR_MEASURES), format_func=SNR_LABELS.get, key="graph_measure", horizontal=True,
+            "Signal-to-noise", measures, format_func=SNR_LABELS.get, key="graph_measure", horizontal=True,
             help="; ".join(f"{SNR_LABELS[k]}: {v}" for k, v in SNR_MEASURES.items()),
+            index=measures.index(url["measure"]) if url["measure"] in measures else 0,
         )  # fmt: skip
         opts["min_snr"] = cols[2].number_input(
-            "Minimum signal-to-noise", min_value=0.0, value=0.0, step=0.5, key="graph_min_snr",
+            "Minimum signal-to-noise", min_value=0.0, value=max(url["min_snr"] or 0.0, 0.0), step=0.5,
+            key="graph_min_snr",
             help="0 keeps every edge (and shows no noise figures); above 0, edges below it or without a noise "
             "figure are dropped, and the edge table shows each edge's z and |w| / noise p95.",
         )  # fmt: skip
@@ -78,7 +96,33 @@ def _controls(run: int) -> dict:
         st.caption(
             "No noise experiment for this run yet (`featuregraph noise DB --corpus ...`): no signal-to-noise filter."
         )
+    nav.remember({"k": opts["k"], "min_path": opts["min_path"], "min_weight": opts["min_weight"],
+                  "max_edges": opts["max_edges"], "noise": opts["experiment"],
+                  "measure": opts["measure"] if noise.height else None,
+                  "min_snr": opts["min_snr"] or None})  # fmt: skip
     return opts
+
+
+def followed_path(run: int, prompt_id: int) -> list[GraphEdge]:
+    """The steps of ``?path=`` (with ``?signs=``) in this prompt, highlighted; none (with a note)
+    when the URL names no path, a malformed one, or one this prompt does not contain."""
+    path, signs = nav.param("path"), nav.param("signs")
+    if not path:
+        return []
+    try:
+        nodes = api.parse_path(path)
+        found = load("path_prompts", path, run, signs, 0.0, None)
+    except FeaturegraphError as exc:
+        st.warning(f"Path in the URL not shown: {exc}")
+        return []
+    row = found.filter(pl.col("prompt_id") == prompt_id)
+    if row.height == 0:
+        st.warning(f"Prompt #{prompt_id} does not contain the path {path}" + (f" [{signs}]" if signs else "") + ".")
+        return []
+    weights = row["weights"][0]
+    st.markdown(f"Following the path **{path}** (thick arrows, framed boxes), drawn whatever the settings below "
+                f"prune. [Stop following it]({nav.href('graph', prompt=prompt_id, run=run)})")  # fmt: skip
+    return [GraphEdge(a, b, float(w), highlight=True) for a, b, w in zip(nodes[:-1], nodes[1:], weights, strict=True)]
 
 
 def _boxes(run: int, prompt_id: int, nodes: list[Node]) -> dict[Node, NodeBox]:
@@ -124,6 +168,7 @@ def render(run: int | None) -> None:
     prompt_id = pick_prompt(run)
     if prompt_id is None:
         return
+    steps = followed_path(run, prompt_id)
     opts = _controls(run)
     info = load("prompt", run, prompt_id).row(0, named=True)
     st.markdown(f"**Prompt #{prompt_id}** ({info['n_tokens']} tokens, {info['n_ablations']} ablations"
@@ -154,25 +199,33 @@ def render(run: int | None) -> None:
             })  # fmt: skip
         else:
             st.caption("No clean top next tokens stored.")
-    if graph.height == 0:
+    if graph.height == 0 and not steps:
         st.info(
             "No edges left with these settings: lower the minimum path length, |weight| or signal-to-noise."
         )
         return
     total = graph.height
     drawn = graph.sort(pl.col("weight").abs(), descending=True).head(opts["max_edges"])
-    nodes = sorted({Node(r[0], r[1]) for r in drawn.select("up_layer", "up_feature").iter_rows()}
-                   | {Node(r[0], r[1]) for r in drawn.select("down_layer", "down_feature").iter_rows()})  # fmt: skip
-    edges = [
+    on_path = {(e.up, e.down) for e in steps}
+    edges = steps + [
         GraphEdge(Node(r["up_layer"], r["up_feature"]), Node(r["down_layer"], r["down_feature"]), float(r["weight"]), _note(r))
         for r in drawn.iter_rows(named=True)
+        if (Node(r["up_layer"], r["up_feature"]), Node(r["down_layer"], r["down_feature"])) not in on_path
     ]  # fmt: skip
+    nodes = sorted({e.up for e in edges} | {e.down for e in edges})
     boxes = _boxes(run, prompt_id, nodes)
     widest = max(Counter(n.layer for n in nodes).values())
     rankdir = "LR" if widest > 2 * len({n.layer for n in nodes}) + 2 else "TB"
     link = lambda n: nav.href("feature", feature=str(n), run=run)  # noqa: E731
-    st.graphviz_chart(build_dot(edges, boxes, DrawOptions(link=link, rankdir=rankdir)), width="stretch")
-    cut = f"The {len(edges)} strongest of {total} edges" if total > len(edges) else f"{total} edges"
+    highlight = frozenset(n for e in steps for n in (e.up, e.down))
+    # drawn at its natural size, a wide graph scrolling sideways, so that text keeps its size (see
+    # graph.FONT_PT): Streamlit would otherwise shrink the drawing to the column's width
+    st.markdown(UNSHRUNK_CHART, unsafe_allow_html=True)
+    st.graphviz_chart(build_dot(edges, boxes, DrawOptions(link=link, rankdir=rankdir, highlight=highlight)),
+                      width="content")
+    cut = f"The {drawn.height} strongest of {total} edges" if total > drawn.height else f"{total} edges"
+    if steps:
+        cut += f" (and the path's {len(steps)})"
     st.caption(
         f"{cut}, {len(nodes)} features. Arrows: red = ablating the source suppresses the target, blue = it "
         "promotes it; opacity and width by |weight|. Boxes: tokens shaded by the feature's clean activation; "
