@@ -27,10 +27,13 @@ import torch
 from featuregraph.errors import InputError
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest import cost
+from featuregraph.ingest.columns import (
+    ablation_columns, activation_columns, edge_columns, logit_columns, split, to_host,
+)  # fmt: skip
 from featuregraph.ingest.loading import SaeSite
 from featuregraph.ingest.suffix import block_suffix, keys_values, supports_suffix
 from featuregraph.store.models import PromptResult
-from featuregraph.store.tables import numpy_columns, value_columns
+from featuregraph.store.tables import numpy_columns
 
 
 @dataclass(frozen=True)
@@ -380,13 +383,13 @@ class Sweeper:
         lengths = clean.lengths
         top = clean_p.topk(min(cfg.top_next_k, clean_p.shape[-1]), -1)
         tables = {
-            "activations": _split(_activation_columns(out["act"]), len(prompts)),
-            "ablations": _split(_ablation_columns(out["abl"]), len(prompts)),
-            "edges": _split(_edge_columns(out["edge"], cfg.edge_floor), len(prompts)),
-            "logit_effects": _split(_logit_columns(out["logit"]), len(prompts)),
+            "activations": split(activation_columns(out["act"]), len(prompts)),
+            "ablations": split(ablation_columns(out["abl"]), len(prompts)),
+            "edges": split(edge_columns(out["edge"], cfg.edge_floor), len(prompts)),
+            "logit_effects": split(logit_columns(out["logit"]), len(prompts)),
         }
-        top_ids, top_p = _np(top.indices), _np(top.values)
-        top_logp = _np(clean_logp.gather(-1, top.indices))
+        top_ids, top_p = to_host(top.indices), to_host(top.values)
+        top_logp = to_host(clean_logp.gather(-1, top.indices))
         results = []
         for i, p in enumerate(prompts):
             results.append(
@@ -420,85 +423,3 @@ class _Rows:
     def __init__(self, clean: CleanPass, prompt_idx: torch.Tensor):
         self.read_mask = clean.read_mask[prompt_idx]
         self.ablate_mask = clean.ablate_mask[prompt_idx]
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
-
-
-def _cat_device(parts: list[torch.Tensor]) -> np.ndarray:
-    """Concatenate on the device, then copy to the host once."""
-    return _np(torch.cat(parts)) if parts else np.empty(0)
-
-
-def _typed(name: str, prompt: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A result table's columns in the table spec's dtypes, after the ``prompt`` index _split uses."""
-    return {"prompt": prompt.astype(np.int64), **numpy_columns(name, columns)}
-
-
-def _layers(parts, layer_at: int, rows_at: int, repeat: int = 1) -> np.ndarray:
-    """The layer ``p[layer_at]`` of each part, once for each of its ``repeat * len(p[rows_at])`` rows."""
-    return np.repeat([p[layer_at] for p in parts], [p[rows_at].shape[0] * repeat for p in parts])
-
-
-def _activation_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("activations", np.empty(0), {k: np.empty(0) for k in value_columns("activations")})
-    return _typed("activations", _cat_device([p[1] for p in parts]), {
-        "layer": _layers(parts, 0, 1),
-        "position": _cat_device([p[2] for p in parts]),
-        "feature": _cat_device([p[3] for p in parts]),
-        "activation": _cat_device([p[4] for p in parts]),
-    })  # fmt: skip
-
-
-def _ablation_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("ablations", np.empty(0), {k: np.empty(0) for k in value_columns("ablations")})
-    return _typed("ablations", _cat_device([p[1] for p in parts]), {
-        "layer": _layers(parts, 0, 1),
-        "feature": _cat_device([p[2] for p in parts]),
-        "n_positions": _cat_device([p[3] for p in parts]),
-        "max_activation": _cat_device([p[4] for p in parts]),
-        "read_activation": _cat_device([p[5] for p in parts]),
-    })  # fmt: skip
-
-
-def _edge_columns(parts, floor: float) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("edges", np.empty(0), {k: np.empty(0) for k in value_columns("edges")})
-    k = parts[0][4].shape[1]
-    weight = _cat_device([p[5].reshape(-1) for p in parts])
-    keep = np.abs(weight) > floor
-    return _typed("edges", np.repeat(_cat_device([p[2] for p in parts]), k)[keep], {
-        "up_layer": _layers(parts, 0, 2, k)[keep],
-        "up_feature": np.repeat(_cat_device([p[3] for p in parts]), k)[keep],
-        "down_layer": _layers(parts, 1, 2, k)[keep],
-        "down_feature": _cat_device([p[4].reshape(-1) for p in parts])[keep],
-        "weight": weight[keep],
-    })  # fmt: skip
-
-
-def _logit_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("logit_effects", np.empty(0), {k: np.empty(0) for k in value_columns("logit_effects")})
-    k = parts[0][3].shape[1]
-    return _typed("logit_effects", np.repeat(_cat_device([p[1] for p in parts]), k), {
-        "layer": _layers(parts, 0, 1, k),
-        "feature": np.repeat(_cat_device([p[2] for p in parts]), k),
-        "token_id": _cat_device([p[3].reshape(-1) for p in parts]),
-        "dlogp": _cat_device([p[4].reshape(-1) for p in parts]),
-        "dprob": _cat_device([p[5].reshape(-1) for p in parts]),
-    })  # fmt: skip
-
-
-def _split(cols: dict[str, np.ndarray], n_prompts: int) -> list[dict[str, np.ndarray]]:
-    """Split columns with a ``prompt`` index into one dict per prompt (order kept within each)."""
-    prompt = cols.pop("prompt")
-    order = np.argsort(prompt, kind="stable")
-    cuts = np.searchsorted(prompt[order], np.arange(n_prompts + 1))
-    out = []
-    for i in range(n_prompts):
-        sel = order[cuts[i] : cuts[i + 1]]
-        out.append({name: col[sel] for name, col in cols.items()})
-    return out
