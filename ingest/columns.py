@@ -12,75 +12,77 @@ import torch
 
 from featuregraph.store.tables import numpy_columns, value_columns
 
+TABLES = ("activations", "ablations", "edges", "logit_effects")
+
 
 def to_host(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
+    return host_many([t])[0]
 
 
-def cat_to_host(parts: list[torch.Tensor]) -> np.ndarray:
-    """Concatenate on the device, then copy to the host once."""
-    return to_host(torch.cat(parts)) if parts else np.empty(0)
+def host_many(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """Copy device tensors to the host (floats as float32): from a GPU, all copies go into pinned
+    buffers without waiting, then one synchronisation; on the CPU, no copy at all."""
+    tensors = [t.detach().float() if t.is_floating_point() else t.detach() for t in tensors]
+    if not any(t.is_cuda for t in tensors):
+        return [t.numpy() for t in tensors]
+    bufs = []
+    for t in tensors:
+        buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)  # from torch's caching host allocator
+        buf.copy_(t, non_blocking=True)
+        bufs.append(buf)
+    torch.cuda.current_stream().synchronize()
+    return [b.numpy() for b in bufs]
 
 
-def _typed(name: str, prompt: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A result table's columns in the table spec's dtypes, after the ``prompt`` index split uses."""
-    return {"prompt": prompt.astype(np.int64), **numpy_columns(name, columns)}
+def _cat(parts: list[torch.Tensor], repeat: int = 1) -> torch.Tensor:
+    out = torch.cat([p.reshape(-1) for p in parts])
+    return out.repeat_interleave(repeat) if repeat > 1 else out
 
 
-def _layers(parts, layer_at: int, rows_at: int, repeat: int = 1) -> np.ndarray:
+def _layers(parts, layer_at: int, rows_at: int, repeat: int = 1) -> torch.Tensor:
     """The layer ``p[layer_at]`` of each part, once for each of its ``repeat * len(p[rows_at])`` rows."""
-    return np.repeat([p[layer_at] for p in parts], [p[rows_at].shape[0] * repeat for p in parts])
+    dev = parts[0][rows_at].device
+    return torch.cat([torch.full((p[rows_at].shape[0] * repeat,), p[layer_at], device=dev) for p in parts])
 
 
-def activation_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("activations", np.empty(0), {k: np.empty(0) for k in value_columns("activations")})
-    return _typed("activations", cat_to_host([p[1] for p in parts]), {
-        "layer": _layers(parts, 0, 1),
-        "position": cat_to_host([p[2] for p in parts]),
-        "feature": cat_to_host([p[3] for p in parts]),
-        "activation": cat_to_host([p[4] for p in parts]),
-    })  # fmt: skip
+def device_columns(out: dict[str, list], floor: float) -> dict[str, dict[str, torch.Tensor]]:
+    """The four per-ablation tables as device columns (each with its ``prompt`` index); edges with
+    ``|weight| <= floor`` are dropped on the device, before anything is copied."""
+    tables: dict[str, dict[str, torch.Tensor]] = {}
+    if parts := out["act"]:
+        tables["activations"] = {"prompt": _cat([p[1] for p in parts]), "layer": _layers(parts, 0, 1),
+            "position": _cat([p[2] for p in parts]), "feature": _cat([p[3] for p in parts]),
+            "activation": _cat([p[4] for p in parts])}  # fmt: skip
+    if parts := out["abl"]:
+        tables["ablations"] = {"prompt": _cat([p[1] for p in parts]), "layer": _layers(parts, 0, 1),
+            "feature": _cat([p[2] for p in parts]), "n_positions": _cat([p[3] for p in parts]),
+            "max_activation": _cat([p[4] for p in parts]), "read_activation": _cat([p[5] for p in parts])}  # fmt: skip
+    if parts := out["edge"]:
+        k = parts[0][4].shape[1]
+        weight = _cat([p[5] for p in parts])
+        keep = weight.abs() > floor
+        cols = {"prompt": _cat([p[2] for p in parts], k), "up_layer": _layers(parts, 0, 2, k),
+            "up_feature": _cat([p[3] for p in parts], k), "down_layer": _layers(parts, 1, 2, k),
+            "down_feature": _cat([p[4] for p in parts]), "weight": weight}  # fmt: skip
+        tables["edges"] = {name: col[keep] for name, col in cols.items()}
+    if parts := out["logit"]:
+        k = parts[0][3].shape[1]
+        tables["logit_effects"] = {"prompt": _cat([p[1] for p in parts], k), "layer": _layers(parts, 0, 1, k),
+            "feature": _cat([p[2] for p in parts], k), "token_id": _cat([p[3] for p in parts]),
+            "dlogp": _cat([p[4] for p in parts]), "dprob": _cat([p[5] for p in parts])}  # fmt: skip
+    return tables
 
 
-def ablation_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("ablations", np.empty(0), {k: np.empty(0) for k in value_columns("ablations")})
-    return _typed("ablations", cat_to_host([p[1] for p in parts]), {
-        "layer": _layers(parts, 0, 1),
-        "feature": cat_to_host([p[2] for p in parts]),
-        "n_positions": cat_to_host([p[3] for p in parts]),
-        "max_activation": cat_to_host([p[4] for p in parts]),
-        "read_activation": cat_to_host([p[5] for p in parts]),
-    })  # fmt: skip
-
-
-def edge_columns(parts, floor: float) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("edges", np.empty(0), {k: np.empty(0) for k in value_columns("edges")})
-    k = parts[0][4].shape[1]
-    weight = cat_to_host([p[5].reshape(-1) for p in parts])
-    keep = np.abs(weight) > floor
-    return _typed("edges", np.repeat(cat_to_host([p[2] for p in parts]), k)[keep], {
-        "up_layer": _layers(parts, 0, 2, k)[keep],
-        "up_feature": np.repeat(cat_to_host([p[3] for p in parts]), k)[keep],
-        "down_layer": _layers(parts, 1, 2, k)[keep],
-        "down_feature": cat_to_host([p[4].reshape(-1) for p in parts])[keep],
-        "weight": weight[keep],
-    })  # fmt: skip
-
-
-def logit_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("logit_effects", np.empty(0), {k: np.empty(0) for k in value_columns("logit_effects")})
-    k = parts[0][3].shape[1]
-    return _typed("logit_effects", np.repeat(cat_to_host([p[1] for p in parts]), k), {
-        "layer": _layers(parts, 0, 1, k),
-        "feature": np.repeat(cat_to_host([p[2] for p in parts]), k),
-        "token_id": cat_to_host([p[3].reshape(-1) for p in parts]),
-        "dlogp": cat_to_host([p[4].reshape(-1) for p in parts]),
-        "dprob": cat_to_host([p[5].reshape(-1) for p in parts]),
-    })  # fmt: skip
+def host_tables(device: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`device_columns`' tables on the host in the table spec's dtypes (one copy, one sync)."""
+    flat = [(t, c, col) for t, cols in device.items() for c, col in cols.items()]
+    host = host_many([col for _, _, col in flat])
+    out: dict[str, dict[str, np.ndarray]] = {
+        t: {"prompt": np.empty(0, np.int64), **{k: np.empty(0) for k in value_columns(t)}} for t in TABLES
+    }
+    for (t, c, _), arr in zip(flat, host):
+        out[t][c] = arr
+    return {t: {"prompt": cols.pop("prompt").astype(np.int64), **numpy_columns(t, cols)} for t, cols in out.items()}
 
 
 def split(cols: dict[str, np.ndarray], n_prompts: int) -> list[dict[str, np.ndarray]]:

@@ -27,9 +27,7 @@ import torch
 from featuregraph.errors import InputError
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest import cost
-from featuregraph.ingest.columns import (
-    ablation_columns, activation_columns, edge_columns, logit_columns, split, to_host,
-)  # fmt: skip
+from featuregraph.ingest.columns import device_columns, host_tables, split, to_host
 from featuregraph.ingest.loading import SaeSite
 from featuregraph.ingest.suffix import block_suffix, keys_values, supports_suffix
 from featuregraph.store.models import PromptResult
@@ -370,7 +368,7 @@ class Sweeper:
             nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
             for pb, fb, down, logp in self._ablation_batches(clean, k, p_all, f_all, removed_all):
                 if down is not None:
-                    weights = down - clean.read_acts[k + 1][pb]
+                    weights = down.float() - clean.read_acts[k + 1][pb].float()  # exact difference of low-precision values
                     kk = min(cfg.edge_top_k, weights.shape[-1])
                     idx = weights.abs().topk(kk, dim=-1).indices
                     out["edge"].append((site.layer, nxt.layer, pb, fb, idx, weights.gather(-1, idx)))
@@ -382,12 +380,7 @@ class Sweeper:
 
         lengths = clean.lengths
         top = clean_p.topk(min(cfg.top_next_k, clean_p.shape[-1]), -1)
-        tables = {
-            "activations": split(activation_columns(out["act"]), len(prompts)),
-            "ablations": split(ablation_columns(out["abl"]), len(prompts)),
-            "edges": split(edge_columns(out["edge"], cfg.edge_floor), len(prompts)),
-            "logit_effects": split(logit_columns(out["logit"]), len(prompts)),
-        }
+        tables = {name: split(cols, len(prompts)) for name, cols in host_tables(device_columns(out, cfg.edge_floor)).items()}
         top_ids, top_p = to_host(top.indices), to_host(top.values)
         top_logp = to_host(clean_logp.gather(-1, top.indices))
         results = []
