@@ -81,16 +81,32 @@ def time_sweep(sweeper: Sweeper, prompts: list[PromptInput], group: int, device:
     return {"s": round(seconds, 3), "ablations": n_ablations, "flops": sweeper.flops - flops0}
 
 
+class SampledSweeper(Sweeper):
+    """Ablates only a fixed random subset of each SAE's features (1 in ``every``): an unbiased sample
+    of a prompt's ablations, for timing big models on slow machines. Same subset in A and B."""
+
+    def __init__(self, *a, every: int = 1, **kw):
+        super().__init__(*a, **kw)
+        g = torch.Generator().manual_seed(0)
+        self.keep = [(torch.rand(s.d_sae, generator=g) < 1.0 / every).to(self.device) for s in self.sites]
+
+    def ablatable(self, clean, k, acts):
+        return super().ablatable(clean, k, acts) * self.keep[k]
+
+
 def ab_run(model, sites, prompts, args) -> dict:
-    """Suffix reuse off (A) then on (B) on the same prompts, back to back, with the load average around them."""
+    """Suffix reuse off (A) then on (B) on the same prompts, back to back, with the load average around them.
+    With ``--sample N`` only 1 in N features are ablated; per-prompt figures are scaled back by N."""
     config = SweepConfig(batch_size=args.batch_size)
     load_before = os.getloadavg()
-    a = time_sweep(Sweeper(model, sites, config, True, suffix_reuse=False), prompts, args.prompts_per_forward, args.device)
-    b = time_sweep(Sweeper(model, sites, config, True), prompts, args.prompts_per_forward, args.device)
-    n = len(prompts)
+    kw = {"every": args.sample}
+    a = time_sweep(SampledSweeper(model, sites, config, True, suffix_reuse=False, **kw), prompts, args.prompts_per_forward, args.device)
+    b = time_sweep(SampledSweeper(model, sites, config, True, **kw), prompts, args.prompts_per_forward, args.device)
+    n = len(prompts) / args.sample  # sampled ablations stand for 1/sample of the prompt
     return {
-        "prompts": n,
-        "tokens_per_prompt": sum(len(p.token_ids) for p in prompts) / n,
+        "prompts": len(prompts),
+        "sample_1_in": args.sample,
+        "tokens_per_prompt": sum(len(p.token_ids) for p in prompts) / len(prompts),
         "ablations_per_prompt": a["ablations"] / n,
         "full_s_per_prompt": a["s"] / n,
         "suffix_s_per_prompt": b["s"] / n,
@@ -109,6 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("shape", choices=sorted(SHAPES) + ["demo"])
     ap.add_argument("--ab", action="store_true", help="suffix reuse off, then on: FLOPs and wall time of each")
+    ap.add_argument("--sample", type=int, default=1, help="with --ab: ablate 1 in N features (estimates per prompt)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=8, help="tokens per prompt after BOS")
     ap.add_argument("--batch-size", type=int, default=64)
