@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import torch
-from sweep_bench import SHAPES, build, load_demo
+from sweep_bench import SHAPES, SampledSweeper, build, load_demo
 
 from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest.precision import cast, compare, within_tolerance
-from featuregraph.ingest.sweep import PromptInput, Sweeper
+from featuregraph.ingest.sweep import PromptInput
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--sample", type=int, default=1, help="ablate 1 in N features (same ones in every dtype)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,14 +45,14 @@ def main() -> None:
         prompts = [PromptInput(i, "", toks[i].tolist()) for i in range(args.prompts)]
     config = SweepConfig()
     t = time.perf_counter()
-    ref = Sweeper(model, sites, config, True).sweep_many(prompts)
+    ref = SampledSweeper(model, sites, config, True, every=args.sample).sweep_many(prompts)
     ref_s = time.perf_counter() - t
     for dtype in args.dtypes:
         low_model, low_sites = cast(model, sites, dtype)
         t = time.perf_counter()
-        low = Sweeper(low_model, low_sites, config, True).sweep_many(prompts)
+        low = SampledSweeper(low_model, low_sites, config, True, every=args.sample).sweep_many(prompts)
         m = compare(ref, low)
-        line = json.dumps({"shape": args.shape, "dtype": dtype, "prompts": len(prompts), "device": args.device,
+        line = json.dumps({"shape": args.shape, "dtype": dtype, "prompts": len(prompts), "sample_1_in": args.sample, "device": args.device,
                            **{k: round(v, 5) for k, v in m.items()}, "outside_tolerance": within_tolerance(m, dtype),
                            "float32_s": round(ref_s, 2), "low_s": round(time.perf_counter() - t, 2),
                            "load": [round(x, 2) for x in os.getloadavg()]})  # fmt: skip

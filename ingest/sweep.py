@@ -247,7 +247,7 @@ class Sweeper:
                 yield (pb, fb, *self.ablate(clean, k, pb, fb, removed_all[i : i + bs], scale))
             return
         n_pos = removed_all.shape[1]
-        first = (removed_all != 0).to(torch.int8).argmax(1)
+        first = (removed_all != 0).to(torch.int32).argmax(1)  # first True per row (argmax takes no bools)
         read = clean.read[p_all]
         order = torch.argsort(first * (n_pos + 1) + read, stable=True)
         first_h, read_h = first[order].tolist(), read[order].tolist()  # one host sync per site
