@@ -80,7 +80,7 @@ def host_tables(device: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[st
     out: dict[str, dict[str, np.ndarray]] = {
         t: {"prompt": np.empty(0, np.int64), **{k: np.empty(0) for k in value_columns(t)}} for t in TABLES
     }
-    for (t, c, _), arr in zip(flat, host):
+    for (t, c, _), arr in zip(flat, host, strict=False):
         out[t][c] = arr
     return {t: {"prompt": cols.pop("prompt").astype(np.int64), **numpy_columns(t, cols)} for t, cols in out.items()}
 

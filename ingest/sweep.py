@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from featuregraph.errors import InputError
-from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest import cost
 from featuregraph.ingest.columns import device_columns, host_tables, split, to_host
+from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest.loading import SaeSite
 from featuregraph.ingest.suffix import block_suffix, keys_values, supports_suffix
 from featuregraph.store.models import PromptResult
@@ -64,7 +64,6 @@ class CleanPass:
     ablate_mask: torch.Tensor  # [prompts, pos]: positions an ablation changes
     read_mask: torch.Tensor  # [prompts, pos]: the read position only
     real_mask: torch.Tensor  # [prompts, pos]: not padding
-    read_host: list[int] | None = None  # ``read`` on the host
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # clean keys/values per block (suffix reuse)
 
 
@@ -172,7 +171,6 @@ class Sweeper:
             ablate_mask=(pos >= first[:, None]) & (pos <= read[:, None]),
             read_mask=pos == read[:, None],
             real_mask=pos < torch.tensor(lengths, device=dev)[:, None],
-            read_host=[b[1] for b in bounds],
             kv=kv,
         )
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import duckdb
-import numpy as np
 from helpers import PROMPTS, table_rows, tiny_config
 
 from featuregraph.ingest.loading import load_all
@@ -50,8 +49,8 @@ def test_round_trip_matches_the_sweep_and_records_provenance(tiny_assets, tmp_pa
             "WHERE prompt_id = ? ORDER BY up_layer, up_feature, down_feature",
             [p.prompt_id],
         ).fetchall()
-        keys = zip(*(expected[c].tolist() for c in ("up_layer", "up_feature", "down_layer", "down_feature")))
-        want = dict(zip(keys, expected["weight"].tolist()))
+        keys = zip(*(expected[c].tolist() for c in ("up_layer", "up_feature", "down_layer", "down_feature")), strict=False)
+        want = dict(zip(keys, expected["weight"].tolist(), strict=False))
         got = {tuple(r[:4]): r[4] for r in rows}
         assert len(rows) == len(got) > 0, "no edge twice"
         for key in got.keys() | want.keys():

@@ -42,7 +42,7 @@ def _first_positions(result, n_layers: int) -> dict[tuple[int, int], int]:
     """Each ablated feature's first ablatable active position, from the stored activations."""
     acts, read = result.tables["activations"], result.n_tokens - 1
     first: dict[tuple[int, int], int] = {}
-    for layer, pos, feat in zip(acts["layer"].tolist(), acts["position"].tolist(), acts["feature"].tolist()):
+    for layer, pos, feat in zip(acts["layer"].tolist(), acts["position"].tolist(), acts["feature"].tolist(), strict=False):
         if pos >= 1 and (layer != n_layers or pos == read):
             first[(layer, feat)] = min(first.get((layer, feat), pos), pos)
     return first
@@ -65,7 +65,7 @@ def test_mixed_lengths_share_suffix_batches_and_match_the_reference(model_and_si
     prompts = _prompts([3, 8, 12, 15], seed=4)
     config = SweepConfig(batch_size=6, coefficient=0.5, **DENSE)
     results = Sweeper(model, sites, config, prepend_bos=True).sweep_many(prompts)
-    for p, result in zip(prompts, results):
+    for p, result in zip(prompts, results, strict=False):
         _compare(result, reference_sweep(model, sites, p.token_ids, 0.5, prepend_bos=True), sites)
 
 
@@ -90,10 +90,10 @@ def test_suffix_batches_are_sorted_dense_and_cover_their_rows(model_and_sites, m
     seen = []
     for k, pb, fb, width, start in calls:
         layer = sites[k].layer
-        rows_first = [firsts[p][(layer, f)] for p, f in zip(pb, fb)]
+        rows_first = [firsts[p][(layer, f)] for p, f in zip(pb, fb, strict=False)]
         assert start == min(rows_first), "a batch starts where its earliest feature does"
         assert start + width - 1 == max(reads[p] for p in pb), "and ends at its last read position"
-        seen.extend((k, first, reads[p]) for first, p in zip(rows_first, pb))
+        seen.extend((k, first, reads[p]) for first, p in zip(rows_first, pb, strict=False))
         seen_rows = len(pb)
         assert 1 <= seen_rows <= bs
     for k in range(len(sites)):
@@ -110,14 +110,14 @@ def test_suffix_reuse_on_and_off_agree_and_cost_less(model_and_sites):
     prompts = _prompts([6, 15], seed=8)
     on = Sweeper(model, sites, SweepConfig(batch_size=8, **DENSE), True)
     off = Sweeper(model, sites, SweepConfig(batch_size=8, **DENSE), True, suffix_reuse=False)
-    for a, b in zip(on.sweep_many(prompts), off.sweep_many(prompts)):
+    for a, b in zip(on.sweep_many(prompts), off.sweep_many(prompts), strict=False):
         for table, values in (("edges", ("weight",)), ("logit_effects", ("dlogp", "dprob")), ("ablations", ())):
             ma, mb = _keyed(a.tables[table], values), _keyed(b.tables[table], values)
             if not values:
                 assert ma.keys() == mb.keys()
             for key in ma.keys() | mb.keys():  # an entry kept by one and not the other is ~0 in it
                 va, vb = ma.get(key, (0.0,) * len(values)), mb.get(key, (0.0,) * len(values))
-                assert max((abs(x - y) for x, y in zip(va, vb)), default=0.0) <= 1e-5, (table, key, va, vb)
+                assert max((abs(x - y) for x, y in zip(va, vb, strict=False)), default=0.0) <= 1e-5, (table, key, va, vb)
     assert off.flops > 1.5 * on.flops
 
 
