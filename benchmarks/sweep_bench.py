@@ -125,6 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("shape", choices=sorted(SHAPES) + ["demo"])
     ap.add_argument("--ab", action="store_true", help="suffix reuse off, then on: FLOPs and wall time of each")
+    ap.add_argument("--plan", action="store_true", help="cost-model FLOPs per prompt, off and on, without sweeping")
     ap.add_argument("--sample", type=int, default=1, help="with --ab: ablate 1 in N features (estimates per prompt)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=8, help="tokens per prompt after BOS")
@@ -147,6 +148,21 @@ def main() -> None:
         toks = syn.random_tokens(args.prompts + 1, args.tokens + 1, shape["d_vocab"], bos=0, seed=7)
         prompts = [PromptInput(i, "", toks[i].tolist()) for i in range(args.prompts + 1)]
     build_s = time.perf_counter() - t0
+    if args.plan:
+        from featuregraph.ingest.cost import planned_flops
+
+        timed = prompts[: args.prompts]
+        res = {}
+        for reuse in (False, True):
+            for b in sorted({args.batch_size, 1}):
+                sw = Sweeper(model, sites, SweepConfig(batch_size=b), True, suffix_reuse=reuse)
+                f = sum(planned_flops(sw, [p]) for p in timed) / len(timed)
+                res[f"{'suffix' if reuse else 'full'}_gflop_per_prompt_batch{b}"] = round(f / 1e9, 3)
+        line = json.dumps({"shape": args.shape, "mode": "plan", "prompts": len(timed), **res, "build_s": round(build_s, 1)})
+        print(line)
+        with (Path(__file__).parent / "results" / f"sweep_plan_{args.shape}.jsonl").open("a") as f:
+            f.write(line + "\n")
+        return
     if args.ab:
         timed = prompts[: args.prompts]
         line = json.dumps({"shape": args.shape, "mode": "suffix-ab", "device": args.device,

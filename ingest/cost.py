@@ -82,3 +82,40 @@ def suffix_ablation_flops(s: Shape, layer: int, start: int, read: int, next_d_sa
     total = sum(block_flops(s, 1 if L == s.n_layers - 1 else n, n, read + 1) for L in range(layer, s.n_layers))
     total += unembed_flops(s, 1)
     return total + (encode_flops(s, 1, next_d_sae) if next_d_sae else 0)
+
+
+def planned_flops(sweeper: Any, prompts: list) -> int:
+    """What ``sweeper.sweep_many(prompts)`` will count in ``sweeper.flops``, from the clean pass alone.
+
+    Mirrors the sweep's batching (ingest/sweep.py ``_ablation_batches``) without running an
+    ablation, so the cost of a big model's prompt can be known before (or instead of) sweeping it.
+    """
+    import torch
+
+    before = sweeper.flops
+    clean = sweeper.clean_pass(prompts)
+    total = sweeper.flops - before
+    sweeper.flops = before
+    s, bs, n_sites = sweeper.shape, sweeper.config.batch_size, len(sweeper.sites)
+    for k, site in enumerate(sweeper.sites):
+        nxt = sweeper.sites[k + 1].d_sae if k + 1 < n_sites else None
+        acts = site.sae.encode(clean.resid[site.layer])
+        total += encode_flops(s, acts.shape[0] * acts.shape[1], site.d_sae)
+        masked = sweeper.ablatable(clean, k, acts)
+        pairs = (masked != 0).any(1).nonzero()
+        if pairs.shape[0] == 0:
+            continue
+        removed = masked[pairs[:, 0], :, pairs[:, 1]] != 0
+        read = clean.read[pairs[:, 0]]
+        if not sweeper.suffix_reuse:
+            total += pairs.shape[0] * full_ablation_flops(s, site.layer, removed.shape[1], nxt)
+            continue
+        first = removed.to(torch.int32).argmax(1)
+        order = torch.argsort(first * (removed.shape[1] + 1) + read, stable=True)
+        first_h, read_h = first[order].tolist(), read[order].tolist()
+        for i in range(0, len(first_h), bs):
+            start, stop, b = first_h[i], max(read_h[i : i + bs]) + 1, len(first_h[i : i + bs])
+            n = stop - start
+            blocks = sum(block_flops(s, 1 if L == s.n_layers - 1 else n, n, stop) for L in range(site.layer, s.n_layers))
+            total += b * (blocks + unembed_flops(s, 1) + (encode_flops(s, 1, nxt) if nxt else 0))
+    return total

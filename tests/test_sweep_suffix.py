@@ -164,3 +164,15 @@ def test_unsupported_block_layouts_fall_back_to_full_recompute(model_and_sites):
         for key, value in change.items():
             setattr(cfg, key, value)
         assert not supports_suffix(cfg), change
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_planned_flops_equal_what_the_sweep_counts(model_and_sites, reuse):
+    model, sites = model_and_sites
+    prompts = _prompts([4, 9, 15], seed=12)
+    planner = Sweeper(model, sites, SweepConfig(batch_size=5), True, suffix_reuse=reuse)
+    planned = cost.planned_flops(planner, prompts)
+    assert planner.flops == 0, "planning counts nothing"
+    sweeper = Sweeper(model, sites, SweepConfig(batch_size=5), True, suffix_reuse=reuse)
+    sweeper.sweep_many(prompts)
+    assert planned == sweeper.flops
