@@ -2,6 +2,9 @@
 
     python benchmarks/sweep_bench.py tiny                      # the tiny test model
     python benchmarks/sweep_bench.py gpt2-shaped --prompts 2   # 12 layers, d_model 768, 24576-wide SAEs
+    python benchmarks/sweep_bench.py gpt2-shaped --ab --prompts 1 --tokens 15 --no-reference
+        # suffix reuse off then on, back to back: wall time and cost-model FLOPs of each
+    python benchmarks/sweep_bench.py demo --ab --prompts 32 --no-reference   # the bundled demo model
 
 Both use random weights: speed depends on shapes and on how many features are active,
 not on what the weights mean. The GPT-2-shaped SAEs are calibrated so that about
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -53,9 +57,76 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def load_demo(device: str, dtype: str = "float32", n_prompts: int = 32):
+    """The bundled demo model, SAEs and its first ``n_prompts`` task prompts, tokenized."""
+    from featuregraph.demo import MODEL_DIR, PROMPTS_PATH, sae_dirs
+    from featuregraph.ingest.config import ModelSpec, RunConfig, SaeSpec
+    from featuregraph.ingest.prompts import read_prompts
+    from featuregraph.ingest.run import prepare_run
+
+    config = RunConfig(ModelSpec(str(MODEL_DIR)), tuple(SaeSpec(path=str(p)) for p in sae_dirs()), device=device, dtype=dtype)
+    prep = prepare_run(read_prompts(PROMPTS_PATH)[:n_prompts], config)
+    return prep.loaded, prep.prompts.inputs
+
+
+def time_sweep(sweeper: Sweeper, prompts: list[PromptInput], group: int, device: str) -> dict:
+    """Sweep ``prompts`` in groups of ``group`` after a short warm-up: seconds, ablations, cost-model FLOPs."""
+    sweeper.sweep(PromptInput(-1, "", prompts[0].token_ids[:3]))
+    _sync(device)
+    flops0, t, n_ablations = sweeper.flops, time.perf_counter(), 0
+    for start in range(0, len(prompts), group):
+        n_ablations += sum(r.n_ablations for r in sweeper.sweep_many(prompts[start : start + group]))
+    _sync(device)
+    seconds = time.perf_counter() - t
+    return {"s": round(seconds, 3), "ablations": n_ablations, "flops": sweeper.flops - flops0}
+
+
+class SampledSweeper(Sweeper):
+    """Ablates only a fixed random subset of each SAE's features (1 in ``every``): an unbiased sample
+    of a prompt's ablations, for timing big models on slow machines. Same subset in A and B."""
+
+    def __init__(self, *a, every: int = 1, **kw):
+        super().__init__(*a, **kw)
+        g = torch.Generator().manual_seed(0)
+        self.keep = [(torch.rand(s.d_sae, generator=g) < 1.0 / every).to(self.device) for s in self.sites]
+
+    def ablatable(self, clean, k, acts):
+        return super().ablatable(clean, k, acts) * self.keep[k]
+
+
+def ab_run(model, sites, prompts, args) -> dict:
+    """Suffix reuse off (A) then on (B) on the same prompts, back to back, with the load average around them.
+    With ``--sample N`` only 1 in N features are ablated; per-prompt figures are scaled back by N."""
+    config = SweepConfig(batch_size=args.batch_size)
+    load_before = os.getloadavg()
+    kw = {"every": args.sample}
+    a = time_sweep(SampledSweeper(model, sites, config, True, suffix_reuse=False, **kw), prompts, args.prompts_per_forward, args.device)
+    b = time_sweep(SampledSweeper(model, sites, config, True, **kw), prompts, args.prompts_per_forward, args.device)
+    n = len(prompts) / args.sample  # sampled ablations stand for 1/sample of the prompt
+    return {
+        "prompts": len(prompts),
+        "sample_1_in": args.sample,
+        "tokens_per_prompt": sum(len(p.token_ids) for p in prompts) / len(prompts),
+        "ablations_per_prompt": a["ablations"] / n,
+        "full_s_per_prompt": a["s"] / n,
+        "suffix_s_per_prompt": b["s"] / n,
+        "wall_ratio": round(a["s"] / b["s"], 3),
+        "full_gflop_per_prompt": round(a["flops"] / n / 1e9, 3),
+        "suffix_gflop_per_prompt": round(b["flops"] / n / 1e9, 3),
+        "flop_ratio": round(a["flops"] / b["flops"], 3),
+        "full_gflop_per_s": round(a["flops"] / a["s"] / 1e9, 2),
+        "suffix_gflop_per_s": round(b["flops"] / b["s"] / 1e9, 2),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("shape", choices=sorted(SHAPES))
+    ap.add_argument("shape", choices=sorted(SHAPES) + ["demo"])
+    ap.add_argument("--ab", action="store_true", help="suffix reuse off, then on: FLOPs and wall time of each")
+    ap.add_argument("--plan", action="store_true", help="cost-model FLOPs per prompt, off and on, without sweeping")
+    ap.add_argument("--sample", type=int, default=1, help="with --ab: ablate 1 in N features (estimates per prompt)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=8, help="tokens per prompt after BOS")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -66,12 +137,40 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    shape = SHAPES[args.shape]
     t0 = time.perf_counter()
-    model, sites = build(shape, args.device)
+    if args.shape == "demo":
+        loaded, inputs = load_demo(args.device, n_prompts=args.prompts + 1)
+        model, sites, prompts = loaded.model, loaded.sites, inputs
+        shape = {"n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "d_vocab": model.cfg.d_vocab, "d_sae": sites[0].d_sae}
+    else:
+        shape = SHAPES[args.shape]
+        model, sites = build(shape, args.device)
+        toks = syn.random_tokens(args.prompts + 1, args.tokens + 1, shape["d_vocab"], bos=0, seed=7)
+        prompts = [PromptInput(i, "", toks[i].tolist()) for i in range(args.prompts + 1)]
     build_s = time.perf_counter() - t0
-    toks = syn.random_tokens(args.prompts + 1, args.tokens + 1, shape["d_vocab"], bos=0, seed=7)
-    prompts = [PromptInput(i, "", toks[i].tolist()) for i in range(args.prompts + 1)]
+    if args.plan:
+        from featuregraph.ingest.cost import planned_flops
+
+        timed = prompts[: args.prompts]
+        res = {}
+        for reuse in (False, True):
+            for b in sorted({args.batch_size, 1}):
+                sw = Sweeper(model, sites, SweepConfig(batch_size=b), True, suffix_reuse=reuse)
+                f = sum(planned_flops(sw, [p]) for p in timed) / len(timed)
+                res[f"{'suffix' if reuse else 'full'}_gflop_per_prompt_batch{b}"] = round(f / 1e9, 3)
+        line = json.dumps({"shape": args.shape, "mode": "plan", "prompts": len(timed), **res, "build_s": round(build_s, 1)})
+        print(line)
+        with (Path(__file__).parent / "results" / f"sweep_plan_{args.shape}.jsonl").open("a") as f:
+            f.write(line + "\n")
+        return
+    if args.ab:
+        timed = prompts[: args.prompts]
+        line = json.dumps({"shape": args.shape, "mode": "suffix-ab", "device": args.device,
+                           "torch_threads": torch.get_num_threads(), **ab_run(model, sites, timed, args)})  # fmt: skip
+        print(line)
+        with (Path(__file__).parent / "results" / f"sweep_ab_{args.shape}_{args.device.replace(':', '')}.jsonl").open("a") as f:
+            f.write(line + "\n")
+        return
     sweeper = Sweeper(model, sites, SweepConfig(batch_size=args.batch_size), prepend_bos=True)
 
     sweeper.sweep(prompts[-1])  # warm-up

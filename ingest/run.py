@@ -9,6 +9,7 @@ the same run (found by its ``run_key``) with the prompts still missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from featuregraph.ingest.prompts import (
 )
 from featuregraph.ingest.pruning import prune_results
 from featuregraph.ingest.sweep import Sweeper
+from featuregraph.ingest.writer_thread import WriterThread
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.ingest_errors import record_ingest_errors
 from featuregraph.store.runs import (
@@ -187,6 +189,7 @@ def ingest(
     on_commit: Callable[[list[int]], None] | None = None,
     bad_prompts: str = "error",
     too_long: str = "reject",
+    background_writes: bool = True,
 ) -> IngestSummary:
     """Sweep ``prompts`` with the model and SAEs of ``config`` into the database at ``db_path``.
 
@@ -194,7 +197,9 @@ def ingest(
     :class:`RawPrompt`. Results are committed every ``commit_every`` prompts or
     ``commit_seconds`` seconds, whichever comes first; up to ``prompts_per_forward`` prompts
     of similar length share forward passes. ``bad_prompts`` and ``too_long``: see
-    :func:`ingest.prompts.prepare_prompts`.
+    :func:`ingest.prompts.prepare_prompts`. ``background_writes``: results are written by a
+    thread (ingest/writer_thread.py) while the next prompts are swept; a write error ends the run
+    as one line, nothing half-written.
     """
     prep = prepare_run(prompts, config, bad_prompts, too_long)
     loaded, inputs = prep.loaded, prep.prompts.inputs
@@ -219,20 +224,28 @@ def ingest(
         pending = []
         last_commit = time.monotonic()
 
-        def flush() -> None:
-            nonlocal pending, last_commit
-            write_prompt_results(db, run_id, pending)
-            snapshots.after_commit()
-            ids = [r.prompt_id for r in pending]
+        def write(batch: list) -> None:
+            write_prompt_results(db, run_id, batch)
+            snapshots.after_commit()  # on the thread that owns the connection
+            ids = [r.prompt_id for r in batch]
             log.info("committed prompts %s", ids)
             if on_commit:
                 on_commit(ids)
+
+        def flush() -> None:
+            nonlocal pending, last_commit
+            if writer is not None:
+                writer.submit(pending)
+            else:
+                write(pending)
             pending = []
             last_commit = time.monotonic()
 
         status = "failed"
+        # The writer thread owns the connection until it is closed: the main thread only sweeps.
+        writer = WriterThread(write) if background_writes else None
         try:
-            with tqdm(total=len(todo), unit="prompt", disable=not progress, desc=f"run {run_id}") as bar:
+            with writer or contextlib.nullcontext(), tqdm(total=len(todo), unit="prompt", disable=not progress, desc=f"run {run_id}") as bar:
                 for group in groups:
                     pending.extend(prune_results(prep.prompts.annotate(sweeper.sweep_many(group)), config.sweep))
                     bar.update(len(group))
@@ -240,6 +253,8 @@ def ingest(
                         flush()
                 if pending:
                     flush()
+            if writer is not None:
+                log.info("sweep waited %.2f s on the writer (%.2f s writing)", writer.wait_s, writer.write_s)
             status = "complete"
         finally:
             if status != "complete":

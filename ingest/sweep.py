@@ -8,10 +8,12 @@ the model; only the ablation's own effect does. We record, at the read position:
 - edges into the next SAE site: ``act_down[ablated] - act_down[clean]``;
 - logit effects: ``logp_ablated - logp_clean`` and ``p_ablated - p_clean``.
 
-Why it is fast (docs/method.md#cost-model): the clean residual at every site is
-computed once and reused, so an ablation at layer L only runs blocks L.. onward; many
-ablations share one forward as a batch of rank-1 updates; results stay on the device and
-are copied to the host once per group of prompts.
+Why it is fast (docs/method.md#cost-model, docs/sweep.md#suffix-only-recompute): the clean
+residual at every site is computed once and reused, so an ablation at layer L only runs blocks
+L.. onward, and only from the feature's first active position on (the prefix's clean keys and
+values are cached; ingest/suffix.py); ablations sorted by first position share one forward as
+a batch of rank-1 updates; results stay on the device and are copied to the host once per
+group of prompts. ``Sweeper.flops`` counts the floating-point work done (ingest/cost.py).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ import numpy as np
 import torch
 
 from featuregraph.errors import InputError
+from featuregraph.ingest import cost
+from featuregraph.ingest.columns import device_columns, host_tables, split, to_host
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest.loading import SaeSite
+from featuregraph.ingest.suffix import block_suffix, keys_values, supports_suffix
 from featuregraph.store.models import PromptResult
-from featuregraph.store.tables import numpy_columns, value_columns
+from featuregraph.store.tables import numpy_columns
 
 
 @dataclass(frozen=True)
@@ -59,12 +64,21 @@ class CleanPass:
     ablate_mask: torch.Tensor  # [prompts, pos]: positions an ablation changes
     read_mask: torch.Tensor  # [prompts, pos]: the read position only
     real_mask: torch.Tensor  # [prompts, pos]: not padding
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # clean keys/values per block (suffix reuse)
 
 
 class Sweeper:
-    """Runs the sweep for one model and its SAE sites (sorted by layer)."""
+    """Runs the sweep for one model and its SAE sites (sorted by layer).
 
-    def __init__(self, model: Any, sites: list[SaeSite], config: SweepConfig, prepend_bos: bool):
+    ``suffix_reuse`` (default on) recomputes an ablation only from its feature's first active
+    position, over the clean prefix's cached keys and values; off, every position is
+    recomputed (the A/B baseline). Both give the same numbers up to float rounding. It is
+    silently off for block layouts ingest/suffix.py does not reproduce (see ``supports_suffix``).
+    """
+
+    def __init__(
+        self, model: Any, sites: list[SaeSite], config: SweepConfig, prepend_bos: bool, suffix_reuse: bool = True
+    ):
         if not sites:
             raise InputError("the sweep needs at least one SAE")
         self.model = model
@@ -73,6 +87,9 @@ class Sweeper:
         self.prepend_bos = prepend_bos
         self.n_layers = int(model.cfg.n_layers)
         self.device = next(model.parameters()).device
+        self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg)
+        self.shape = cost.Shape.of(model.cfg)
+        self.flops = 0  # floating-point operations of the matrix products run so far (cost model)
 
     # -- pieces of the forward pass -------------------------------------------------
 
@@ -139,6 +156,11 @@ class Sweeper:
         resid = self.clean_residuals(tokens.to(dev))
         logp = torch.log_softmax(self._logits(resid[self.n_layers][rows, read]), -1)
         pos = torch.arange(n_pos, device=dev)[None]
+        kv = None
+        if self.suffix_reuse:
+            kv = {L: keys_values(self.model.blocks[L], resid[L]) for L in range(self.n_layers)}
+        sh, n = self.shape, len(prompts)
+        self.flops += cost.clean_flops(sh, n, n_pos, [s.d_sae for s in self.sites], kv is not None)
         return CleanPass(
             lengths=lengths,
             read=read,
@@ -149,6 +171,7 @@ class Sweeper:
             ablate_mask=(pos >= first[:, None]) & (pos <= read[:, None]),
             read_mask=pos == read[:, None],
             real_mask=pos < torch.tensor(lengths, device=dev)[:, None],
+            kv=kv,
         )
 
     def ablatable(self, clean: "CleanPass", k: int, acts: torch.Tensor) -> torch.Tensor:
@@ -192,6 +215,10 @@ class Sweeper:
         x = clean.resid[site.layer][prompt_idx] + scale * removed[:, :, None] * site.sae.W_dec[features][:, None, :]
         rows = torch.arange(prompt_idx.shape[0], device=self.device)
         read = clean.read[prompt_idx]
+        b, n_pos = x.shape[0], x.shape[1]
+        self.flops += b * cost.full_ablation_flops(
+            self.shape, site.layer, n_pos, nxt.d_sae if nxt else None, n_pos if every_position else 1
+        )
         down = None
         if nxt is not None:
             x = self._blocks(x, site.layer, nxt.layer)
@@ -202,6 +229,74 @@ class Sweeper:
         if every_position:
             return down, self.log_probs_every_position(x)
         return down, torch.log_softmax(self._logits(x[rows, read]), -1)
+
+    def _ablation_batches(self, clean: "CleanPass", k: int, p_all, f_all, removed_all):
+        """Yield ``(prompt_idx, features, down, logp)`` per batch of site ``k``'s single-feature ablations.
+
+        With suffix reuse, ablations are sorted by (first ablated position, read position), so
+        that consecutive ones share their suffix: each batch of ``batch_size`` recomputes
+        positions from its smallest first position to its largest read position (rows whose
+        feature starts later see their clean residual there, unchanged).
+        """
+        bs, scale = self.config.batch_size, self.config.coefficient - 1.0
+        if not self.suffix_reuse:
+            for i in range(0, p_all.shape[0], bs):
+                pb, fb = p_all[i : i + bs], f_all[i : i + bs]
+                yield (pb, fb, *self.ablate(clean, k, pb, fb, removed_all[i : i + bs], scale))
+            return
+        n_pos = removed_all.shape[1]
+        first = (removed_all != 0).to(torch.int32).argmax(1)  # first True per row (argmax takes no bools)
+        read = clean.read[p_all]
+        order = torch.argsort(first * (n_pos + 1) + read, stable=True)
+        first_h, read_h = first[order].tolist(), read[order].tolist()  # one host sync per site
+        for i in range(0, p_all.shape[0], bs):
+            sel = order[i : i + bs]
+            start, stop = first_h[i], max(read_h[i : i + bs]) + 1
+            pb, fb = p_all[sel], f_all[sel]
+            yield (pb, fb, *self.ablate_suffix(clean, k, pb, fb, removed_all[sel, start:stop], scale, start))
+
+    def ablate_suffix(
+        self,
+        clean: "CleanPass",
+        k: int,
+        prompt_idx: torch.Tensor,
+        features: torch.Tensor,
+        removed: torch.Tensor,
+        scale: float,
+        start: int,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """:meth:`ablate` for positions ``start..start + removed.shape[1] - 1`` only.
+
+        ``removed`` [batch, s] is the activation removed at those positions; nothing may be
+        removed before ``start`` and every row's read position must lie in the suffix. Blocks
+        attend over the clean pass's keys and values for positions ``< start``; the last block
+        computes the read position only. Same results as :meth:`ablate` (float rounding aside).
+        """
+        site = self.sites[k]
+        nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
+        s = removed.shape[1]
+        x = clean.resid[site.layer][prompt_idx, start : start + s]
+        x = x + scale * removed[:, :, None] * site.sae.W_dec[features][:, None, :]
+        rows = torch.arange(prompt_idx.shape[0], device=self.device)
+        at = clean.read[prompt_idx] - start  # each row's read position within x
+        stop_down = nxt.layer if nxt is not None else None
+        down = None
+        sh, b = self.shape, prompt_idx.shape[0]
+        for layer in range(site.layer, self.n_layers):
+            if layer == stop_down:
+                down = nxt.sae.encode(x[rows, at])
+                self.flops += cost.encode_flops(sh, b, nxt.d_sae)
+            past_k, past_v = (t[prompt_idx, :start] for t in clean.kv[layer])
+            last = layer == self.n_layers - 1
+            x = block_suffix(self.model.blocks[layer], x, start, past_k, past_v, query_at=at if last else None)
+            self.flops += b * cost.block_flops(sh, n_q=1 if last else s, n_new=s, n_keys=start + s)
+            if last:
+                at = torch.zeros_like(at)
+        if nxt is not None and down is None:  # the next site is after the last block
+            down = nxt.sae.encode(x[rows, at])
+            self.flops += cost.encode_flops(sh, b, nxt.d_sae)
+        self.flops += cost.unembed_flops(sh, b)
+        return down, torch.log_softmax(self._logits(x[rows, at]), -1)
 
     def log_probs_every_position(self, resid_final: torch.Tensor) -> torch.Tensor:
         """Next-token log-probabilities at every position [batch, pos, d_vocab] from the final residual."""
@@ -254,6 +349,7 @@ class Sweeper:
         out: dict[str, list] = {"act": [], "abl": [], "edge": [], "logit": []}
         for k, site in enumerate(self.sites):
             acts = site.sae.encode(clean.resid[site.layer])  # [prompts, pos, d_sae]
+            self.flops += cost.encode_flops(self.shape, acts.shape[0] * acts.shape[1], site.d_sae)
             nz = (acts * clean.real_mask[..., None]).nonzero()
             out["act"].append((site.layer, nz[:, 0], nz[:, 1], nz[:, 2], acts[nz[:, 0], nz[:, 1], nz[:, 2]]))
             masked = self.ablatable(clean, k, acts)
@@ -268,12 +364,9 @@ class Sweeper:
                 (site.layer, p_all, f_all, (removed_all != 0).sum(1), removed_all.abs().amax(1), clean.read_acts[k][p_all, f_all])
             )
             nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
-            for start in range(0, p_all.shape[0], cfg.batch_size):
-                pb = p_all[start : start + cfg.batch_size]
-                fb = f_all[start : start + cfg.batch_size]
-                down, logp = self.ablate(clean, k, pb, fb, removed_all[start : start + cfg.batch_size], cfg.coefficient - 1.0)
+            for pb, fb, down, logp in self._ablation_batches(clean, k, p_all, f_all, removed_all):
                 if down is not None:
-                    weights = down - clean.read_acts[k + 1][pb]
+                    weights = down.float() - clean.read_acts[k + 1][pb].float()  # exact difference of low-precision values
                     kk = min(cfg.edge_top_k, weights.shape[-1])
                     idx = weights.abs().topk(kk, dim=-1).indices
                     out["edge"].append((site.layer, nxt.layer, pb, fb, idx, weights.gather(-1, idx)))
@@ -285,14 +378,9 @@ class Sweeper:
 
         lengths = clean.lengths
         top = clean_p.topk(min(cfg.top_next_k, clean_p.shape[-1]), -1)
-        tables = {
-            "activations": _split(_activation_columns(out["act"]), len(prompts)),
-            "ablations": _split(_ablation_columns(out["abl"]), len(prompts)),
-            "edges": _split(_edge_columns(out["edge"], cfg.edge_floor), len(prompts)),
-            "logit_effects": _split(_logit_columns(out["logit"]), len(prompts)),
-        }
-        top_ids, top_p = _np(top.indices), _np(top.values)
-        top_logp = _np(clean_logp.gather(-1, top.indices))
+        tables = {name: split(cols, len(prompts)) for name, cols in host_tables(device_columns(out, cfg.edge_floor)).items()}
+        top_ids, top_p = to_host(top.indices), to_host(top.values)
+        top_logp = to_host(clean_logp.gather(-1, top.indices))
         results = []
         for i, p in enumerate(prompts):
             results.append(
@@ -326,85 +414,3 @@ class _Rows:
     def __init__(self, clean: CleanPass, prompt_idx: torch.Tensor):
         self.read_mask = clean.read_mask[prompt_idx]
         self.ablate_mask = clean.ablate_mask[prompt_idx]
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
-
-
-def _cat_device(parts: list[torch.Tensor]) -> np.ndarray:
-    """Concatenate on the device, then copy to the host once."""
-    return _np(torch.cat(parts)) if parts else np.empty(0)
-
-
-def _typed(name: str, prompt: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A result table's columns in the table spec's dtypes, after the ``prompt`` index _split uses."""
-    return {"prompt": prompt.astype(np.int64), **numpy_columns(name, columns)}
-
-
-def _layers(parts, layer_at: int, rows_at: int, repeat: int = 1) -> np.ndarray:
-    """The layer ``p[layer_at]`` of each part, once for each of its ``repeat * len(p[rows_at])`` rows."""
-    return np.repeat([p[layer_at] for p in parts], [p[rows_at].shape[0] * repeat for p in parts])
-
-
-def _activation_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("activations", np.empty(0), {k: np.empty(0) for k in value_columns("activations")})
-    return _typed("activations", _cat_device([p[1] for p in parts]), {
-        "layer": _layers(parts, 0, 1),
-        "position": _cat_device([p[2] for p in parts]),
-        "feature": _cat_device([p[3] for p in parts]),
-        "activation": _cat_device([p[4] for p in parts]),
-    })  # fmt: skip
-
-
-def _ablation_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("ablations", np.empty(0), {k: np.empty(0) for k in value_columns("ablations")})
-    return _typed("ablations", _cat_device([p[1] for p in parts]), {
-        "layer": _layers(parts, 0, 1),
-        "feature": _cat_device([p[2] for p in parts]),
-        "n_positions": _cat_device([p[3] for p in parts]),
-        "max_activation": _cat_device([p[4] for p in parts]),
-        "read_activation": _cat_device([p[5] for p in parts]),
-    })  # fmt: skip
-
-
-def _edge_columns(parts, floor: float) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("edges", np.empty(0), {k: np.empty(0) for k in value_columns("edges")})
-    k = parts[0][4].shape[1]
-    weight = _cat_device([p[5].reshape(-1) for p in parts])
-    keep = np.abs(weight) > floor
-    return _typed("edges", np.repeat(_cat_device([p[2] for p in parts]), k)[keep], {
-        "up_layer": _layers(parts, 0, 2, k)[keep],
-        "up_feature": np.repeat(_cat_device([p[3] for p in parts]), k)[keep],
-        "down_layer": _layers(parts, 1, 2, k)[keep],
-        "down_feature": _cat_device([p[4].reshape(-1) for p in parts])[keep],
-        "weight": weight[keep],
-    })  # fmt: skip
-
-
-def _logit_columns(parts) -> dict[str, np.ndarray]:
-    if not parts:
-        return _typed("logit_effects", np.empty(0), {k: np.empty(0) for k in value_columns("logit_effects")})
-    k = parts[0][3].shape[1]
-    return _typed("logit_effects", np.repeat(_cat_device([p[1] for p in parts]), k), {
-        "layer": _layers(parts, 0, 1, k),
-        "feature": np.repeat(_cat_device([p[2] for p in parts]), k),
-        "token_id": _cat_device([p[3].reshape(-1) for p in parts]),
-        "dlogp": _cat_device([p[4].reshape(-1) for p in parts]),
-        "dprob": _cat_device([p[5].reshape(-1) for p in parts]),
-    })  # fmt: skip
-
-
-def _split(cols: dict[str, np.ndarray], n_prompts: int) -> list[dict[str, np.ndarray]]:
-    """Split columns with a ``prompt`` index into one dict per prompt (order kept within each)."""
-    prompt = cols.pop("prompt")
-    order = np.argsort(prompt, kind="stable")
-    cuts = np.searchsorted(prompt[order], np.arange(n_prompts + 1))
-    out = []
-    for i in range(n_prompts):
-        sel = order[cuts[i] : cuts[i + 1]]
-        out.append({name: col[sel] for name, col in cols.items()})
-    return out

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import duckdb
-import numpy as np
 from helpers import PROMPTS, table_rows, tiny_config
 
 from featuregraph.ingest.loading import load_all
@@ -50,13 +49,15 @@ def test_round_trip_matches_the_sweep_and_records_provenance(tiny_assets, tmp_pa
             "WHERE prompt_id = ? ORDER BY up_layer, up_feature, down_feature",
             [p.prompt_id],
         ).fetchall()
-        order = np.lexsort((expected["down_feature"], expected["up_feature"], expected["up_layer"]))
-        assert len(rows) == len(order) > 0
-        got = np.array([r[4] for r in rows])
-        np.testing.assert_allclose(got, expected["weight"][order], atol=1e-5)
-        assert [r[:4] for r in rows] == [
-            tuple(int(expected[c][i]) for c in ("up_layer", "up_feature", "down_layer", "down_feature")) for i in order
-        ]
+        keys = zip(*(expected[c].tolist() for c in ("up_layer", "up_feature", "down_layer", "down_feature")), strict=False)
+        want = dict(zip(keys, expected["weight"].tolist(), strict=False))
+        got = {tuple(r[:4]): r[4] for r in rows}
+        assert len(rows) == len(got) > 0, "no edge twice"
+        for key in got.keys() | want.keys():
+            if key in got and key in want:
+                assert abs(got[key] - want[key]) <= 1e-5, key
+            else:  # batching changes rounding (~1e-6), which may move an edge across the floor, nothing more
+                assert abs(abs(got.get(key, want.get(key))) - config.sweep.edge_floor) <= 1e-5, key
         toks = con.execute("SELECT token_id FROM tokens WHERE prompt_id = ? ORDER BY position", [p.prompt_id]).fetchall()
         assert [t[0] for t in toks] == p.token_ids
 
