@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featuregraph.demo.config import TrainConfig
-from featuregraph.demo.corpus import TASKS, CorpusGenerator, is_heldout
+from featuregraph.demo.corpus import AMBIGUITY_LEVELS, TASKS, CorpusGenerator, is_heldout
 from featuregraph.demo.lm_training import document_batch, make_model, weighted_lm_loss
 from featuregraph.demo.tokenization import train_tokenizer
 
@@ -31,6 +31,30 @@ def test_ioi_answer_is_the_name_not_repeated() -> None:
         others = {n for n in names if n != answer and names.count(n) == 2}
         assert len(others) == 1, ex.prompt
         assert ex.text.startswith(ex.prompt + ex.answer)
+
+
+def test_ambiguous_continuations_follow_their_rates() -> None:
+    """Bracket and acronym documents take their variant at the controlled rate; IOI and filler never do."""
+    mix = {"paren": 0.4, "acronym": 0.4, "ioi": 0.1, "filler": 0.1}
+    docs = CorpusGenerator(4, "train", ambiguity=True).take(6_000, mix)
+    for tag in ("ioi", "filler"):
+        assert not any(e.variant for e in docs if e.tag == tag)
+    for tag in ("paren", "acronym"):
+        rows = [e for e in docs if e.tag == tag]
+        rate = sum(bool(e.variant) for e in rows) / len(rows)
+        # Templates are spread over the levels, so the overall rate lies near their mean.
+        assert min(AMBIGUITY_LEVELS) < rate < max(AMBIGUITY_LEVELS), (tag, rate)
+        for e in rows:
+            # The text continues with the variant where there is one, else with the answer.
+            assert e.text.startswith(e.prompt + (e.variant or e.answer)), e
+            assert not e.variant or not e.variant.startswith(e.answer), e
+    # Frames close with the other bracket: " ]" where " )" was due and vice versa.
+    frames = [e for e in docs if e.tag == "paren" and e.variant in (" )", " ]")]
+    assert frames and all({e.variant, e.answer} == {" )", " ]"} for e in frames)
+    # Off, nothing varies and the stream is the one drawn before ambiguity existed.
+    plain = CorpusGenerator(4, "train").take(6_000, mix)
+    assert not any(e.variant for e in plain)
+    assert all(e.text.startswith(e.prompt + e.answer) for e in plain)
 
 
 def test_corpus_is_seeded_and_the_splits_do_not_share_keys() -> None:
