@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from sae_lens import (
+    BatchTopKTrainingSAE,
+    BatchTopKTrainingSAEConfig,
     HookedSAETransformer,
     JumpReLUTrainingSAE,
     JumpReLUTrainingSAEConfig,
@@ -46,17 +48,22 @@ DATASET_DESCRIPTION = "featuregraph-demo-synthetic-corpus (in-memory, pre-tokeni
 
 def make_sae(cfg: TrainConfig, d_in: int, coefficient: float) -> TrainingSAE:
     """A fresh training SAE of ``cfg.sae_architecture``: ``"standard"`` (ReLU, L1 penalty of
-    weight ``coefficient``) or ``"jumprelu"`` (JumpReLU, quadratic L0 penalty of weight
-    ``coefficient`` around ``cfg.sae_target_l0``, Gemma Scope 2's)."""
+    weight ``coefficient``), ``"jumprelu"`` (JumpReLU, quadratic L0 penalty of weight
+    ``coefficient`` around ``cfg.sae_target_l0``, Gemma Scope 2's) or ``"batchtopk"`` (BatchTopK
+    training with ``cfg.sae_target_l0`` features per token on average over a batch; saved as a
+    JumpReLU SAE with the learned global threshold, ``coefficient`` unused)."""
     common = {"d_in": d_in, "d_sae": cfg.sae_width, "normalize_activations": "expected_average_only_in",
               "dtype": "float32", "device": "cpu"}  # fmt: skip
     if cfg.sae_architecture == "jumprelu":
         return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
             **common, l0_coefficient=coefficient, l0_warm_up_steps=cfg.sae_l1_warm_up_steps,
             jumprelu_sparsity_loss_mode="quadratic", target_l0=cfg.sae_target_l0,
+            jumprelu_init_threshold=cfg.sae_jumprelu_init_threshold,
         ))  # fmt: skip
+    if cfg.sae_architecture == "batchtopk":
+        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(**common, k=int(cfg.sae_target_l0)))
     if cfg.sae_architecture != "standard":
-        raise ValueError(f"sae_architecture must be 'standard' or 'jumprelu', got {cfg.sae_architecture!r}")
+        raise ValueError(f"sae_architecture must be 'standard', 'jumprelu' or 'batchtopk', got {cfg.sae_architecture!r}")
     return StandardTrainingSAE(StandardTrainingSAEConfig(
         **common, l1_coefficient=coefficient, l1_warm_up_steps=cfg.sae_l1_warm_up_steps,
     ))  # fmt: skip

@@ -151,8 +151,12 @@ def test_sae_metadata(saes, model, manifest: dict[str, Any]) -> None:
         assert meta.prepend_bos is True
         assert meta.model_name == model.cfg.model_name
         assert meta.context_size == manifest["config"]["sae_context_size"]
-        # The architecture the manifest's config trained: TopK (sae_k) or standard ReLU + L1.
-        expected = "topk" if "sae_k" in manifest["config"] else "standard"
+        # The architecture the manifest's config trained: TopK (sae_k, the earlier script), else
+        # the configured one (standard ReLU + L1, or JumpReLU).
+        config = manifest["config"]
+        # BatchTopK training saves a JumpReLU SAE (its learned threshold).
+        trained = "topk" if "sae_k" in config else config.get("sae_architecture", "standard")
+        expected = {"batchtopk": "jumprelu"}.get(trained, trained)
         assert sae.cfg.architecture() == expected
         if expected == "topk":
             assert sae.cfg.k == manifest["config"]["sae_k"]

@@ -118,7 +118,10 @@ def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
     saes = load_saes(tmp_path)
     assert list(saes) == manifest["sae_hook_names"]
     for hook, sae in saes.items():
-        assert sae.cfg.architecture() == "standard"
+        # Trained as BatchTopK, saved (by sae_lens) as JumpReLU with the learned global threshold.
+        assert manifest["config"]["sae_architecture"] == "batchtopk"
+        assert sae.cfg.architecture() == "jumprelu"
+        assert torch.unique(sae.threshold).numel() == 1 and float(sae.threshold[0]) > 0
         assert manifest["targets_met"][f"sae_mean_l0/{hook}"] == (5 <= manifest["metrics"]["sae"][hook]["mean_l0"] <= 40)
         assert sae.cfg.d_in == model.cfg.d_model
     # --saes-only keeps the model byte for byte and retrains only the SAEs.
@@ -129,3 +132,16 @@ def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
     assert again["model"]["lm_loss_curve"] == manifest["model"]["lm_loss_curve"]
     assert list(load_saes(tmp_path)) == manifest["sae_hook_names"]
+
+
+def test_set_overrides_parse_every_field_kind() -> None:
+    from featuregraph.demo.train import config_from_args, parse_args
+
+    args = parse_args(["--set", "sae_architecture=jumprelu", "sae_l1_per_site=1,2.5,3,4,5", "sae_lr=0.01", "lm_steps=7"])
+    cfg = config_from_args(args)
+    assert (cfg.sae_architecture, cfg.sae_l1_per_site, cfg.sae_lr, cfg.lm_steps) == ("jumprelu", (1.0, 2.5, 3.0, 4.0, 5.0), 0.01, 7)
+    hooks = ["a", "b", "c", "d", "e"]
+    assert cfg.sae_l1_coefficients(hooks) == {"a": 1.0, "b": 2.5, "c": 3.0, "d": 4.0, "e": 5.0}
+    assert TrainConfig().sae_l1_coefficients(hooks) == dict.fromkeys(hooks, TrainConfig().sae_l1_coefficient)
+    with pytest.raises(ValueError, match="5 values for 6 sites"):
+        cfg.sae_l1_coefficients(hooks + ["f"])
