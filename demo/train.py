@@ -62,38 +62,11 @@ from featuregraph.demo.metrics import (
     sae_stats,
     task_accuracy,
 )
-from featuregraph.demo.sae_training import sae_rows, train_saes
+from featuregraph.demo.sae_training import SAE_ARCHITECTURES, sae_rows, train_saes
 from featuregraph.demo.tokenization import PRETOKENIZE_PATTERN, SPECIAL_TOKEN, train_tokenizer
 from featuregraph.errors import InputError
 
 logger = logging.getLogger("featuregraph.demo.train")
-
-#: The manifest's description of each SAE architecture the script trains.
-SAE_ARCHITECTURES = {
-    "standard": (
-        "standard (ReLU) SAE with an L1 penalty on decoder-norm-weighted activations (sae_lens 'standard', "
-        "the architecture of the method's gpt2-small-res-jb); activations scaled to mean norm sqrt(d_model) "
-        "in training (folded into the saved weights)"
-    ),
-    "jumprelu": (
-        "JumpReLU SAE (sae_lens 'jumprelu'): a feature is off below its learned threshold and equal to its "
-        "pre-activation above it, so effects on active features are graded as in a ReLU SAE; trained with "
-        "Gemma Scope 2's quadratic L0 penalty around a target L0 of {target:g}, which lands each site's L0 "
-        "where the sweep cost needs it without the L1 penalty's shrinkage (on this 128-wide stream, standard "
-        "ReLU + L1 SAEs reached L0 30-90 at explained variance 0.37-0.87 within the CPU budget); activations "
-        "scaled to mean norm sqrt(d_model) in training (folded into the saved weights)"
-    ),
-    "batchtopk": (
-        "JumpReLU SAE (sae_lens 'jumprelu' inference format) trained as a BatchTopK SAE (sae_lens "
-        "'batchtopk': the {target:g} x batch-size largest decoder-norm-scaled activations of a batch are kept, "
-        "so L0 is {target:g} per token on average), saved with the learned global threshold: at inference a "
-        "feature is off below the threshold and equal to its pre-activation above it, independently of the "
-        "other features, so effects on active features are graded as in the method's ReLU SAEs, without "
-        "TopK's competition for k slots. Chosen over standard ReLU + L1 SAEs, which within the CPU budget "
-        "missed L0 5-40 with explained variance >= 0.8 on this 128-wide stream (README, 'The demo'); "
-        "activations scaled to mean norm sqrt(d_model) in training (folded into the saved weights)"
-    ),
-}
 
 
 def seed_everything(seed: int) -> None:
