@@ -16,6 +16,17 @@ expected next token(s) ``answer``:
 
 Plain ``filler`` sentences (tag ``"filler"``) make up the rest of the corpus.
 
+Controlled ambiguity: bracket and acronym documents sometimes continue with a
+different but plausible token instead of the answer (``variant``): a
+parenthetical that goes on (``"(born 1950, see page 3)"``), a frame closed with
+the other bracket, ``"Copyright (C, 2001)"``, an acronym that skips a word
+(``"(FI)"``) or, for two words, is just the initial (``"(F)"``). The rate is one
+of :data:`AMBIGUITY_LEVELS`, fixed per template (frame, prefix or acronym
+opener), so a calibrated model puts the answer's probability mid-range (about
+0.6-0.9) and ablations that weaken it can show; a deterministic answer drove it
+to 0.999, where log-prob effects vanish. The answer of every example stays the
+majority continuation, so greedy accuracy still measures the task.
+
 Held-out split: each instance has a *key* (IOI: the unordered name pair;
 acronym: the word tuple; paren: the bracket plus its content or frame; filler:
 the text). A stable hash sends 10% of keys to the held-out split. The training
@@ -73,6 +84,10 @@ Split = Literal["train", "heldout"]
 #: Percentage of instance keys reserved for evaluation.
 HELDOUT_PERCENT = 10
 
+#: Rates at which bracket and acronym documents continue with ``variant`` instead of
+#: ``answer``, assigned per template (see :meth:`CorpusGenerator._takes_variant`).
+AMBIGUITY_LEVELS: tuple[float, ...] = (0.1, 0.25, 0.4)
+
 #: "a apple" -> "an apple" (only the article "a" before a vowel-initial word).
 _A_BEFORE_VOWEL = re.compile(r"(^|\s)[aA] ([aeiouAEIOU])")
 
@@ -99,6 +114,8 @@ class Example:
         answer: Expected continuation string; its first token is the one scored
             (``""`` for filler).
         key: Identity used for the held-out split.
+        variant: The alternative continuation ``text`` uses right after ``prompt``
+            instead of ``answer`` (controlled ambiguity); ``""`` when it uses ``answer``.
     """
 
     text: str
@@ -106,6 +123,7 @@ class Example:
     prompt: str
     answer: str
     key: str
+    variant: str = ""
 
     def to_json(self) -> dict[str, str]:
         """Row for the bundled jsonl files (``text`` is the prompt for task rows)."""
@@ -130,6 +148,9 @@ class CorpusGenerator:
         roll_call_fraction: Probability that a filler document is a word list
             read twice. Copying such lists is the easiest way for a fresh model
             to learn to copy earlier tokens, which IOI builds on.
+        ambiguity: Let bracket and acronym documents take their ``variant`` at the
+            rates of :data:`AMBIGUITY_LEVELS`. Off, the generator draws exactly the
+            stream it drew before ambiguity existed (the committed model's corpus).
     """
 
     #: Default mixture of tags for the training stream (probabilities).
@@ -141,8 +162,10 @@ class CorpusGenerator:
         split: Split = "train",
         list_fraction: float = 0.5,
         roll_call_fraction: float = 0.1,
+        ambiguity: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
+        self.ambiguity = ambiguity
         self.split: Split = split
         #: Probability that a filler document contains a repeated-list sentence.
         self.list_fraction = list_fraction
@@ -195,6 +218,11 @@ class CorpusGenerator:
         return [per_tag[tag][i] for i in range(n_per_tag) for tag in tags]
 
     # ------------------------------------------------------------ helpers
+
+    def _takes_variant(self, template_index: int) -> bool:
+        """Draw whether this document takes its variant; the rate depends on the template only."""
+        # With ambiguity on, always one draw whatever the outcome; off, none at all.
+        return self.ambiguity and self.rng.random() < AMBIGUITY_LEVELS[template_index % len(AMBIGUITY_LEVELS)]
 
     def _pick(self, seq: tuple[str, ...]) -> str:
         return self.rng.choice(seq)
@@ -360,15 +388,19 @@ class CorpusGenerator:
         opener = self._pick(tuple(BRACKETS))
         pool = self.PAREN_CONTENTS + (self.SQUARE_CONTENTS if opener == "[" else ())
         content = self._fill(self._pick(pool))
-        prompt = f"{self._fill(self._pick(self.PAREN_PREFIXES))} {opener}{content}"
+        prefix_index = self.rng.randrange(len(self.PAREN_PREFIXES))
+        prompt = f"{self._fill(self.PAREN_PREFIXES[prefix_index])} {opener}{content}"
         answer = BRACKETS[opener]
+        # The parenthetical goes on with a second item before it closes.
+        variant = ", " + self._fill(self._pick(self.PAREN_CONTENTS)) if self._takes_variant(prefix_index) else ""
         ending = self._fill(self._pick(self.PAREN_ENDINGS))
         return Example(
-            text=prompt + answer + ending,
+            text=prompt + variant + answer + ending,
             tag="paren",
             prompt=prompt,
             answer=answer,
             key=f"paren:{opener}{content}",
+            variant=variant,
         )
 
     def _paren_copyright(self) -> Example:
@@ -377,24 +409,30 @@ class CorpusGenerator:
         lead = self._filler_sentence() + " " if self.rng.random() < 0.7 else ""
         prompt = f"{lead}Copyright (C"
         ending = self._fill(" {year} {name} and {name2}.")
+        variant = self._fill(", {year}") if self._takes_variant(1) else ""
         return Example(
-            text=prompt + ")" + ending, tag="paren", prompt=prompt, answer=")",
-            key="paren:copyright:" + lead,
+            text=prompt + variant + ")" + ending, tag="paren", prompt=prompt, answer=")",
+            key="paren:copyright:" + lead, variant=variant,
         )
 
     def _paren_frame(self) -> Example:
         opener = self._pick(tuple(BRACKETS))
-        head, tail = self.rng.choice(BRACKET_FRAMES)
+        frame_index = self.rng.randrange(len(BRACKET_FRAMES))
+        head, tail = BRACKET_FRAMES[frame_index]
         thing = self._pick(BRACKET_THINGS)
         prompt = f"{head.format(thing=thing)} {opener} {tail}"
         answer = " " + BRACKETS[opener]
+        # Closed with the other kind of bracket (a mismatched pair).
+        other = next(close for op, close in BRACKETS.items() if op != opener)
+        variant = " " + other if self._takes_variant(frame_index) else ""
         ending = self._pick((".", ".", ", as usual.", " in every case."))
         return Example(
-            text=prompt + answer + ending,
+            text=prompt + (variant or answer) + ending,
             tag="paren",
             prompt=prompt,
             answer=answer,
             key=f"paren:frame:{head}|{thing}|{opener}",
+            variant=variant,
         )
 
     # -------------------------------------------------------- acronym
@@ -403,15 +441,21 @@ class CorpusGenerator:
         n_words = self.rng.choices((2, 3, 4), (0.2, 0.6, 0.2))[0]
         words = self.rng.sample(ACRONYM_WORDS, n_words)
         initials = "".join(w[0] for w in words)
-        prompt = f"{self._pick(ACRONYM_PREFIXES)} {' '.join(words)} ({initials[0]}"
+        prefix_index = self.rng.randrange(len(ACRONYM_PREFIXES))
+        prompt = f"{ACRONYM_PREFIXES[prefix_index]} {' '.join(words)} ({initials[0]}"
         answer = initials[1:]
+        # The acronym skips the second word ("(FI)"); of two words only the initial is left ("(F)").
+        variant = (initials[2:] or ")") if self._takes_variant(prefix_index) else ""
         tail = self._fill(self._pick(ACRONYM_TAILS))
+        rest = variant or answer
+        text = prompt + rest + ("" if rest == ")" else ")") + tail
         return Example(
-            text=prompt + answer + ")" + tail,
+            text=text,
             tag="acronym",
             prompt=prompt,
             answer=answer,
             key="acronym:" + " ".join(words),
+            variant=variant,
         )
 
     # ------------------------------------------------------------ ioi

@@ -61,7 +61,12 @@ class DemoSummary:
     significance: list[dict]
     #: per task with a path: its top path validated on the held-out prompts (see :func:`validate_top_paths`)
     validations: list[PathValidation] = field(default_factory=list)
+    #: per tag: kinds of each prompt's strongest edges (see :func:`demo.edge_kinds.edge_kinds`)
+    edge_kinds: list[dict] = field(default_factory=list)
 
+
+#: How many of each prompt's strongest edges the edge-kind summary looks at.
+STRONGEST_EDGES = 30
 
 #: Target of a validated path: its median answer log-prob change at least this many times the
 #: matched control's (both negative), with its bootstrap interval below the control's median.
@@ -219,6 +224,7 @@ def run_demo(
         spec = NoiseSpec(str(NOISE_CORPUS_PATH), n_contexts=noise_contexts, context_tokens=24)
         experiment_id, _ = run_noise(db_path, spec, run_id=run_id, device=device, progress=progress)
 
+    from featuregraph.demo.edge_kinds import edge_kinds
     from featuregraph.query.noise import significance_by_tag
 
     with open_database(db_path, read_only=True) as db:
@@ -227,8 +233,9 @@ def run_demo(
         edges = int(db.fetchone(EDGE_COUNT, [run_id])[0])
         noise = db.fetchone(LATEST_NOISE, [run_id])[0]
         significance = significance_by_tag(db, run_id, noise).to_dicts() if noise is not None else []
+        kinds = edge_kinds(db, run_id, STRONGEST_EDGES)
         say("looking for the recurring paths specific to each task")
         paths = task_paths(db, run_id, tasks)
     say("validating each task's top path on its held-out prompts against a matched control")
     validations = validate_top_paths(db_path, run_id, paths, per_tag)
-    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance, validations)
+    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance, validations, kinds)

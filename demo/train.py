@@ -16,8 +16,9 @@ Pipeline (all randomness derives from ``--seed``):
 3. save it with the tokenizer, reload it as a processed
    ``HookedSAETransformer`` (fold_ln, centred writing weights and unembed) and
    check that it predicts the same tokens as the HF model;
-4. train one ReLU (standard, L1) SAE per residual site with sae_lens' own
-   ``MultiSAETrainingRunner`` on the processed model's activations;
+4. read the processed model's activations at every residual site once and
+   train one ReLU (standard, L1) SAE per site on them with sae_lens' own
+   ``SAETrainer`` (see :mod:`demo.sae_training`);
 5. measure task accuracy, SAE quality and spliced cross-entropy on held-out
    instances and write ``manifest.json``, ``prompts.jsonl``, ``heldout.jsonl`` and
    ``noise_corpus.jsonl``.
@@ -61,7 +62,7 @@ from featuregraph.demo.metrics import (
     sae_stats,
     task_accuracy,
 )
-from featuregraph.demo.sae_training import sae_rows, train_saes
+from featuregraph.demo.sae_training import SAE_ARCHITECTURES, sae_rows, train_saes
 from featuregraph.demo.tokenization import PRETOKENIZE_PATTERN, SPECIAL_TOKEN, train_tokenizer
 from featuregraph.errors import InputError
 
@@ -186,7 +187,7 @@ def ce_shortfall_explanation(cfg: TrainConfig, metrics: dict[str, Any], met: dic
     return (
         f"All {len(evs)} SAEs spliced at once (error term off) raise the loss from {ce['clean']:.3f} to "
         f"{ce['all_saes_spliced']:.3f} nats (+{100 * ce['relative_increase']:.0f}%); each SAE alone costs "
-        f"+{100 * min(alone):.0f}% to +{100 * max(alone):.0f}%. A sparse ReLU code (L0 target 5-40 features per "
+        f"+{100 * min(alone):.0f}% to +{100 * max(alone):.0f}%. A sparse code (L0 target 5-40 features per "
         f"token) keeps {min(evs):.2f}-{max(evs):.2f} "
         f"of the variance of a d_model={cfg.d_model} stream, and the errors of consecutive sites compound "
         "through the layers after them. The sweep is not affected: it keeps each SAE's reconstruction "
@@ -240,15 +241,18 @@ def _run(
     for stale in (saes_dir,) if previous else (model_dir, saes_dir):
         if stale.exists():
             shutil.rmtree(stale)
-    (out / "manifest.json").unlink(missing_ok=True)
+    if not previous:
+        # (--saes-only keeps it until the new one is written: an interrupted run can be rerun.)
+        (out / "manifest.json").unlink(missing_ok=True)
     hooks = hook_names(cfg.n_layers)
 
     # Independent streams: the tokenizer, the LM and the SAEs see different
     # training documents; evaluation only sees held-out keys.
-    tok_gen = CorpusGenerator(cfg.seed + 3, "train")
-    lm_gen = CorpusGenerator(cfg.seed, "train")
-    sae_gen = CorpusGenerator(cfg.seed + 2, "train")
-    held = CorpusGenerator(cfg.seed + 1, "heldout")
+    ambiguity = bool(cfg.corpus_ambiguity)
+    tok_gen = CorpusGenerator(cfg.seed + 3, "train", ambiguity=ambiguity)
+    lm_gen = CorpusGenerator(cfg.seed, "train", ambiguity=ambiguity)
+    sae_gen = CorpusGenerator(cfg.seed + 2, "train", ambiguity=ambiguity)
+    held = CorpusGenerator(cfg.seed + 1, "heldout", ambiguity=ambiguity)
 
     if previous:
         tokenizer = load_hooked_model(model_dir).tokenizer
@@ -289,7 +293,15 @@ def _run(
             tokenizer.save_pretrained(model_dir)
 
     if lm_only:
-        return {"lm_loss_curve": curve}
+        # What a later --saes-only run carries over (it completes the manifest).
+        partial = {
+            "config": asdict(cfg),
+            "corpus": {"lm_training_tokens": lm_tokens},
+            "model": {"copy_warmup_final": warmup, "lm_loss_curve": curve},
+            "timings_s": timings,
+        }
+        (out / "manifest.json").write_text(json.dumps(partial, indent=2) + "\n")
+        return partial
 
     with timed(timings, "hooked model check"):
         hf_model = load_hf_model(model_dir)
@@ -298,9 +310,10 @@ def _run(
         logger.info("HF vs hooked: %s", agreement)
 
     with timed(timings, "sae training"):
-        # Enough tokens for training plus the norm estimate and the buffer fill.
-        rows = sae_rows(sae_gen, tokenizer, cfg, int(1.1 * cfg.sae_training_tokens) + 64 * 28 * cfg.sae_context_size)
-        train_saes(cfg, hooked, hooks, rows, saes_dir, seed=cfg.seed + 100)
+        rows = sae_rows(sae_gen, tokenizer, cfg, cfg.sae_activation_tokens)
+        torch.set_num_threads(cfg.sae_torch_threads)
+        sae_distinct = train_saes(cfg, hooked, hooks, rows, saes_dir, seed=cfg.seed + 100)
+        torch.set_num_threads(cfg.torch_threads)
 
     with timed(timings, "evaluation"):
         metrics = evaluate(hooked, hooks, out, eval_prompts, eval_tokens, eval_valid)
@@ -310,7 +323,9 @@ def _run(
     write_jsonl(jsonl_dir / "heldout.jsonl", heldout_prompts)
     write_jsonl(jsonl_dir / "noise_corpus.jsonl", noise)
 
-    timings["total"] = round(time.perf_counter() - t_start, 1)
+    # With --saes-only, the carried-over LM stages count towards the total.
+    carried = sum(timings[s] for s in ("tokenizer", "lm copy warm-up", "lm training")) if previous else 0.0
+    timings["total"] = round(time.perf_counter() - t_start + carried, 1)
     manifest: dict[str, Any] = {
         "description": (
             "Toy GPT-2-style model and residual-stream SAEs bundled with featuregraph; "
@@ -330,6 +345,7 @@ def _run(
             "lm_training_tokens": lm_tokens,
             "copy_warmup_tokens": cfg.copy_warmup_steps * cfg.copy_warmup_batch * (2 * cfg.copy_warmup_length + 1),
             "sae_training_tokens_per_site": cfg.sae_training_tokens,
+            "sae_distinct_activations_per_site": sae_distinct[hooks[0]],
         },
         "tokenizer": {
             "type": "byte-level BPE (HF tokenizers) wrapped as GPT2TokenizerFast",
@@ -359,16 +375,19 @@ def _run(
         },
         "sae_hook_names": hooks,
         "saes": {
-            "architecture": (
-                f"standard (ReLU) SAE, L1 coefficient {cfg.sae_l1_coefficient} on activations scaled to "
-                "mean norm sqrt(d_model), sae_lens MultiSAETrainingRunner"
+            "architecture": SAE_ARCHITECTURES[cfg.sae_architecture].format(target=cfg.sae_target_l0),
+            "sparsity_coefficients": (
+                None if cfg.sae_architecture == "batchtopk" else cfg.sae_l1_coefficients(hooks)
             ),
             "width": cfg.sae_width,
             "trained_on": (
                 f"processed HookedSAETransformer activations of single BOS-prefixed documents cut to "
                 f"{cfg.sae_context_size} tokens; BOS and padding positions excluded"
             ),
-            "runner": "sae_lens MultiSAETrainingRunner (all sites from the same forward passes)",
+            "runner": (
+                "sae_lens SAETrainer per site (Adam, cosine learning-rate decay, L1 warm-up) on shuffled "
+                "batches of activations read once from the same forward passes (demo.sae_training)"
+            ),
         },
         "versions": library_versions(),
         "torch_num_threads": torch.get_num_threads(),
@@ -436,7 +455,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE",
-        help="override TrainConfig fields, e.g. --set lm_steps=400 sae_width=512",
+        help="override TrainConfig fields, e.g. --set lm_steps=400 sae_l1_per_site=4,4,5,6,6",
     )
     return parser.parse_args(argv)
 
@@ -449,7 +468,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         key, value = item.split("=", 1)
         if key not in types:
             raise SystemExit(f"unknown config field {key!r}")
-        overrides[key] = float(value) if types[key] in ("float", float) else int(value)
+        kind = str(types[key])
+        if kind == "str":
+            overrides[key] = value
+        elif kind.startswith("tuple"):
+            overrides[key] = tuple(float(v) for v in value.split(",") if v)
+        else:
+            overrides[key] = float(value) if kind == "float" else int(value)
     return replace(cfg, **overrides)
 
 

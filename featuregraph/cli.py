@@ -318,6 +318,7 @@ def demo(
                 f"  {r['tag']:<15} {r['effect']:<13} {r['with_null']:>9,} of {r['stored']:>9,} with a null   "
                 f"p<0.01: {r['share_p_below_001']:6.1%}   p<0.001: {r['share_p_below_0001']:6.1%}"
             )
+    _echo_edge_kinds(s.edge_kinds)
     for tag, paths in s.paths_per_tag.items():
         typer.echo(f"{tag}: most {tag}-specific recurring 2-edge paths (prompts containing it, per task)")
         for p in paths:
@@ -332,6 +333,19 @@ def demo(
         from featuregraph.dashboard.launch import serve
 
         raise typer.Exit(code=serve(db, 8501, "127.0.0.1", False))
+
+
+def _echo_edge_kinds(kinds: list[dict]) -> None:
+    """What each prompt's strongest edges are: a downstream feature switched on or off, or graded."""
+    from featuregraph.demo.run import STRONGEST_EDGES
+
+    if kinds:
+        typer.echo(f"each prompt's {STRONGEST_EDGES} strongest edges: the downstream feature switched off / "
+                   "switched on / active before and after (graded change):")
+    for k in kinds:
+        n = max(k["edges"], 1)
+        typer.echo(f"  {k['tag']:<15} {k['leaves'] / n:6.1%} off   {k['enters'] / n:6.1%} on   "
+                   f"{k['graded'] / n:6.1%} graded   ({k['edges']:,} edges)")
 
 
 def _echo_validations(validations) -> None:

@@ -51,13 +51,19 @@ L0_REL_TOL = 0.05
 # error only: about 1% here.
 HELDOUT_DOCS = 500
 CE_REL_TOL = 0.03
-CE_INCREASE_TOL = 0.03
+# Relative: the subsample's sampling error grows with the increase itself (+247% for the JumpReLU SAEs).
+CE_INCREASE_REL_TOL = 0.03
 
 # Targets the committed assets are known to miss, by name, with where the shortfall is stated.
 # Anything else missed fails; so does a known shortfall that is met again (drop it from here).
 KNOWN_SHORTFALLS = {
-    "ce_relative_increase": "README.md, 'The demo': all five SAEs spliced at once cost +82% cross-entropy "
+    "ce_relative_increase": "README.md, 'The demo': all five SAEs spliced at once cost +247% cross-entropy "
     "against a 10% target",
+}
+
+# Targets met on the held-out sets (where the targets are defined) but missed on the smaller bundled files.
+KNOWN_BUNDLED_SHORTFALLS = {
+    "sae_explained_variance/blocks.0.hook_resid_pre": "README.md, 'The demo': 0.83 held out, 0.79 on the bundled files",
 }
 
 
@@ -151,8 +157,12 @@ def test_sae_metadata(saes, model, manifest: dict[str, Any]) -> None:
         assert meta.prepend_bos is True
         assert meta.model_name == model.cfg.model_name
         assert meta.context_size == manifest["config"]["sae_context_size"]
-        # The architecture the manifest's config trained: TopK (sae_k) or standard ReLU + L1.
-        expected = "topk" if "sae_k" in manifest["config"] else "standard"
+        # The architecture the manifest's config trained: TopK (sae_k, the earlier script), else
+        # the configured one (standard ReLU + L1, or JumpReLU).
+        config = manifest["config"]
+        # BatchTopK training saves a JumpReLU SAE (its learned threshold).
+        trained = "topk" if "sae_k" in config else config.get("sae_architecture", "standard")
+        expected = {"batchtopk": "jumprelu"}.get(trained, trained)
         assert sae.cfg.architecture() == expected
         if expected == "topk":
             assert sae.cfg.k == manifest["config"]["sae_k"]
@@ -238,7 +248,7 @@ def test_heldout_metrics_match_manifest(heldout_measured, manifest: dict[str, An
     ce, want = heldout_measured["ce_loss"], recorded["ce_loss"]
     assert ce["clean"] == pytest.approx(want["clean"], rel=CE_REL_TOL)
     assert ce["all_saes_spliced"] == pytest.approx(want["all_saes_spliced"], rel=CE_REL_TOL)
-    assert ce["relative_increase"] == pytest.approx(want["relative_increase"], abs=CE_INCREASE_TOL)
+    assert ce["relative_increase"] == pytest.approx(want["relative_increase"], rel=CE_INCREASE_REL_TOL)
 
 
 def test_assets_meet_the_quality_targets(heldout_measured, bundled_measured, manifest: dict[str, Any]) -> None:
@@ -254,9 +264,12 @@ def test_assets_meet_the_quality_targets(heldout_measured, bundled_measured, man
             assert met, f"{name}: measured {value:.3f} misses its target"
             assert manifest["targets_met"][name] is True, name
     recorded = manifest["metrics"]["ce_loss"]["relative_increase"]
-    assert recorded == pytest.approx(heldout["ce_relative_increase"][0], abs=CE_INCREASE_TOL)
+    assert recorded == pytest.approx(heldout["ce_relative_increase"][0], rel=CE_INCREASE_REL_TOL)
     for name, (value, met) in _target_values(bundled_measured).items():
-        assert met or name in KNOWN_SHORTFALLS, f"{name} on the bundled files: measured {value:.3f}"
+        if name in KNOWN_BUNDLED_SHORTFALLS:
+            assert not met, f"{name} is met again on the bundled files ({value:.3f}): drop it from KNOWN_BUNDLED_SHORTFALLS"
+        else:
+            assert met or name in KNOWN_SHORTFALLS, f"{name} on the bundled files: measured {value:.3f}"
 
 
 def test_sae_quality_matches_manifest(bundled_measured, manifest: dict[str, Any]) -> None:

@@ -5,10 +5,36 @@ from __future__ import annotations
 import json
 import re
 
+from collections import Counter
+
 import duckdb
 from typer.testing import CliRunner
 
 from featuregraph.cli import app
+from featuregraph.demo.edge_kinds import edge_kinds
+from featuregraph.store.db import open_database
+
+
+def _edge_kinds_by_hand(con, top_n: int) -> dict[str, Counter]:
+    """Per tag, the kinds of each prompt's top_n strongest edges, from plain rows (brute force)."""
+    out: dict[str, Counter] = {}
+    for prompt_id, tag in con.execute("SELECT prompt_id, tag FROM prompts").fetchall():
+        acts = con.execute(
+            "SELECT position, layer, feature, activation FROM activations WHERE prompt_id = ?", [prompt_id]
+        ).fetchall()
+        last = max(a[0] for a in acts)
+        clean = {(a[1], a[2]): a[3] for a in acts if a[0] == last}
+        edges = con.execute(
+            "SELECT up_layer, up_feature, down_layer, down_feature, weight FROM edges WHERE prompt_id = ?", [prompt_id]
+        ).fetchall()
+        edges.sort(key=lambda e: (-abs(e[4]), e[:4]))
+        counts = out.setdefault(tag, Counter())
+        for *_, down_layer, down_feature, weight in edges[:top_n]:
+            a = clean.get((down_layer, down_feature), 0.0)
+            kind = "enters" if a == 0 else "leaves" if abs(a + weight) <= 1e-5 * max(1.0, a) else "graded"
+            counts[kind] += 1
+            counts["edges"] += 1
+    return out
 
 
 def test_demo_on_a_subset_is_safe_to_run_twice(tmp_path):
@@ -27,6 +53,14 @@ def test_demo_on_a_subset_is_safe_to_run_twice(tmp_path):
     assert before > 0
     assert con.execute("SELECT count(*) FROM edge_snr WHERE p_value IS NOT NULL").fetchone()[0] > 0
     assert "filler-heldout" in first.output and "p<0.01" in first.output
+    # What the strongest edges are (a feature switched off / on, or graded), against brute force.
+    by_hand = _edge_kinds_by_hand(con, 30)
+    with open_database(db, read_only=True) as fdb:
+        kinds = edge_kinds(fdb, 1, 30)
+    assert {k["tag"]: Counter({n: k[n] for n in ("edges", "enters", "leaves", "graded") if k[n]}) for k in kinds} == by_hand
+    for k in kinds:
+        assert k["edges"] == k["enters"] + k["leaves"] + k["graded"]
+        assert re.search(rf"^  {k['tag']}\s+{100 * k['leaves'] / k['edges']:.1f}% off", first.output, re.M), first.output
     # The closing table: each validated task's top path on 3 of its held-out prompts, the answer's
     # log-prob change of path and matched control with intervals, and the verdict.
     validated = re.findall(r"validation of the top (\w+) path (.+) on 3 held-out \1 prompts \(experiment (\d+)", first.output)

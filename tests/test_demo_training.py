@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featuregraph.demo.config import TrainConfig
-from featuregraph.demo.corpus import TASKS, CorpusGenerator, is_heldout
+from featuregraph.demo.corpus import AMBIGUITY_LEVELS, TASKS, CorpusGenerator, is_heldout
 from featuregraph.demo.lm_training import document_batch, make_model, weighted_lm_loss
 from featuregraph.demo.tokenization import train_tokenizer
 
@@ -31,6 +31,30 @@ def test_ioi_answer_is_the_name_not_repeated() -> None:
         others = {n for n in names if n != answer and names.count(n) == 2}
         assert len(others) == 1, ex.prompt
         assert ex.text.startswith(ex.prompt + ex.answer)
+
+
+def test_ambiguous_continuations_follow_their_rates() -> None:
+    """Bracket and acronym documents take their variant at the controlled rate; IOI and filler never do."""
+    mix = {"paren": 0.4, "acronym": 0.4, "ioi": 0.1, "filler": 0.1}
+    docs = CorpusGenerator(4, "train", ambiguity=True).take(6_000, mix)
+    for tag in ("ioi", "filler"):
+        assert not any(e.variant for e in docs if e.tag == tag)
+    for tag in ("paren", "acronym"):
+        rows = [e for e in docs if e.tag == tag]
+        rate = sum(bool(e.variant) for e in rows) / len(rows)
+        # Templates are spread over the levels, so the overall rate lies near their mean.
+        assert min(AMBIGUITY_LEVELS) < rate < max(AMBIGUITY_LEVELS), (tag, rate)
+        for e in rows:
+            # The text continues with the variant where there is one, else with the answer.
+            assert e.text.startswith(e.prompt + (e.variant or e.answer)), e
+            assert not e.variant or not e.variant.startswith(e.answer), e
+    # Frames close with the other bracket: " ]" where " )" was due and vice versa.
+    frames = [e for e in docs if e.tag == "paren" and e.variant in (" )", " ]")]
+    assert frames and all({e.variant, e.answer} == {" )", " ]"} for e in frames)
+    # Off, nothing varies and the stream is the one drawn before ambiguity existed.
+    plain = CorpusGenerator(4, "train").take(6_000, mix)
+    assert not any(e.variant for e in plain)
+    assert all(e.text.startswith(e.prompt + e.answer) for e in plain)
 
 
 def test_corpus_is_seeded_and_the_splits_do_not_share_keys() -> None:
@@ -94,7 +118,10 @@ def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
     saes = load_saes(tmp_path)
     assert list(saes) == manifest["sae_hook_names"]
     for hook, sae in saes.items():
-        assert sae.cfg.architecture() == "standard"
+        # Trained as BatchTopK, saved (by sae_lens) as JumpReLU with the learned global threshold.
+        assert manifest["config"]["sae_architecture"] == "batchtopk"
+        assert sae.cfg.architecture() == "jumprelu"
+        assert torch.unique(sae.threshold).numel() == 1 and float(sae.threshold[0]) > 0
         assert manifest["targets_met"][f"sae_mean_l0/{hook}"] == (5 <= manifest["metrics"]["sae"][hook]["mean_l0"] <= 40)
         assert sae.cfg.d_in == model.cfg.d_model
     # --saes-only keeps the model byte for byte and retrains only the SAEs.
@@ -105,3 +132,16 @@ def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
     assert again["model"]["lm_loss_curve"] == manifest["model"]["lm_loss_curve"]
     assert list(load_saes(tmp_path)) == manifest["sae_hook_names"]
+
+
+def test_set_overrides_parse_every_field_kind() -> None:
+    from featuregraph.demo.train import config_from_args, parse_args
+
+    args = parse_args(["--set", "sae_architecture=jumprelu", "sae_l1_per_site=1,2.5,3,4,5", "sae_lr=0.01", "lm_steps=7"])
+    cfg = config_from_args(args)
+    assert (cfg.sae_architecture, cfg.sae_l1_per_site, cfg.sae_lr, cfg.lm_steps) == ("jumprelu", (1.0, 2.5, 3.0, 4.0, 5.0), 0.01, 7)
+    hooks = ["a", "b", "c", "d", "e"]
+    assert cfg.sae_l1_coefficients(hooks) == {"a": 1.0, "b": 2.5, "c": 3.0, "d": 4.0, "e": 5.0}
+    assert TrainConfig().sae_l1_coefficients(hooks) == dict.fromkeys(hooks, TrainConfig().sae_l1_coefficient)
+    with pytest.raises(ValueError, match="5 values for 6 sites"):
+        cfg.sae_l1_coefficients(hooks + ["f"])
