@@ -11,14 +11,17 @@ leaves a row.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
+import multiprocessing
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 from pydantic import ValidationError
@@ -93,6 +96,35 @@ def read_graph_file(path: Path) -> tuple[GraphFile, str]:
         raise InputError(f"not a graph file: {validation_reason(exc)}") from None
 
 
+# Below this many files parsing stays in the importing process: starting workers costs more.
+PARALLEL_MIN_FILES = 64
+
+
+def _parse(path: Path, stamp: Any) -> tuple[Path, str | None, GraphRows | None, str | None, str | None]:
+    """(path, sha256, rows, scan, None) for a graph file, or (path, sha256 or None, None, None, reason)."""
+    try:
+        graph, sha = read_graph_file(path)
+    except InputError as exc:
+        return path, None, None, None, str(exc).splitlines()[0]
+    try:
+        return path, sha, graph_rows(graph, sha, str(path), stamp), graph.metadata.scan, None
+    except (InputError, ValueError) as exc:
+        return path, sha, None, None, str(exc).splitlines()[0]
+
+
+def _parsed(files: list[Path], stamp: Any, workers: int) -> Iterator[tuple]:
+    """:func:`_parse` of every file, in order; in ``workers`` processes when there are enough files.
+
+    Validating and flattening a file is most of an import's CPU (pydantic and Python loops), so
+    it runs beside the database writes; ``spawn`` because the importing process holds DuckDB.
+    """
+    if workers < 2 or len(files) < PARALLEL_MIN_FILES:
+        yield from (_parse(p, stamp) for p in files)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(functools.partial(_parse, stamp=stamp), files, chunksize=8)
+
+
 def _imported_run(db: Database, generator: str, scan: str) -> int:
     """The run holding graphs of ``generator`` for model ``scan``: found by its key, or created."""
     method = f"imported:{generator}"
@@ -151,12 +183,16 @@ def import_graphs(
     batch_size: int = 256,
     on_file: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> ImportSummary:
     """Import the graph files named by ``inputs`` (see :func:`expand_files`) into ``db_path``.
 
     ``batch_size`` files per transaction. ``on_start(n_files)`` once the files are listed,
-    ``on_file(k)`` after every ``k`` files handled (a progress bar's hooks).
+    ``on_file(k)`` after every ``k`` files handled (a progress bar's hooks). ``workers``:
+    processes that parse files (default: one per CPU, at most 4; 0 or 1: none).
     """
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4)
     start = time.perf_counter()
     files, missing = expand_files(inputs)
     summary = ImportSummary(n_files=len(files), bad=list(missing))
@@ -174,21 +210,17 @@ def import_graphs(
         run_of: dict[tuple[str, str], int] = {}
         batch: list[tuple[int, int, GraphRows]] = []
         stamp = now()
-        for path in files:
-            try:
-                graph, sha = read_graph_file(path)
-                if sha in seen:
-                    summary.n_duplicates += 1
-                    continue
-                rows = graph_rows(graph, sha, str(path), stamp)
-            except (InputError, ValueError) as exc:
-                summary.bad.append((str(path), str(exc).splitlines()[0]))
+        for path, sha, rows, scan, reason in _parsed(files, stamp, workers):
+            if on_file:
+                on_file(1)
+            if sha is not None and sha in seen:
+                summary.n_duplicates += 1
                 continue
-            finally:
-                if on_file:
-                    on_file(1)
+            if rows is None:
+                summary.bad.append((str(path), reason))
+                continue
             seen.add(sha)
-            key = (rows.generator, graph.metadata.scan)
+            key = (rows.generator, scan)
             if key not in run_of:
                 run_of[key] = _imported_run(db, *key)
             run_id = run_of[key]

@@ -34,3 +34,24 @@ def test_planted_chains_across_200_imported_graphs_come_first(tmp_path):
             support = sum(all(f'"{n}' in f.read_text() for n in names) for f in files)
             want.append((" -> ".join(f"{layer}.{idx}" for layer, idx in enumerate(chain, start=1)), support))
     assert [(r["path"], r["support"]) for r in top.iter_rows(named=True)] == want
+
+
+def test_parsing_in_worker_processes_stores_what_one_process_stores(tmp_path):
+    bench = _bench()
+    files = bench.write_graph_files(tmp_path / "files", 70, seed=5)
+    (tmp_path / "files" / "zz_bad.json").write_text('{"metadata": {}}')
+    (tmp_path / "files" / "zz_copy.json").write_bytes(files[0].read_bytes())
+    dbs = {}
+    for workers in (0, 2):
+        summary = import_graphs(tmp_path / f"w{workers}.duckdb", [tmp_path / "files"], batch_size=16, workers=workers)
+        assert (summary.n_imported, summary.n_duplicates) == (70, 1)
+        assert [Path(f).name for f, _ in summary.bad] == ["zz_bad.json"]
+        dbs[workers] = summary
+    assert dbs[0].bad == dbs[2].bad
+    # everything but the run ids and the import's clock
+    tables = {"graph_nodes": "run_id", "graph_links": "run_id", "edges": "run_id", "prompts": "run_id, ingested_at",
+              "graphs": "run_id, imported_at"}  # fmt: skip
+    with open_database(tmp_path / "w0.duckdb", read_only=True) as a, open_database(tmp_path / "w2.duckdb", read_only=True) as b:
+        for name, skip in tables.items():
+            sql = f"SELECT * EXCLUDE ({skip}) FROM {name} ORDER BY ALL"
+            assert a.fetchall(sql) == b.fetchall(sql), name
