@@ -41,6 +41,9 @@ def take(db: Path, out: Path, shots: list[tuple]) -> list[Path]:
             if name == "graph":
                 page.wait_for_selector("svg g.node", timeout=60_000)
                 page.wait_for_timeout(500)
+            if name == "paths":  # the top paths, computed after the page is drawn
+                page.wait_for_selector('[data-testid="stDataFrame"]', timeout=60_000)
+                wait_idle(page, quiet_s=1.0)
             if name == "sql":  # show a result, not just the form
                 page.get_by_role("button", name="Run").click()
                 page.wait_for_selector("text=Download CSV", timeout=60_000)
@@ -68,7 +71,7 @@ def main() -> None:
     shots = [
         ("overview", {}, 1000),
         ("graph", {"prompt": args.prompt}, args.graph_height),
-        ("paths", {}, 1100),
+        ("paths", {}, 1900),  # the form, then the top paths below it
         ("feature", feature, 1000),
         ("noise", {}, 1200),
         ("sql", {}, 900),
