@@ -32,6 +32,7 @@ from featuregraph.store.db import Database, open_database
 from featuregraph.store.graph_model import GraphFile, validation_reason
 from featuregraph.store.graph_rows import GraphRows, graph_rows
 from featuregraph.store.runs import create_run, find_run, finish_run, insert_prompt_tables, now, prompt_tables
+from featuregraph.store.snapshot import SnapshotPublisher, remove_snapshot
 from featuregraph.store.tables import table
 from featuregraph.store.writer import WriterNote
 
@@ -205,6 +206,8 @@ def import_graphs(
     if str(db_path) != ":memory:":
         note.update()
     try:
+        snapshots = SnapshotPublisher(db)  # readers read these while the import holds the file
+        snapshots.start()
         seen = {r[0] for r in db.fetchall(STORED_HASHES)}
         next_id: dict[int, int] = {}
         run_of: dict[tuple[str, str], int] = {}
@@ -233,6 +236,7 @@ def import_graphs(
             summary.n_edges += len(rows.projection.tables["edges"]["weight"])
             if len(batch) >= batch_size:
                 _write_batch(db, batch)
+                snapshots.after_commit()
                 summary.n_imported += len(batch)
                 batch = []
         if batch:
@@ -243,6 +247,7 @@ def import_graphs(
             finish_run(db, run_id, "complete")
     finally:
         db.close()
+        remove_snapshot(db_path)  # after the close: readers open the database itself again
         note.remove()
     summary.seconds = time.perf_counter() - start
     return summary

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import featuregraph.query.api as api
@@ -55,3 +57,36 @@ def test_parsing_in_worker_processes_stores_what_one_process_stores(tmp_path):
         for name, skip in tables.items():
             sql = f"SELECT * EXCLUDE ({skip}) FROM {name} ORDER BY ALL"
             assert a.fetchall(sql) == b.fetchall(sql), name
+
+
+def test_a_reader_during_an_import_reads_its_snapshot_at_once(tmp_path, monkeypatch):
+    from featuregraph.store import graph_import, snapshot
+    from featuregraph.store.db import LOCK_WAIT_ENV
+    from featuregraph.store.snapshot import SNAPSHOT_ENV, snapshot_path
+
+    bench = _bench()
+    bench.write_graph_files(tmp_path / "files", 40, seed=7)
+    db_path = tmp_path / "g.duckdb"
+    monkeypatch.setenv(SNAPSHOT_ENV, "0")  # a snapshot after every batch,
+    monkeypatch.setattr(snapshot, "COPY_SHARE", 1e9)  # whatever the copies cost
+    monkeypatch.setenv(LOCK_WAIT_ENV, "0")  # a reader that had to wait would fail at once
+    reader = (
+        "import sys; from featuregraph.query.reader import open_reader\n"
+        "with open_reader(sys.argv[1]) as db:\n"
+        "    print(db.snapshot_time is not None, db.fetchone('SELECT count(*) FROM graphs')[0])"
+    )
+    seen, calls = [], []
+    write_batch = graph_import._write_batch
+
+    def read_then_write(db, batch):
+        if len(calls) == 1:  # the importer holds the file; its snapshot after the first batch is published
+            out = subprocess.run([sys.executable, "-c", reader, str(db_path)], capture_output=True, text=True)
+            seen.append(out.stdout.split() or [out.stderr])
+        calls.append(len(batch))
+        write_batch(db, batch)
+
+    monkeypatch.setattr(graph_import, "_write_batch", read_then_write)
+    summary = import_graphs(db_path, [tmp_path / "files"], batch_size=16, workers=0)
+    assert summary.n_imported == 40 and calls == [16, 16, 8]
+    assert seen == [["True", "16"]]  # at once, and exactly the first committed batch
+    assert not snapshot_path(db_path).exists()
