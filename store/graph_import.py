@@ -78,13 +78,18 @@ def expand_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[s
     return unique, missing
 
 
-def read_graph_file(path: Path) -> tuple[GraphFile, str]:
-    """A validated graph file and the sha256 of its bytes; InputError (one line) if it is not one."""
+def read_graph_file(path: Path, skip: frozenset[str] = frozenset()) -> tuple[GraphFile | None, str]:
+    """A validated graph file and the sha256 of its bytes; InputError (one line) if it is not one.
+
+    A file whose sha256 is in ``skip`` (already stored) is not validated: ``(None, sha256)``.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}") from None
     sha = hashlib.sha256(data).hexdigest()
+    if sha in skip:
+        return None, sha
     try:
         # pydantic parses the bytes itself: several times faster than json.loads and then validating
         return GraphFile.model_validate_json(data), sha
@@ -100,29 +105,44 @@ def read_graph_file(path: Path) -> tuple[GraphFile, str]:
 # Below this many files parsing stays in the importing process: starting workers costs more.
 PARALLEL_MIN_FILES = 64
 
+# In a parsing worker: the hashes stored before the import began (set once, by the pool's initializer).
+_stored: frozenset[str] = frozenset()
 
-def _parse(path: Path, stamp: Any) -> tuple[Path, str | None, GraphRows | None, str | None, str | None]:
-    """(path, sha256, rows, scan, None) for a graph file, or (path, sha256 or None, None, None, reason)."""
+
+def _set_stored(stored: frozenset[str]) -> None:
+    global _stored
+    _stored = stored
+
+
+def _parse(
+    path: Path, stamp: Any, stored: frozenset[str] | None = None
+) -> tuple[Path, str | None, GraphRows | None, str | None, str | None]:
+    """(path, sha256, rows, scan, None) for a graph file; (path, sha256, None, None, None) for one
+    stored already (a resumed import neither validates nor flattens it again); or
+    (path, sha256 or None, None, None, reason) for a bad one. ``stored``: default, the worker's."""
     try:
-        graph, sha = read_graph_file(path)
+        graph, sha = read_graph_file(path, _stored if stored is None else stored)
     except InputError as exc:
         return path, None, None, None, str(exc).splitlines()[0]
+    if graph is None:
+        return path, sha, None, None, None
     try:
         return path, sha, graph_rows(graph, sha, str(path), stamp), graph.metadata.scan, None
     except (InputError, ValueError) as exc:
         return path, sha, None, None, str(exc).splitlines()[0]
 
 
-def _parsed(files: list[Path], stamp: Any, workers: int) -> Iterator[tuple]:
+def _parsed(files: list[Path], stamp: Any, workers: int, stored: frozenset[str]) -> Iterator[tuple]:
     """:func:`_parse` of every file, in order; in ``workers`` processes when there are enough files.
 
     Validating and flattening a file is most of an import's CPU (pydantic and Python loops), so
     it runs beside the database writes; ``spawn`` because the importing process holds DuckDB.
+    ``stored``: the content hashes already in the database, which are not parsed again.
     """
     if workers < 2 or len(files) < PARALLEL_MIN_FILES:
-        yield from (_parse(p, stamp) for p in files)
+        yield from (_parse(p, stamp, stored) for p in files)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_set_stored, initargs=(stored,)) as pool:
         yield from pool.imap(functools.partial(_parse, stamp=stamp), files, chunksize=8)
 
 
@@ -213,7 +233,7 @@ def import_graphs(
         run_of: dict[tuple[str, str], int] = {}
         batch: list[tuple[int, int, GraphRows]] = []
         stamp = now()
-        for path, sha, rows, scan, reason in _parsed(files, stamp, workers):
+        for path, sha, rows, scan, reason in _parsed(files, stamp, workers, frozenset(seen)):
             if on_file:
                 on_file(1)
             if sha is not None and sha in seen:

@@ -71,7 +71,8 @@ def remove_snapshot(db_path: str | Path) -> None:
 
 
 class SnapshotPublisher:
-    """Publishes snapshots of a writer's database: :meth:`start`, :meth:`after_commit`, :meth:`close`.
+    """Publishes snapshots of a writer's database: :meth:`start`, then :meth:`after_commit`; the writer
+    calls :func:`remove_snapshot` once it has closed the database.
 
     ``every_s``: the least seconds between two snapshots (default: ``FEATUREGRAPH_SNAPSHOT_EVERY``,
     else :data:`MIN_INTERVAL_S`; ``off`` or a database in memory: none at all).
@@ -114,10 +115,6 @@ class SnapshotPublisher:
         wait = max(self.every_s, self.last_cost / COPY_SHARE)
         if time.monotonic() - self.last >= wait:
             self.publish()
-
-    def close(self) -> None:
-        if self.enabled and self.published:
-            remove_snapshot(self.db.path)
 
 
 __all__ = ["SNAPSHOT_ENV", "SnapshotPublisher", "publish_snapshot", "remove_snapshot", "snapshot_path"]
