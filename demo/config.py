@@ -101,6 +101,8 @@ class TrainConfig:
     sae_warm_up_steps: int = 25
     # Cosine decay of the learning rate to this fraction of sae_lr.
     sae_final_lr_fraction: float = 0.05
+    # One attention-output SAE per block on blocks.L.attn.hook_z (demo.attn_saes; 0: none).
+    attn_saes: int = 1
     # Evaluation and bundled prompt sets.
     eval_prompts_per_task: int = 400
     bundled_prompts_per_task: int = 100
@@ -148,6 +150,11 @@ class TrainConfig:
             noise_contexts=10,
             eval_docs=64,
         )
+
+
+def attn_hook_names(n_layers: int) -> list[str]:
+    """Attention-output sites in forward order: ``blocks.L.attn.hook_z`` of every block (demo.attn_saes)."""
+    return [f"blocks.{i}.attn.hook_z" for i in range(n_layers)]
 
 
 def hook_names(n_layers: int) -> list[str]:

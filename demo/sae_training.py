@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from sae_lens import (
     BatchTopKTrainingSAE,
     BatchTopKTrainingSAEConfig,
@@ -36,6 +35,7 @@ from sae_lens import (
 )
 from sae_lens.config import SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
+from safetensors.torch import save_file
 from transformers import PreTrainedTokenizerBase
 
 from featuregraph.demo.config import TrainConfig
@@ -119,7 +119,7 @@ def sae_rows(
 def collect_activations(
     model: HookedSAETransformer, hooks: list[str], rows: torch.Tensor, batch_rows: int = 256
 ) -> dict[str, torch.Tensor]:
-    """``{hook: FloatTensor[n, d_model]}``: the activations at every non-BOS position of
+    """``{hook: FloatTensor[n, d_in]}``: the activations at every non-BOS position of
     ``rows`` (BOS starts and BOS padding are left out: the sweep never ablates BOS, and
     padding would fill the SAEs with activations no prompt produces)."""
     bos = model.tokenizer.bos_token_id
@@ -130,7 +130,8 @@ def collect_activations(
         keep = tokens != bos
         _, cache = model.run_with_cache(tokens, names_filter=hooks, stop_at_layer=last + 1)
         for hook in hooks:
-            parts[hook].append(cache[hook][keep])
+            # hook_z is [.., n_heads, d_head]: flattened head-major, as sae_lens' hook_z SAEs read it.
+            parts[hook].append(cache[hook][keep].flatten(1))
     return {hook: torch.cat(p) for hook, p in parts.items()}
 
 
@@ -218,6 +219,9 @@ def train_saes(
         meta.prepend_bos = True
         meta.exclude_special_tokens = True
         meta.model_from_pretrained_kwargs = {}
+        if hook.endswith(".hook_z"):
+            # Trained on flattened heads; saved so that sae_lens flattens [.., heads, d_head] itself.
+            sae.cfg.reshape_activations = "hook_z"
         folder = out_dir / hook
         sae.save_inference_model(str(folder))
         save_file({"sparsity": log_sparsity}, folder / "sparsity.safetensors")

@@ -17,15 +17,14 @@ Pipeline (all randomness derives from ``--seed``):
    ``HookedSAETransformer`` (fold_ln, centred writing weights and unembed) and
    check that it predicts the same tokens as the HF model;
 4. read the processed model's activations at every residual site once and
-   train one ReLU (standard, L1) SAE per site on them with sae_lens' own
-   ``SAETrainer`` (see :mod:`demo.sae_training`);
+   train one SAE per site on them with sae_lens' own ``SAETrainer`` (see
+   :mod:`demo.sae_training`), then one per block's attention output (:mod:`demo.attn_saes`);
 5. measure task accuracy, SAE quality and spliced cross-entropy on held-out
    instances and write ``manifest.json``, ``prompts.jsonl``, ``heldout.jsonl`` and
    ``noise_corpus.jsonl``.
 
-Determinism: same seed, same library versions and same number of torch CPU
-threads give the same artifacts (floating-point reductions depend on the
-thread count).
+Determinism: same seed, library versions and torch CPU thread count give the
+same artifacts (floating-point reductions depend on the thread count).
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ from sae_lens import HookedSAETransformer
 from transformers import GPT2LMHeadModel
 
 from featuregraph.demo import ASSETS_DIR, DEMO_DIR
+from featuregraph.demo.attn_saes import train_attn_saes
 from featuregraph.demo.config import TARGETS, TrainConfig, hook_names
 from featuregraph.demo.corpus import HELDOUT_PERCENT, TASKS, CorpusGenerator, Example
 from featuregraph.demo.lm_training import copy_warmup, make_model, train_lm
@@ -418,7 +418,10 @@ def _run(
         "ce_shortfall_explanation": ce_shortfall_explanation(cfg, metrics, met),
         "all_targets_met": all(met.values()),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if cfg.attn_saes:
+        with timed(timings, "attention sae training"):
+            manifest["attn_saes"] = train_attn_saes(cfg, out)
+        timings["total"] = round(timings["total"] + timings["attention sae training"], 1)
     manifest["asset_size_bytes"] = dir_size_bytes(out)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log_summary(manifest)
@@ -450,9 +453,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test run (into a temp folder unless --out)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lm-only", action="store_true", help="stop after training the LM (for tuning)")
-    parser.add_argument(
-        "--saes-only", action="store_true", help="keep the model already in the output folder; retrain the SAEs"
-    )
+    parser.add_argument("--saes-only", action="store_true", help="keep the model in the output folder; retrain the SAEs")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE",
         help="override TrainConfig fields, e.g. --set lm_steps=400 sae_l1_per_site=4,4,5,6,6",
