@@ -124,23 +124,31 @@ def check_attention_sae(model: Any, sae: Any) -> int:
     if arch not in ARCHITECTURES:
         raise LoadError(f"DFA supports {', '.join(ARCHITECTURES)} SAEs, not {arch!r} (SAE on {hook})")
     if sae.cfg.normalize_activations != "none":
-        raise LoadError(f"DFA needs an SAE without input normalization; {hook} uses {sae.cfg.normalize_activations!r}")
+        raise LoadError(
+            f"DFA needs an SAE without input normalization; {hook} uses {sae.cfg.normalize_activations!r}"
+        )
     cfg = model.cfg
     width = cfg.n_heads * cfg.d_head
     if sae.cfg.d_in != width:
-        raise LoadError(f"SAE on {hook} has d_in {sae.cfg.d_in}, but hook_z is n_heads * d_head = {width} wide")
+        raise LoadError(
+            f"SAE on {hook} has d_in {sae.cfg.d_in}, but hook_z is n_heads * d_head = {width} wide"
+        )
     if not 0 <= layer < cfg.n_layers:
         raise LoadError(f"SAE on {hook}: the model has {cfg.n_layers} blocks")
     if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
         raise LoadError("DFA does not support grouped-query attention (n_key_value_heads < n_heads)")
     if getattr(cfg, "use_attn_in", False) or getattr(cfg, "use_split_qkv_input", False):
-        raise LoadError("DFA needs the model's values read from ln1 of the residual (use_attn_in/use_split_qkv_input off)")
+        raise LoadError(
+            "DFA needs the model's values read from ln1 of the residual (use_attn_in/use_split_qkv_input off)"
+        )
     return layer
 
 
 def check_resid_sae(sae: Any) -> None:
     if sae.cfg.normalize_activations != "none" or getattr(sae.cfg, "reshape_activations", "none") != "none":
-        raise LoadError(f"DFA recursion needs a residual SAE without input normalization ({sae.cfg.metadata.hook_name})")
+        raise LoadError(
+            f"DFA recursion needs a residual SAE without input normalization ({sae.cfg.metadata.hook_name})"
+        )
 
 
 @torch.no_grad()
@@ -154,7 +162,9 @@ def attention_cache(model: Any, tokens: torch.Tensor, layer: int) -> AttentionCa
         "resid": f"blocks.{layer}.hook_resid_pre",
     }
     if tokens.ndim != 2 or tokens.shape[0] != 1:
-        raise InputError(f"DFA takes one prompt at a time (tokens of shape [1, P]), got {tuple(tokens.shape)}")
+        raise InputError(
+            f"DFA takes one prompt at a time (tokens of shape [1, P]), got {tuple(tokens.shape)}"
+        )
     _, cache = model.run_with_cache(tokens, names_filter=list(names.values()), stop_at_layer=layer + 1)
     got = {key: cache[name][0] for key, name in names.items()}
     return AttentionCache(layer, got["pattern"], got["v"], got["z"], got["scale"].reshape(-1), got["resid"])
@@ -175,7 +185,12 @@ def encoder_columns(sae: Any, index: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 @torch.no_grad()
 def attention_dfa(
-    model: Any, sae: Any, cache: AttentionCache, read: int, features: Sequence[int] | None = None, limit: int | None = None
+    model: Any,
+    sae: Any,
+    cache: AttentionCache,
+    read: int,
+    features: Sequence[int] | None = None,
+    limit: int | None = None,
 ) -> list[FeatureDfa]:
     """DFA of attention features at read position ``read``.
 
@@ -205,7 +220,11 @@ def attention_dfa(
     centering = -(b_in @ w)
     out = []
     for k, i in enumerate(index.tolist()):
-        out.append(FeatureDfa(i, float(acts[i]), float(pre[k]), parts[k].cpu().numpy(), float(b[k]), float(centering[k])))
+        out.append(
+            FeatureDfa(
+                i, float(acts[i]), float(pre[k]), parts[k].cpu().numpy(), float(b[k]), float(centering[k])
+            )
+        )
     return out
 
 
@@ -256,7 +275,9 @@ def resid_pieces(resid_sae: Any, resid: torch.Tensor) -> ResidPieces:
         j = torch.nonzero(acts[s] > 0).flatten()
         one_hot = torch.zeros(len(j), acts.shape[1], dtype=acts.dtype, device=acts.device)
         one_hot[torch.arange(len(j)), j] = acts[s, j]
-        piece = resid_sae.decode(one_hot).to(F64) - zero if len(j) else torch.zeros(0, resid.shape[1], dtype=F64)
+        piece = (
+            resid_sae.decode(one_hot).to(F64) - zero if len(j) else torch.zeros(0, resid.shape[1], dtype=F64)
+        )
         features.append(j.cpu().numpy())
         decoded.append(piece)
     return ResidPieces(features, decoded, zero, error)
@@ -264,7 +285,14 @@ def resid_pieces(resid_sae: Any, resid: torch.Tensor) -> ResidPieces:
 
 @torch.no_grad()
 def resid_split(
-    model: Any, sae: Any, cache: AttentionCache, pieces: ResidPieces, feature: FeatureDfa, read: int, head: int, source: int
+    model: Any,
+    sae: Any,
+    cache: AttentionCache,
+    pieces: ResidPieces,
+    feature: FeatureDfa,
+    read: int,
+    head: int,
+    source: int,
 ) -> ResidSplit:
     """Head ``head``'s part from ``source`` of ``feature``, split over the residual pieces at the
     source (pattern and ln1 scale frozen at the clean run's). The values sum to ``parts[head, source]``."""
@@ -312,20 +340,43 @@ def dfa_rows(
     layer = check_attention_sae(model, sae)
     cache = attention_cache(model, tokens, layer)
     found = attention_dfa(model, sae, cache, read, limit=settings.max_features)
-    pieces = resid_pieces(resid_sae, cache.resid) if resid_sae is not None and settings.recurse and found else None
-    feats: dict[str, list] = {c: [] for c in ("layer", "feature", "position", "activation", "pre_activation", "resid_layer")}
+    pieces = (
+        resid_pieces(resid_sae, cache.resid) if resid_sae is not None and settings.recurse and found else None
+    )
+    feats: dict[str, list] = {
+        c: [] for c in ("layer", "feature", "position", "activation", "pre_activation", "resid_layer")
+    }
     parts: dict[str, list] = {
-        c: [] for c in ("layer", "feature", "method", "term", "head", "source_position", "up_layer", "up_feature", "value")
+        c: []
+        for c in (
+            "layer",
+            "feature",
+            "method",
+            "term",
+            "head",
+            "source_position",
+            "up_layer",
+            "up_feature",
+            "value",
+        )
     }
 
     def part(feature: int, method: str, term: str, value: float, head=None, source=None, up=None) -> None:
-        for col, val in zip(parts, (layer, feature, method, term, head, source, resid_layer if up is not None else None, up, value)):
+        for col, val in zip(
+            parts,
+            (layer, feature, method, term, head, source, resid_layer if up is not None else None, up, value),
+            strict=True,
+        ):
             parts[col].append(val)
 
     n_pos = cache.pattern.shape[-1]
     for f in found:
         code = encode_feature("attn_z", f.index)
-        for col, val in zip(feats, (layer, code, read, f.activation, f.pre_activation, resid_layer if pieces else None)):
+        for col, val in zip(
+            feats,
+            (layer, code, read, f.activation, f.pre_activation, resid_layer if pieces else None),
+            strict=True,
+        ):
             feats[col].append(val)
         flat = f.parts.reshape(-1)
         top = _top(flat, settings.top_k)

@@ -31,7 +31,9 @@ def read_position(setting: int, n_tokens: int) -> int:
     return read
 
 
-def prompt_dfa(model: Any, sites: Sequence[Any], token_ids: Sequence[int], read: int, settings: DfaSettings) -> dict[str, dict[str, list]]:
+def prompt_dfa(
+    model: Any, sites: Sequence[Any], token_ids: Sequence[int], read: int, settings: DfaSettings
+) -> dict[str, dict[str, list]]:
     """One prompt's DFA rows for every attention-output SAE among ``sites`` (objects with
     ``hook_name`` and ``sae``, as ingest/loading.py's SaeSite), recursing into the residual SAE
     that reads ``blocks.L.hook_resid_pre`` (or ``blocks.(L-1).hook_resid_post``) when the run has one.
@@ -44,7 +46,9 @@ def prompt_dfa(model: Any, sites: Sequence[Any], token_ids: Sequence[int], read:
         layer = hook_z_layer(site.hook_name)
         if layer is None:
             continue
-        rows = dfa_rows(model, site.sae, tokens, read, settings, resid.get(layer), layer if layer in resid else None)
+        rows = dfa_rows(
+            model, site.sae, tokens, read, settings, resid.get(layer), layer if layer in resid else None
+        )
         for table, columns in rows.items():
             for c, values in columns.items():
                 out[table][c].extend(values)
@@ -67,7 +71,9 @@ def run_dfa(
         hooks = run_sae_hooks(db, run_id)
         if not any(hook_z_layer(h) is not None for _, h in hooks):
             names = ", ".join(h for _, h in hooks) or "none"
-            raise InputError(f"run {run_id} has no attention-output SAE (blocks.L.attn.hook_z) to attribute; its SAEs: {names}")
+            raise InputError(
+                f"run {run_id} has no attention-output SAE (blocks.L.attn.hook_z) to attribute; its SAEs: {names}"
+            )
         prompts = run_prompt_tokens(db, run_id)[:limit]
         if not prompts:
             raise InputError(f"run {run_id} has no stored prompts yet")
@@ -76,13 +82,21 @@ def run_dfa(
     by_prompt = {}
     n_features = 0
     for prompt_id, token_ids in tqdm(prompts, unit="prompt", disable=not progress, desc=f"dfa run {run_id}"):
-        rows = prompt_dfa(model, sites, token_ids, read_position(ctx.config.sweep.read_position, len(token_ids)), settings)
+        rows = prompt_dfa(
+            model, sites, token_ids, read_position(ctx.config.sweep.read_position, len(token_ids)), settings
+        )
         by_prompt[prompt_id] = rows
         n_features += len(rows["dfa_features"]["feature"])
     with open_database(db_path) as db:
         n_rows = write_dfa(db, run_id, by_prompt)
     seconds = time.perf_counter() - started
-    return {"run_id": run_id, "prompts": len(prompts), "features": n_features, "rows": n_rows, "seconds": round(seconds, 2)}
+    return {
+        "run_id": run_id,
+        "prompts": len(prompts),
+        "features": n_features,
+        "rows": n_rows,
+        "seconds": round(seconds, 2),
+    }
 
 
 __all__ = ["prompt_dfa", "read_position", "run_dfa"]

@@ -55,11 +55,22 @@ def attention_sae(model: Any, architecture: str = "standard", seed: int = 0, res
     """A random hook_z SAE of ``architecture`` (standard, jumprelu, topk) on block LAYER, built the
     way sae_lens builds the gpt2-small-hook-z-kk ones (reshape_activations = hook_z), with an
     encoder bias calibrated so each feature fires on about a quarter of tokens."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+    from sae_lens import (
+        JumpReLUSAE,
+        JumpReLUSAEConfig,
+        StandardSAE,
+        StandardSAEConfig,
+        TopKSAE,
+        TopKSAEConfig,
+    )
     from sae_lens.saes.sae import SAEMetadata
 
-    meta = SAEMetadata(hook_name=f"blocks.{LAYER}.attn.hook_z", prepend_bos=True, model_name="tiny", context_size=32)
-    common = dict(d_in=D_MODEL, d_sae=D_SAE, dtype="float32", device="cpu", metadata=meta, reshape_activations="hook_z")
+    meta = SAEMetadata(
+        hook_name=f"blocks.{LAYER}.attn.hook_z", prepend_bos=True, model_name="tiny", context_size=32
+    )
+    common = dict(
+        d_in=D_MODEL, d_sae=D_SAE, dtype="float32", device="cpu", metadata=meta, reshape_activations="hook_z"
+    )
     if architecture == "standard":
         sae = StandardSAE(StandardSAEConfig(**common))
     elif architecture == "jumprelu":

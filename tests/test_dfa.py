@@ -37,7 +37,8 @@ def test_pre_activation_is_sae_lens_own_and_parts_sum_to_it(arch, rescale):
     assert [f.activation for f in found] == sorted((f.activation for f in found), reverse=True)
     for f in found:
         assert f.pre_activation == pytest.approx(float(ref[f.index]), abs=TOL)
-        assert f.activation == pytest.approx(f.pre_activation, abs=TOL)  # active: the function passes pre through
+        # active: the activation function passes the pre-activation through
+        assert f.activation == pytest.approx(f.pre_activation, abs=TOL)
         assert f.total == pytest.approx(f.pre_activation, abs=TOL)
         assert f.parts.shape == (model.cfg.n_heads, read + 1)
         assert abs(f.decoder_bias) > 1e-3 and abs(f.encoder_bias) > 1e-3  # both terms are exercised
@@ -57,7 +58,9 @@ def test_parts_sum_for_every_feature_asked_for_and_every_norm(norm):
 
 def _pre_with(model, sae, toks, read, hooks):
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        _, cache = model.run_with_cache(toks, names_filter=[f"blocks.{LAYER}.attn.hook_z"], stop_at_layer=LAYER + 1)
+        _, cache = model.run_with_cache(
+            toks, names_filter=[f"blocks.{LAYER}.attn.hook_z"], stop_at_layer=LAYER + 1
+        )
     return sae_pre_activation(sae, cache[f"blocks.{LAYER}.attn.hook_z"][0, read])
 
 
@@ -102,7 +105,7 @@ def test_each_residual_term_is_one_forward_with_pattern_and_scale_frozen(norm):
             want = {("feature", j): acts[s, j] * rsae.W_dec[j] for j in active}
             want[("error",)] = x[s] - recon[s]
             want[("decoder_bias",)] = rsae.b_dec
-            got = {("feature", int(j)): v for j, v in zip(split.features, split.values)}
+            got = {("feature", int(j)): v for j, v in zip(split.features, split.values, strict=True)}
             got[("error",)], got[("decoder_bias",)] = split.error, split.decoder_bias
             for key, piece in want.items():
                 hooks = [
@@ -138,8 +141,8 @@ def test_stored_rows_are_the_top_k_and_sum_with_their_remainders():
     full = {f.index: f for f in dfa.attention_dfa(model, sae, cache, read)}
     assert len(feats["feature"]) == 4
     cols = list(parts)
-    records = [dict(zip(cols, r)) for r in zip(*parts.values())]
-    for code, pre, act in zip(feats["feature"], feats["pre_activation"], feats["activation"]):
+    records = [dict(zip(cols, r, strict=True)) for r in zip(*parts.values(), strict=True)]
+    for code, pre in zip(feats["feature"], feats["pre_activation"], strict=True):
         site, index = decode_feature(code)
         assert site == "attn_z" and pre == pytest.approx(full[index].pre_activation)
         mine = [r for r in records if r["feature"] == code]
@@ -154,7 +157,9 @@ def test_stored_rows_are_the_top_k_and_sum_with_their_remainders():
         recursed = {(r["head"], r["source_position"]) for r in mine if r["method"] == "dfa_resid"}
         assert len(recursed) == 2
         for h, s in recursed:
-            split = [r for r in mine if r["method"] == "dfa_resid" and (r["head"], r["source_position"]) == (h, s)]
+            split = [
+                r for r in mine if r["method"] == "dfa_resid" and (r["head"], r["source_position"]) == (h, s)
+            ]
             assert sum(r["value"] for r in split) == pytest.approx(full[index].parts[h, s], abs=TOL)
             assert 1 <= sum(r["term"] == "feature" for r in split) <= 3
             assert all(r["up_layer"] == LAYER for r in split if r["term"] == "feature")

@@ -21,7 +21,12 @@ from featuregraph.store.migrate import available_migrations
 from featuregraph.store.models import decode_feature
 from featuregraph.store.runs import create_run, finish_run, write_prompt_results
 
-ATTN_ROW = {**sae_rows(range(1))[0], "layer": LAYER, "site_kind": "attn_z", "hook_name": f"blocks.{LAYER}.attn.hook_z"}
+ATTN_ROW = {
+    **sae_rows(range(1))[0],
+    "layer": LAYER,
+    "site_kind": "attn_z",
+    "hook_name": f"blocks.{LAYER}.attn.hook_z",
+}
 # Layer 0 in the table (run_saes is keyed by (run_id, layer) before migration 0014); the loaded
 # residual SAE the recursion uses sits at LAYER.
 RESID_ROW = sae_rows(range(1))[0]
@@ -92,7 +97,9 @@ def test_dfa_command_stores_parts_that_sum_in_sql(tmp_path, tiny_run):
         assert total == pytest.approx(pre, abs=1e-5)
         site, index = decode_feature(feature)
         cache = dfa.attention_cache(model, tokens(len(PROMPT_TOKENS[prompt_id]), seed=prompt_id), LAYER)
-        assert site == "attn_z" and pre == pytest.approx(float(sae_pre_activation(attn.sae, cache.z[position])[index]), abs=1e-5)
+        assert site == "attn_z" and pre == pytest.approx(
+            float(sae_pre_activation(attn.sae, cache.z[position])[index]), abs=1e-5
+        )
     assert len(resid) == 2 * len(sums)
     for *_, total, part in resid:
         assert total == pytest.approx(part, abs=1e-5)
@@ -128,12 +135,72 @@ def test_migration_0015_upgrades_an_older_database(tmp_path):
                 "VALUES (1, 0, 'p', 'h', 2, 1, now())")  # fmt: skip
     con.execute("INSERT INTO edges VALUES (1, 0, 0, 3, 1, 4, -0.5)")
     tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
-    before = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables if t != "schema_migrations"}
+    before = {
+        t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+        for t in tables
+        if t != "schema_migrations"
+    }
     con.close()
     with open_database(path) as db:
-        assert {r[0] for r in db.fetchall("SELECT version FROM schema_migrations")} == {m.version for m in older} | {15}
+        assert {r[0] for r in db.fetchall("SELECT version FROM schema_migrations")} == {
+            m.version for m in older
+        } | {15}
         for t, old in before.items():
             assert sorted(db.fetchall(f"SELECT * FROM {t}"), key=repr) == old, t
         assert db.fetchone("SELECT count(*) FROM dfa_parts")[0] == 0
-        db.execute("INSERT INTO dfa_parts VALUES (1, 0, 1, 268435459, 'dfa', 'head_source', 2, 1, NULL, NULL, 0.25)")
+        db.execute(
+            "INSERT INTO dfa_parts VALUES (1, 0, 1, 268435459, 'dfa', 'head_source', 2, 1, NULL, NULL, 0.25)"
+        )
         assert db.fetchone("SELECT value FROM dfa_parts")[0] == 0.25
+
+
+def _attention_name(layer: int, feature: int) -> str:
+    """The page's name of a stored attention feature: ``L.att.F`` once feature names carry the
+    site (migration 0014's naming), the stored integer ``L.<encoded>`` before."""
+    from featuregraph.store.models import Node
+
+    index = decode_feature(feature)[1]
+    try:
+        Node.parse(f"{layer}.att.{index}")
+        return f"{layer}.att.{index}"
+    except ValueError:
+        return f"{layer}.{feature}"
+
+
+def test_feature_page_shows_the_dfa_heatmap(tmp_path, tiny_run, monkeypatch):
+    from test_dashboard_support import app_test
+
+    path = tmp_path / "fg.duckdb"
+    run = dfa_database(path)
+    assert _cli(path, "--run", run, "--top-k", 6, "--recurse", 2, "-q")[0] == 0
+    with open_database(path, read_only=True) as db:
+        layer, feature, prompt = db.fetchone("SELECT layer, feature, prompt_id FROM dfa_features "
+                                             "ORDER BY activation DESC, prompt_id LIMIT 1")  # fmt: skip
+        cells = db.fetchall("SELECT head, source_position, value FROM dfa_parts WHERE prompt_id = ? AND feature = ? "
+                            "AND term = 'head_source'", [prompt, feature])  # fmt: skip
+        n_resid = db.fetchone("SELECT count(*) FROM dfa_parts WHERE prompt_id = ? AND feature = ? AND method = 'dfa_resid'",
+                              [prompt, feature])[0]  # fmt: skip
+    name = _attention_name(layer, feature)
+    if name == f"{layer}.{feature}":
+        # Before feature names carry the site (h13n's 0014), the page checks the stored integer
+        # against the SAE's width: widen the row so the encoded integer passes that check.
+        with open_database(path) as db:
+            db.execute("UPDATE run_saes SET d_sae = ? WHERE site_kind = 'attn_z'", [feature + 1])
+    at = app_test(monkeypatch, path, "feature", feature=name, run=run).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [t.label for t in at.tabs][-1] == "DFA"
+    assert at.selectbox(key="feature_dfa_prompt").value == prompt
+    charts = [c for c in at.get("vega_lite_chart") if '"rect"' in c.proto.spec]
+    assert len(charts) == 1
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    assert len(charts[0].proto.datasets) == 1
+    data = convert_arrow_bytes_to_pandas_df(charts[0].proto.datasets[0].data.data).to_dict("records")
+    assert sorted((d["head"], d["source_position"], round(d["value"], 9)) for d in data) == sorted(
+        (h, s, round(v, 9)) for h, s, v in cells
+    )
+    frames = [d.value for d in at.dataframe]
+    assert any(len(f) == n_resid and "up" in f.columns for f in frames) and n_resid > 0
+    # A residual feature's page has no DFA tab.
+    at = app_test(monkeypatch, path, "feature", feature="0.3", run=run).run()
+    assert "DFA" not in [t.label for t in at.tabs]
