@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pytest
 from dfa_models import LAYER, attention_sae, resid_sae, sae_pre_activation, tiny_model, tokens
-from helpers import insert_run, make_run
+from helpers import all_rows, insert_run, make_run
 from query_graphs import VOCAB, prompt_result, sae_rows
 from typer.testing import CliRunner
 
@@ -134,20 +134,15 @@ def test_migration_0015_upgrades_an_older_database(tmp_path):
     con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, n_tokens, n_ablations, ingested_at) "
                 "VALUES (1, 0, 'p', 'h', 2, 1, now())")  # fmt: skip
     con.execute("INSERT INTO edges VALUES (1, 0, 0, 3, 1, 4, -0.5)")
-    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
-    before = {
-        t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
-        for t in tables
-        if t != "schema_migrations"
-    }
+    before = all_rows(con)
     con.close()
     with open_database(path) as db:
         assert {r[0] for r in db.fetchall("SELECT version FROM schema_migrations")} == {
             m.version for m in older
         } | {15}
-        for t, old in before.items():
-            assert sorted(db.fetchall(f"SELECT * FROM {t}"), key=repr) == old, t
-        assert db.fetchone("SELECT count(*) FROM dfa_parts")[0] == 0
+        after = all_rows(db)
+        assert {t: after[t] for t in before} == before  # nothing existing changes
+        assert {t: rows for t, rows in after.items() if t not in before} == {"dfa_features": [], "dfa_parts": []}
         db.execute(
             "INSERT INTO dfa_parts VALUES (1, 0, 1, 268435459, 'dfa', 'head_source', 2, 1, NULL, NULL, 0.25)"
         )
