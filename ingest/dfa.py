@@ -252,35 +252,35 @@ def _normalized(model: Any, x: torch.Tensor, scale: torch.Tensor) -> torch.Tenso
 
 @dataclass
 class ResidPieces:
-    """The residual at every source position as the residual SAE writes it (float64)."""
+    """The residual at every source position as the residual SAE writes it (float64 pieces):
+    its active features' ``a_j W_dec[j]`` (:meth:`at`, computed for a source when first asked),
+    its ``b_dec`` and its reconstruction error."""
 
-    features: list[np.ndarray]  # per position: active units
-    decoded: list[torch.Tensor]  # per position: [n_active, d_model] a_j * W_dec[j]
+    sae: Any
+    acts: torch.Tensor  # [S, d_sae] the SAE's own encode
     decoder_bias: torch.Tensor  # [d_model]
-    error: torch.Tensor  # [S, d_model]
+    error: torch.Tensor  # [S, d_model]: x - decode(acts), by the SAE's own decode
+    _at: dict[int, tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
+
+    def at(self, source: int) -> tuple[np.ndarray, torch.Tensor]:
+        """``(units, pieces [n, d_model])`` of the features active at ``source``."""
+        if source not in self._at:
+            j = torch.nonzero(self.acts[source] > 0).flatten()
+            rows = self.sae.W_dec[j].to(F64)
+            if getattr(self.sae.cfg, "rescale_acts_by_decoder_norm", False):
+                rows = rows / rows.norm(dim=-1, keepdim=True)  # as sae_lens' act_times_W_dec decodes
+            self._at[source] = (j.cpu().numpy(), self.acts[source, j].to(F64).unsqueeze(-1) * rows)
+        return self._at[source]
 
 
 @torch.no_grad()
 def resid_pieces(resid_sae: Any, resid: torch.Tensor) -> ResidPieces:
     """Split the clean residual ``resid`` [S, d_model] into the residual SAE's active features,
-    its ``b_dec`` and its error, using the SAE's own encode and decode (decode is affine, so a
-    feature's piece is ``decode(a_j e_j) - decode(0)``)."""
+    its ``b_dec`` and its error (the SAE's own encode and decode; the pieces sum back to ``resid``)."""
     check_resid_sae(resid_sae)
-    x = resid.to(resid_sae.dtype)
-    acts = resid_sae.encode(x)
-    zero = resid_sae.decode(torch.zeros_like(acts[:1]))[0].to(F64)
+    acts = resid_sae.encode(resid.to(resid_sae.dtype))
     error = resid.to(F64) - resid_sae.decode(acts).to(F64)
-    features, decoded = [], []
-    for s in range(acts.shape[0]):
-        j = torch.nonzero(acts[s] > 0).flatten()
-        one_hot = torch.zeros(len(j), acts.shape[1], dtype=acts.dtype, device=acts.device)
-        one_hot[torch.arange(len(j)), j] = acts[s, j]
-        piece = (
-            resid_sae.decode(one_hot).to(F64) - zero if len(j) else torch.zeros(0, resid.shape[1], dtype=F64)
-        )
-        features.append(j.cpu().numpy())
-        decoded.append(piece)
-    return ResidPieces(features, decoded, zero, error)
+    return ResidPieces(resid_sae, acts, resid_sae.b_dec.to(F64), error)
 
 
 @torch.no_grad()
@@ -305,10 +305,9 @@ def resid_split(
     def through(x: torch.Tensor) -> torch.Tensor:
         return a * (_normalized(model, x, sigma) @ u)
 
-    decoded = pieces.decoded[source]
-    values = through(decoded) if len(decoded) else torch.zeros(0, dtype=F64)
+    units, decoded = pieces.at(source)
     return ResidSplit(
-        head, source, pieces.features[source], values.cpu().numpy(), float(through(pieces.error[source])),
+        head, source, units, through(decoded).cpu().numpy(), float(through(pieces.error[source])),
         float(through(pieces.decoder_bias)), a * c,
     )  # fmt: skip
 

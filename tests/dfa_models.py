@@ -95,14 +95,30 @@ def attention_sae(model: Any, architecture: str = "standard", seed: int = 0, res
     return sae
 
 
-def resid_sae(model: Any, seed: int = 1) -> Any:
-    """A random standard SAE on blocks.LAYER.hook_resid_pre (the residual DFA recurses into)."""
+def resid_sae(model: Any, seed: int = 1, topk_rescaled: bool = False) -> Any:
+    """A random standard SAE on blocks.LAYER.hook_resid_pre (the residual DFA recurses into);
+    ``topk_rescaled``: the same weights in a TopK SAE that rescales by decoder norms (decoder
+    rows of uneven norms, so the rescaling matters)."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
     hook = f"blocks.{LAYER}.hook_resid_pre"
     x = syn.sample_residuals(model, hook, syn.random_tokens(8, 12, 64, bos=0, seed=98))
     sae = syn.make_sae(hook, D_MODEL, 64, x, 0.15, seed=seed, model_name="tiny")
     with torch.no_grad():
         sae.b_dec.add_(0.2)  # not the data mean: its term must matter
-    return sae
+    if not topk_rescaled:
+        return sae
+    topk = TopKSAE(
+        TopKSAEConfig(
+            k=8, rescale_acts_by_decoder_norm=True, d_in=D_MODEL, d_sae=64, metadata=sae.cfg.metadata
+        )
+    )
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(topk, name).copy_(getattr(sae, name))
+        topk.W_dec.mul_(0.5 + torch.rand(64, 1, generator=g))
+    return topk.eval()
 
 
 def sae_pre_activation(sae: Any, z: torch.Tensor) -> torch.Tensor:

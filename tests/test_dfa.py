@@ -194,3 +194,15 @@ def test_bad_input_is_one_line():
         dfa.attention_dfa(model, sae, cache, read + 1)
     with pytest.raises(InputError, match="features must be"):
         dfa.attention_dfa(model, sae, cache, read, features=[sae.cfg.d_sae])
+
+
+def test_a_topk_residual_sae_that_rescales_by_decoder_norm_splits_exactly():
+    model, sae, _, cache, read = _setup()
+    rsae = resid_sae(model, topk_rescaled=True)
+    pieces = dfa.resid_pieces(rsae, cache.resid)
+    assert max(len(pieces.at(s)[0]) for s in range(read + 1)) == 8  # at most k active (ReLU of the top k)
+    for f in dfa.attention_dfa(model, sae, cache, read)[:3]:
+        for h in range(model.cfg.n_heads):
+            for s in range(read + 1):
+                split = dfa.resid_split(model, sae, cache, pieces, f, read, h, s)
+                assert split.total == pytest.approx(f.parts[h, s], abs=TOL)
