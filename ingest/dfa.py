@@ -260,7 +260,9 @@ class ResidPieces:
     acts: torch.Tensor  # [S, d_sae] the SAE's own encode
     decoder_bias: torch.Tensor  # [d_model]
     error: torch.Tensor  # [S, d_model]: x - decode(acts), by the SAE's own decode
-    _at: dict[int, tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
+    _at: dict[int, tuple[np.ndarray, torch.Tensor]] = field(
+        default_factory=dict
+    )  # source >= 0: at(); < 0: normalized()
 
     def at(self, source: int) -> tuple[np.ndarray, torch.Tensor]:
         """``(units, pieces [n, d_model])`` of the features active at ``source``."""
@@ -271,6 +273,15 @@ class ResidPieces:
                 rows = rows / rows.norm(dim=-1, keepdim=True)  # as sae_lens' act_times_W_dec decodes
             self._at[source] = (j.cpu().numpy(), self.acts[source, j].to(F64).unsqueeze(-1) * rows)
         return self._at[source]
+
+    def normalized(self, model: Any, source: int, sigma: torch.Tensor) -> torch.Tensor:
+        """The source's pieces through ln1 with the scale frozen at ``sigma``, stacked
+        ``[features..., error, decoder_bias]`` (kept: several heads and features read them)."""
+        key = -1 - source
+        if key not in self._at:
+            stacked = torch.cat([self.at(source)[1], self.error[source][None], self.decoder_bias[None]])
+            self._at[key] = (np.empty(0), _normalized(model, stacked, sigma))
+        return self._at[key][1]
 
 
 @torch.no_grad()
@@ -300,16 +311,10 @@ def resid_split(
     w, _, _ = encoder_columns(sae, torch.tensor([feature.index], device=sae.W_enc.device))
     u, c = _value_reader(model, cache.layer, w[head * d_head : (head + 1) * d_head, 0], head)
     a = float(cache.pattern[head, read, source])
-    sigma = cache.scale[source].to(F64)
-
-    def through(x: torch.Tensor) -> torch.Tensor:
-        return a * (_normalized(model, x, sigma) @ u)
-
-    units, decoded = pieces.at(source)
+    values = (a * (pieces.normalized(model, source, cache.scale[source].to(F64)) @ u)).cpu().numpy()
     return ResidSplit(
-        head, source, units, through(decoded).cpu().numpy(), float(through(pieces.error[source])),
-        float(through(pieces.decoder_bias)), a * c,
-    )  # fmt: skip
+        head, source, pieces.at(source)[0], values[:-2], float(values[-2]), float(values[-1]), a * c
+    )
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
