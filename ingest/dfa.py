@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from featuregraph.errors import InputError, LoadError
+from featuregraph.store.models import encode_feature
+from featuregraph.store.tables import value_columns
 
 HOOK_Z = re.compile(r"^blocks\.(\d+)\.attn\.hook_z$")
 ARCHITECTURES = ("standard", "jumprelu", "topk")
@@ -201,7 +203,13 @@ def attention_dfa(
     n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
     if not 0 <= read < cache.z.shape[0]:
         raise InputError(f"read position {read} is outside the prompt's {cache.z.shape[0]} tokens")
-    acts = sae.encode(cache.z[read].unsqueeze(0).to(sae.dtype))[0]
+    # sae_lens flattens heads itself when reshape_activations is "hook_z"; otherwise it takes them flat.
+    z_in = (
+        cache.z[read]
+        if getattr(sae.cfg, "reshape_activations", "none") == "hook_z"
+        else cache.z[read].reshape(-1)
+    )
+    acts = sae.encode(z_in.unsqueeze(0).to(sae.dtype))[0]
     if features is None:
         active = torch.nonzero(acts > 0).flatten()
         index = active[torch.argsort(acts[active], descending=True, stable=True)][:limit]
@@ -260,28 +268,26 @@ class ResidPieces:
     acts: torch.Tensor  # [S, d_sae] the SAE's own encode
     decoder_bias: torch.Tensor  # [d_model]
     error: torch.Tensor  # [S, d_model]: x - decode(acts), by the SAE's own decode
-    _at: dict[int, tuple[np.ndarray, torch.Tensor]] = field(
-        default_factory=dict
-    )  # source >= 0: at(); < 0: normalized()
+    _pieces: dict[int, tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
+    _normalized: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def at(self, source: int) -> tuple[np.ndarray, torch.Tensor]:
         """``(units, pieces [n, d_model])`` of the features active at ``source``."""
-        if source not in self._at:
+        if source not in self._pieces:
             j = torch.nonzero(self.acts[source] > 0).flatten()
             rows = self.sae.W_dec[j].to(F64)
             if getattr(self.sae.cfg, "rescale_acts_by_decoder_norm", False):
                 rows = rows / rows.norm(dim=-1, keepdim=True)  # as sae_lens' act_times_W_dec decodes
-            self._at[source] = (j.cpu().numpy(), self.acts[source, j].to(F64).unsqueeze(-1) * rows)
-        return self._at[source]
+            self._pieces[source] = (j.cpu().numpy(), self.acts[source, j].to(F64).unsqueeze(-1) * rows)
+        return self._pieces[source]
 
     def normalized(self, model: Any, source: int, sigma: torch.Tensor) -> torch.Tensor:
         """The source's pieces through ln1 with the scale frozen at ``sigma``, stacked
         ``[features..., error, decoder_bias]`` (kept: several heads and features read them)."""
-        key = -1 - source
-        if key not in self._at:
+        if source not in self._normalized:
             stacked = torch.cat([self.at(source)[1], self.error[source][None], self.decoder_bias[None]])
-            self._at[key] = (np.empty(0), _normalized(model, stacked, sigma))
-        return self._at[key][1]
+            self._normalized[source] = _normalized(model, stacked, sigma)
+        return self._normalized[source]
 
 
 @torch.no_grad()
@@ -339,31 +345,14 @@ def dfa_rows(
     'decoder_bias') sum to its pre-activation; for each recursed head-source part the
     ``dfa_resid`` rows (top residual features, 'rest', 'error', 'decoder_bias', 'bias') sum to that part.
     """
-    from featuregraph.store.models import encode_feature
-
     layer = check_attention_sae(model, sae)
     cache = attention_cache(model, tokens, layer)
     found = attention_dfa(model, sae, cache, read, limit=settings.max_features)
     pieces = (
         resid_pieces(resid_sae, cache.resid) if resid_sae is not None and settings.recurse and found else None
     )
-    feats: dict[str, list] = {
-        c: [] for c in ("layer", "feature", "position", "activation", "pre_activation", "resid_layer")
-    }
-    parts: dict[str, list] = {
-        c: []
-        for c in (
-            "layer",
-            "feature",
-            "method",
-            "term",
-            "head",
-            "source_position",
-            "up_layer",
-            "up_feature",
-            "value",
-        )
-    }
+    feats: dict[str, list] = {c: [] for c in value_columns("dfa_features")}
+    parts: dict[str, list] = {c: [] for c in value_columns("dfa_parts")}
 
     def part(feature: int, method: str, term: str, value: float, head=None, source=None, up=None) -> None:
         for col, val in zip(

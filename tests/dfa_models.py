@@ -51,10 +51,13 @@ def _z_samples(model: Any) -> torch.Tensor:
     return cache[f"blocks.{LAYER}.attn.hook_z"].reshape(-1, D_MODEL)
 
 
-def attention_sae(model: Any, architecture: str = "standard", seed: int = 0, rescale: bool = False) -> Any:
+def attention_sae(
+    model: Any, architecture: str = "standard", seed: int = 0, rescale: bool = False, reshape: str = "hook_z"
+) -> Any:
     """A random hook_z SAE of ``architecture`` (standard, jumprelu, topk) on block LAYER, built the
     way sae_lens builds the gpt2-small-hook-z-kk ones (reshape_activations = hook_z), with an
-    encoder bias calibrated so each feature fires on about a quarter of tokens."""
+    encoder bias calibrated so each feature fires on about a quarter of tokens. ``reshape="none"``:
+    the same SAE taking the heads already flattened."""
     from sae_lens import (
         JumpReLUSAE,
         JumpReLUSAEConfig,
@@ -69,7 +72,7 @@ def attention_sae(model: Any, architecture: str = "standard", seed: int = 0, res
         hook_name=f"blocks.{LAYER}.attn.hook_z", prepend_bos=True, model_name="tiny", context_size=32
     )
     common = dict(
-        d_in=D_MODEL, d_sae=D_SAE, dtype="float32", device="cpu", metadata=meta, reshape_activations="hook_z"
+        d_in=D_MODEL, d_sae=D_SAE, dtype="float32", device="cpu", metadata=meta, reshape_activations=reshape
     )
     if architecture == "standard":
         sae = StandardSAE(StandardSAEConfig(**common))

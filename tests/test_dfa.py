@@ -206,3 +206,13 @@ def test_a_topk_residual_sae_that_rescales_by_decoder_norm_splits_exactly():
             for s in range(read + 1):
                 split = dfa.resid_split(model, sae, cache, pieces, f, read, h, s)
                 assert split.total == pytest.approx(f.parts[h, s], abs=TOL)
+
+
+def test_an_sae_that_takes_heads_flat_gets_the_same_split():
+    model, sae, _, cache, read = _setup()
+    flat = attention_sae(model, reshape="none")
+    assert flat.cfg.reshape_activations == "none" and sae.cfg.reshape_activations == "hook_z"
+    a, b = dfa.attention_dfa(model, sae, cache, read), dfa.attention_dfa(model, flat, cache, read)
+    assert [f.index for f in a] == [f.index for f in b] and a
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.parts, y.parts) and x.pre_activation == y.pre_activation
