@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import duckdb
 import numpy as np
 import pytest
-from dfa_models import LAYER, attention_sae, resid_sae, sae_pre_activation, tiny_model, tokens
+from dfa_models import D_SAE, LAYER, attention_sae, resid_sae, sae_pre_activation, tiny_model, tokens
 from helpers import all_rows, insert_run, make_run
 from query_graphs import VOCAB, prompt_result, sae_rows
 from typer.testing import CliRunner
@@ -22,14 +22,14 @@ from featuregraph.store.models import decode_feature
 from featuregraph.store.runs import create_run, finish_run, write_prompt_results
 
 ATTN_ROW = {
-    **sae_rows(range(1))[0],
+    **sae_rows(range(1), d_sae=D_SAE)[0],
     "layer": LAYER,
     "site_kind": "attn_z",
     "hook_name": f"blocks.{LAYER}.attn.hook_z",
 }
 # Layer 0 in the table (run_saes is keyed by (run_id, layer) before migration 0014); the loaded
 # residual SAE the recursion uses sits at LAYER.
-RESID_ROW = sae_rows(range(1))[0]
+RESID_ROW = sae_rows(range(1), d_sae=64)[0]
 PROMPT_TOKENS = {p: tokens(n, seed=p).flatten().tolist() for p, n in ((0, 7), (1, 9), (2, 5))}
 
 
