@@ -216,3 +216,36 @@ def test_an_sae_that_takes_heads_flat_gets_the_same_split():
     assert [f.index for f in a] == [f.index for f in b] and a
     for x, y in zip(a, b, strict=True):
         assert np.array_equal(x.parts, y.parts) and x.pre_activation == y.pre_activation
+
+
+def test_the_bias_term_is_what_zeroing_ln1_bias_and_the_value_bias_removes():
+    """The constant of a residual split: one forward of a copy of the model whose ln1 bias and
+    head h's value bias are zero, pattern and ln1 scale frozen, other heads' values clean."""
+    import copy
+
+    model, sae, toks, cache, read = _setup("LN")
+    pieces = dfa.resid_pieces(resid_sae(model), cache.resid)
+    f = dfa.attention_dfa(model, sae, cache, read)[0]
+    for h in range(model.cfg.n_heads):
+        bare = copy.deepcopy(model)
+        with torch.no_grad():
+            bare.blocks[LAYER].ln1.b.zero_()
+            bare.blocks[LAYER].attn.b_V[h].zero_()
+        for s in (0, read):
+            hooks = [
+                (f"blocks.{LAYER}.ln1.hook_scale", lambda t, hook: cache.scale.reshape(t.shape)),
+                (f"blocks.{LAYER}.attn.hook_pattern", lambda t, hook, s=s: _only_source(cache.pattern, s)),
+                (f"blocks.{LAYER}.attn.hook_v", lambda v, hook, h=h: _keep_head(v, cache.v, h)),
+            ]
+            # The pattern keeps only source s, so the change is head h's bias part from s alone.
+            with_bias = _pre_with(model, sae, toks, read, hooks)
+            without = _pre_with(bare, sae, toks, read, hooks)
+            split = dfa.resid_split(model, sae, cache, pieces, f, read, h, s)
+            assert abs(split.bias) > 1e-4
+            assert float(with_bias[f.index] - without[f.index]) == pytest.approx(split.bias, abs=TOL)
+
+
+def _only_source(pattern, s):
+    out = torch.zeros_like(pattern).unsqueeze(0)
+    out[0, :, :, s] = pattern[:, :, s]
+    return out
