@@ -23,7 +23,7 @@ import streamlit as st
 
 from featuregraph.dashboard.launch import DB_ENV
 from featuregraph.errors import DatabaseError
-from featuregraph.query import api, features, graphs, noise, overview, prompts, readonly
+from featuregraph.query import api, dfa, features, graphs, noise, overview, prompts, readonly
 from featuregraph.query.reader import database_stamp, open_reader
 from featuregraph.query.rows import Truncation, with_cut
 from featuregraph.store.db import Database, QueryLimits
@@ -42,7 +42,7 @@ QUERIES: dict[str, Callable[..., Any]] = {
     "top_contexts": api.top_contexts,
     **{
         name: getattr(module, name)
-        for module in (overview, prompts, features, noise, graphs)
+        for module in (overview, prompts, features, noise, graphs, dfa)
         for name in module.__all__
         if callable(getattr(module, name))
     },

@@ -276,6 +276,33 @@ def curve(
 
 @app.command()
 @user_errors
+def dfa(
+    db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
+    run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
+    top_k: int = typer.Option(16, "--top-k", help="Head-source parts stored per (prompt, feature); the rest is summed into one row."),
+    resid_top_k: int = typer.Option(16, "--resid-top-k", help="Residual features stored per recursed head-source part."),
+    recurse: int = typer.Option(4, "--recurse", help="Largest head-source parts split over the residual SAE (0: none)."),
+    max_features: int = typer.Option(64, "--max-features", help="Attention features per prompt, the most active first."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N prompts."),
+    device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device setting."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Direct feature attribution: split each attention-output SAE feature active at the read position by
+    head and source token, and the largest parts by residual SAE feature (tables dfa_features, dfa_parts)."""
+    _needs_ingest_extra("dfa")
+    from featuregraph.ingest.dfa import DfaSettings
+    from featuregraph.ingest.dfa_run import run_dfa
+
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be >= 1, got {limit}")
+    settings = DfaSettings(top_k=top_k, resid_top_k=resid_top_k, recurse=recurse, max_features=max_features)
+    s = run_dfa(db, run, settings, device, limit, progress=not quiet)
+    typer.echo(f"dfa run {s['run_id']}: {s['features']} attention features in {s['prompts']} prompts, "
+               f"{s['rows']} parts stored ({s['seconds']} s)")  # fmt: skip
+
+
+@app.command()
+@user_errors
 def dashboard(
     db: Path = typer.Argument(..., help="featuregraph DuckDB file (opened read-only)."),
     port: int = typer.Option(8501, "--port", help="Port to serve on."),

@@ -20,6 +20,44 @@ from featuregraph.store.tables import PROMPT_RESULT_TABLES, table
 
 Columns = dict[str, np.ndarray]
 
+# The site contract: run_saes.site_kind -> the code in the top bits of a stored feature, and
+# the short name used in feature names. migrations/0014_feature_sites.sql mirrors these in SQL.
+SITE_CODES: dict[str, int] = {"resid": 0, "attn_z": 1, "mlp_out": 2, "transcoder": 3}
+SITE_SHORT: dict[str, str] = {"resid": "res", "attn_z": "att", "mlp_out": "mlp", "transcoder": "tc"}
+SITE_INDEX_BITS = 28
+SITE_INDEX_LIMIT = 1 << SITE_INDEX_BITS  # a feature index must be below this (268,435,456)
+
+_SITE_OF_CODE = {code: kind for kind, code in SITE_CODES.items()}
+_SITE_OF_SHORT = {short: kind for kind, short in SITE_SHORT.items()}
+
+
+def encode_feature(site_kind: str, index: int) -> int:
+    """The stored ``feature`` integer of SAE unit ``index`` at a site of kind ``site_kind``.
+
+    ``SITE_CODES[site_kind] * 2**28 + index``; a residual feature is its plain index.
+    Raises ValueError for an unknown site kind or an index outside ``[0, 2**28)``.
+    """
+    if site_kind not in SITE_CODES:
+        raise ValueError(f"unknown site kind {site_kind!r}; expected one of {', '.join(SITE_CODES)}")
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise ValueError(f"feature index must be an integer, got {index!r}")
+    if not 0 <= index < SITE_INDEX_LIMIT:
+        raise ValueError(f"feature index {index} is outside [0, 2**{SITE_INDEX_BITS}) = [0, {SITE_INDEX_LIMIT})")
+    return SITE_CODES[site_kind] * SITE_INDEX_LIMIT + int(index)
+
+
+def decode_feature(feature: int) -> tuple[str, int]:
+    """``(site_kind, index)`` of a stored ``feature`` integer (the inverse of :func:`encode_feature`).
+
+    Raises ValueError for a negative value or one whose site code is not in :data:`SITE_CODES`.
+    """
+    if isinstance(feature, bool) or not isinstance(feature, (int, np.integer)):
+        raise ValueError(f"stored feature must be an integer, got {feature!r}")
+    code, index = divmod(int(feature), SITE_INDEX_LIMIT)
+    if feature < 0 or code not in _SITE_OF_CODE:
+        raise ValueError(f"stored feature {feature} has no valid site code (expected 0..{len(SITE_CODES) - 1})")
+    return _SITE_OF_CODE[code], index
+
 
 @dataclass(frozen=True, order=True)
 class Node:

@@ -67,7 +67,8 @@ class Table:
 
     Groups: ``run`` (a run and what belongs to it as a whole), ``prompt`` (the sweep's
     per-prompt results, one :class:`store.models.PromptResult` table each, besides
-    ``prompts`` itself), ``summary`` (derived from ``edges`` by SQL), ``experiment``, ``graph`` (general graphs, 0013).
+    ``prompts`` itself), ``summary`` (derived from ``edges`` by SQL), ``experiment``, ``graph`` (general graphs, 0013),
+    ``dfa`` (direct feature attribution, 0015).
     """
 
     name: str
@@ -259,6 +260,21 @@ GRAPH_TABLES: tuple[Table, ...] = (
     ),  # fmt: skip
 )
 TABLES = TABLES + GRAPH_TABLES
+
+# -- 0015_dfa: direct feature attribution of attention features (ingest/dfa.py) --------------
+DFA_TABLES: tuple[Table, ...] = (
+    _table(
+        "dfa_features", "dfa",
+        **PROMPT_KEY, layer=SMALLINT, feature=INTEGER, position=SMALLINT, activation=FLOAT, pre_activation=DOUBLE,
+        resid_layer=SMALLINT.null,
+    ),  # fmt: skip
+    _table(
+        "dfa_parts", "dfa",
+        **PROMPT_KEY, layer=SMALLINT, feature=INTEGER, method=VARCHAR, term=VARCHAR, head=SMALLINT.null,
+        source_position=SMALLINT.null, up_layer=SMALLINT.null, up_feature=INTEGER.null, value=DOUBLE,
+    ),  # fmt: skip
+)
+TABLES = TABLES + DFA_TABLES
 
 SPEC: dict[str, Table] = {t.name: t for t in TABLES}
 TABLE_NAMES: tuple[str, ...] = tuple(SPEC)

@@ -111,3 +111,10 @@ def table_rows(path: Path, columns: dict[str, str]) -> dict[str, list[tuple]]:
         }
     finally:
         con.close()
+
+
+def all_rows(con: Any) -> dict[str, list[tuple]]:
+    """Every table's rows but ``schema_migrations``'s, sorted (``con``: a DuckDB connection or a
+    ``Database``): what a migration must leave as it was."""
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+    return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables if t != "schema_migrations"}

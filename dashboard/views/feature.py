@@ -13,6 +13,7 @@ from featuregraph.dashboard import nav
 from featuregraph.dashboard.data import load
 from featuregraph.dashboard.forms import widget
 from featuregraph.dashboard.render import shaded_tokens, signed_bars
+from featuregraph.dashboard.views.dfa import is_attention, render_dfa
 from featuregraph.query.api import parse_node
 from featuregraph.query.features import neuronpedia_url
 
@@ -169,7 +170,8 @@ def render(run: int | None) -> None:
         st.info("Enter a feature as LAYER.FEATURE.")
         return
     _header(run, name)
-    tabs = st.tabs(["Top contexts", "Edges", "Logit effects", "Noise", "Response curves"])
+    attention = is_attention(name)
+    tabs = st.tabs(["Top contexts", "Edges", "Logit effects", "Noise", "Response curves"] + ["DFA"] * attention)
     with tabs[0]:
         _contexts(run, name)
     with tabs[1]:
@@ -180,3 +182,6 @@ def render(run: int | None) -> None:
         _noise(run, name)
     with tabs[4]:
         _curves(run, name)
+    if attention:
+        with tabs[5]:
+            render_dfa(run, name)
