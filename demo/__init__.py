@@ -4,7 +4,8 @@ The assets under ``demo/assets`` are produced by ``python -m featuregraph.demo.t
 seeded, CPU-only script): a 4-layer GPT-2-style model trained on a synthetic
 corpus (:mod:`demo.corpus`) whose tasks echo the behaviours studied on GPT-2
 small (closing brackets, completing acronyms, indirect object identification),
-plus one ReLU (standard, L1-trained) SAE per residual-stream site.
+plus one SAE per residual-stream site and one per block's attention output
+(see the manifest for how they were trained).
 
 This module only defines paths, so importing it is cheap (no torch import).
 Use :mod:`demo.loading` to load the model and SAEs.
@@ -66,9 +67,10 @@ def sae_dirs(assets_dir: Path = ASSETS_DIR) -> list[Path]:
     """
     saes_dir = assets_dir / "saes"
     manifest_path = assets_dir / "manifest.json"
-    if manifest_path.exists():
-        hook_names = json.loads(manifest_path.read_text())["sae_hook_names"]
-        return [saes_dir / name for name in hook_names]
+    # (An --lm-only run's partial manifest names no SAEs yet.)
+    recorded = json.loads(manifest_path.read_text()).get("sae_hook_names") if manifest_path.exists() else None
+    if recorded:
+        return [saes_dir / name for name in recorded]
     return sorted((p for p in saes_dir.iterdir() if p.is_dir()), key=_site_key)
 
 

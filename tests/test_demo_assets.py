@@ -29,6 +29,7 @@ from featuregraph.demo import (
     SAES_DIR,
     sae_dirs,
 )
+from featuregraph.demo.attn_saes import load_attn_saes
 from featuregraph.demo.config import TrainConfig
 from featuregraph.demo.corpus import TASKS, CorpusGenerator
 from featuregraph.demo.loading import load_hf_model, load_hooked_model, load_saes
@@ -139,7 +140,7 @@ def test_heldout_prompts(prompts: list[dict[str, str]], model, manifest: dict[st
     heldout = _read_jsonl(HELDOUT_PATH)
     cfg = manifest["config"]
     n_heldout = cfg.get("heldout_prompts_per_task", TrainConfig().heldout_prompts_per_task)
-    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout")
+    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout", ambiguity=bool(cfg.corpus_ambiguity))
     evaluation = [e.to_json() for e in held.balanced(cfg["eval_prompts_per_task"])]
     start = cfg["bundled_prompts_per_task"] * len(TASKS)
     assert heldout == evaluation[start : start + n_heldout * len(TASKS)]
@@ -196,7 +197,7 @@ def heldout_measured(model, saes, manifest: dict[str, Any]) -> dict[str, Any]:
     # (the committed TopK SAEs, config key sae_k) keep their other settings.
     known = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in manifest["config"].items() if k in known})
-    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout")
+    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout", ambiguity=bool(cfg.corpus_ambiguity))
     task_prompts = [e.to_json() for e in held.balanced(cfg.eval_prompts_per_task)]
     held.balanced(cfg.noise_contexts, tags=("filler",))
     docs = held.take(cfg.eval_docs, cfg.train_mix())[:HELDOUT_DOCS]
@@ -204,6 +205,7 @@ def heldout_measured(model, saes, manifest: dict[str, Any]) -> dict[str, Any]:
     clean = cross_entropy(model, tokens, valid)
     spliced = cross_entropy(model, tokens, valid, list(saes.values()))
     return {
+        "tokens": (tokens, valid),
         "task_accuracy": task_accuracy(model, prepare_prompts(model.tokenizer, task_prompts)),
         "sae": sae_stats(model, saes, tokens, valid),
         "ce_loss": {"clean": clean, "all_saes_spliced": spliced, "relative_increase": (spliced - clean) / clean},
@@ -280,3 +282,19 @@ def test_sae_quality_matches_manifest(bundled_measured, manifest: dict[str, Any]
         assert ev == pytest.approx(recorded[hook]["explained_variance"], abs=EV_TOL), hook
         assert l0 == pytest.approx(recorded[hook]["mean_l0"], rel=L0_REL_TOL), hook
         assert 0.4 <= ev <= 1.0 and l0 >= 1, (hook, ev, l0)  # a working SAE, even below the targets
+
+
+def test_attention_saes(model, heldout_measured, manifest: dict[str, Any]) -> None:
+    """One hook_z SAE per block (demo.attn_saes): sae_lens hook_z layout, and the manifest's
+    held-out explained variance and L0 re-measured on the same documents."""
+    saes = load_attn_saes()
+    recorded = manifest["attn_saes"]
+    assert list(saes) == recorded["hook_names"] == [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
+    tokens, valid = heldout_measured["tokens"]
+    stats = sae_stats(model, saes, tokens, valid)
+    for hook, sae in saes.items():
+        assert sae.cfg.reshape_activations == "hook_z"
+        assert sae.cfg.d_in == model.cfg.n_heads * model.cfg.d_head
+        want = recorded["metrics"][hook]
+        assert stats[hook]["explained_variance"] == pytest.approx(want["explained_variance"], abs=EV_TOL), hook
+        assert stats[hook]["mean_l0"] == pytest.approx(want["mean_l0"], rel=L0_REL_TOL), hook
