@@ -13,6 +13,30 @@
 -- recurring_paths, feature_edges, ...) calls them and so becomes site-aware. path_prompts
 -- parsed its names inline and is redefined here on fg_try_layer / fg_try_feature.
 
+-- run_saes: one SAE per (layer, site kind), no longer per layer: a residual SAE and an attention
+-- SAE of the same block (resid_pre L and attn.hook_z L are both layer L) live side by side.
+-- DuckDB cannot alter a primary key, so the table is rebuilt with the same columns in the
+-- same order; its rows are copied unchanged (every old row is 'resid').
+CREATE TABLE run_saes_0014 (
+    run_id          INTEGER NOT NULL,
+    layer           SMALLINT NOT NULL,
+    site_kind       VARCHAR NOT NULL CHECK (site_kind IN ('resid', 'attn_z', 'mlp_out', 'transcoder')),
+    hook_name       VARCHAR NOT NULL,
+    d_in            INTEGER NOT NULL,
+    d_sae           INTEGER NOT NULL,
+    architecture    VARCHAR NOT NULL,
+    release         VARCHAR,
+    sae_id          VARCHAR,
+    path            VARCHAR,
+    sha256          VARCHAR NOT NULL,
+    neuronpedia_id  VARCHAR,
+    config          JSON NOT NULL,
+    PRIMARY KEY (run_id, layer, site_kind)
+);
+INSERT INTO run_saes_0014 SELECT * FROM run_saes;
+DROP TABLE run_saes;
+ALTER TABLE run_saes_0014 RENAME TO run_saes;
+
 -- The site of a site code and back, and the short name of each in feature names.
 CREATE MACRO fg_site_code(site_kind) AS
     CASE site_kind WHEN 'resid' THEN 0 WHEN 'attn_z' THEN 1 WHEN 'mlp_out' THEN 2 WHEN 'transcoder' THEN 3 END;
