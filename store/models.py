@@ -28,6 +28,8 @@ Columns = dict[str, np.ndarray]
 # the short name used in feature names. migrations/0014_feature_sites.sql mirrors these in SQL.
 SITE_CODES: dict[str, int] = {"resid": 0, "attn_z": 1, "mlp_out": 2, "transcoder": 3}
 SITE_SHORT: dict[str, str] = {"resid": "res", "attn_z": "att", "mlp_out": "mlp", "transcoder": "tc"}
+# Forward order of the sites of one layer: res L, then att L, then mlp / tc L (then res L+1).
+SITE_RANK: dict[str, int] = {"resid": 0, "attn_z": 1, "mlp_out": 2, "transcoder": 2}
 SITE_INDEX_BITS = 28
 SITE_INDEX_LIMIT = 1 << SITE_INDEX_BITS  # a feature index must be below this (268,435,456)
 
@@ -87,6 +89,11 @@ class Node:
     def index(self) -> int:
         """The SAE unit's index within its own SAE (the decoded feature)."""
         return decode_feature(self.feature)[1]
+
+    @property
+    def forward_key(self) -> tuple[int, int]:
+        """``(layer, rank)``: where the feature's site sits in the forward pass (SITE_RANK)."""
+        return self.layer, SITE_RANK[self.site_kind]
 
     def __str__(self) -> str:
         return feature_name(self.layer, self.feature)
