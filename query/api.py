@@ -19,7 +19,7 @@ import polars as pl
 from featuregraph.errors import InputError, NotFoundError
 from featuregraph.query.rows import fetch_rows
 from featuregraph.store.db import Database, QueryLimits
-from featuregraph.store.models import SITE_SHORT, Node
+from featuregraph.store.models import SITE_RANK, SITE_SHORT, Node
 
 DASHBOARD_LIMITS = QueryLimits(time_limit_s=10.0, max_rows=10_000)
 MAX_PATH_EDGES = 6
@@ -192,7 +192,7 @@ def check_node(db: Database, node: Node, run: int | None) -> None:
     sizes = {(layer, site): d_sae for layer, site, d_sae in saes}
     key = (node.layer, node.site_kind)
     if key not in sizes:
-        have = ", ".join(_sae_label(*k) for k in sorted(sizes))
+        have = ", ".join(_sae_label(*k) for k in sorted(sizes, key=lambda k: (k[0], SITE_RANK.get(k[1], 9))))
         what = "SAE" if node.site_kind == "resid" else f"{node.site_kind} SAE"
         raise NotFoundError(f"no {what} at layer {node.layer} for feature {node} (layers: {have})")
     if node.index >= sizes[key]:

@@ -107,3 +107,21 @@ def test_a_database_built_at_0013_upgrades_and_reads_as_residual(tmp_path):
         ]
         assert [r[0] for r in db.fetchall("SELECT prompt_id FROM path_prompts(['0.3', '1.7']) ORDER BY 1")] == [0, 1]
         assert db.fetchall("SELECT prompt_id FROM path_prompts(['0.att.3', '1.7'])") == []
+
+
+def test_after_0014_a_layer_holds_one_sae_per_site(tmp_path):
+    path = tmp_path / "v13.duckdb"
+    _database_at(path, 13)
+    row = ("INSERT INTO run_saes (run_id, layer, site_kind, hook_name, d_in, d_sae, architecture, sha256, config) "
+           "VALUES (1, 0, ?, 'h', 4, 10, 'standard', 'x', '{}')")  # fmt: skip
+    with open_database(path) as db:
+        assert db.fetchall("SELECT layer, site_kind, neuronpedia_id FROM run_saes ORDER BY layer") == [
+            (0, "resid", "gpt2-small/0-res-jb"), (1, "resid", "gpt2-small/1-res-jb")
+        ]  # fmt: skip
+        db.execute(row, ["attn_z"])
+        db.execute(row, ["mlp_out"])
+        with pytest.raises(DatabaseError, match="[Cc]onstraint"):
+            db.execute(row, ["resid"])  # two residual SAEs on one layer: still refused
+        with pytest.raises(DatabaseError, match="[Cc]onstraint"):
+            db.execute(row, ["hook_z"])  # not a site kind of the contract
+        assert db.fetchone("SELECT count(*) FROM run_saes WHERE layer = 0")[0] == 3
