@@ -206,3 +206,18 @@ def test_the_dashboard_draws_and_pages_a_mixed_graph(mixed, monkeypatch):
     assert at.get("link_button")[0].proto.url == "https://neuronpedia.org/gpt2-small/0-res-jb/5"
     at = app_test(monkeypatch, mixed, "feature", feature="0.mlp.5", run=1).run()
     assert not at.exception and not at.get("link_button")  # its SAE has no Neuronpedia id
+
+
+def test_the_dashboard_paths_page_follows_a_path_through_an_attention_feature(mixed, monkeypatch):
+    at = app_test(monkeypatch, mixed, "paths", run=1, n_edges=2, min_rel_weight=0).run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    table = at.dataframe[0].value
+    assert list(table["path"]) == ["0.5 -> 0.att.5 -> 1.5"] and list(table["support"]) == [3]
+    prompts = at.dataframe[1].value
+    assert sorted(prompts["prompt_id"]) == [0, 1, 2]
+    at.button(key="paths_open_graph").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.query_params["path"] == "0.5 -> 0.att.5 -> 1.5"
+    dot = at.get("graphviz_chart")[0].proto.spec
+    framed = [line.split()[0] for line in dot.splitlines() if 'class="fg-path"' in line and "[label=<" in line]
+    assert sorted(framed) == ["n0_5", "n0_att_5", "n1_5"]
