@@ -221,3 +221,14 @@ def test_the_dashboard_paths_page_follows_a_path_through_an_attention_feature(mi
     dot = at.get("graphviz_chart")[0].proto.spec
     framed = [line.split()[0] for line in dot.splitlines() if 'class="fg-path"' in line and "[label=<" in line]
     assert sorted(framed) == ["n0_5", "n0_att_5", "n1_5"]
+
+
+def test_longest_paths_go_through_sites_of_one_layer_in_forward_order():
+    import polars as pl
+
+    from featuregraph.query.prompts import longest_paths
+
+    edges = MIXED_GRAPH[2][1]
+    frame = pl.DataFrame(edges, schema=["up_layer", "up_feature", "down_layer", "down_feature", "weight"], orient="row")
+    # 0.5 -> 0.att.5 -> 0.mlp.5 -> 1.5 has 3 edges; 0.att.5 -> 1.5 lies on 0.5 -> 0.att.5 -> 1.5 only
+    assert longest_paths(frame).to_list() == [3, 2, 3, 3]
