@@ -1,7 +1,7 @@
 """The query layer from Python: one small function per SQL helper, returning polars frames.
 
-Each function checks its inputs (feature names ``L.F``, that the run and prompt exist), then
-calls the macro of the same name (migrations/0003_query_macros.sql, documented in
+Each function checks its inputs (feature names ``L.F``, ``L.att.F``, ...; that the run and
+prompt exist), then calls the macro of the same name (migrations/0003_query_macros.sql, documented in
 docs/sql.md) with every value bound as a parameter. Pass ``limits`` (a time limit and a row
 cap; :data:`DASHBOARD_LIMITS` for interactive use) to run it through
 :meth:`store.db.Database.query`'s guard rails; a result cut by the row cap says so
@@ -196,7 +196,9 @@ def check_node(db: Database, node: Node, run: int | None) -> None:
         what = "SAE" if node.site_kind == "resid" else f"{node.site_kind} SAE"
         raise NotFoundError(f"no {what} at layer {node.layer} for feature {node} (layers: {have})")
     if node.index >= sizes[key]:
-        raise NotFoundError(f"feature {node} is out of range: layer {_sae_label(*key)} has {sizes[key]} features")
+        raise NotFoundError(
+            f"feature {node} is out of range: layer {_sae_label(*key)} has {sizes[key]} features"
+        )
 
 
 def _sae_label(layer: int, site_kind: str) -> str:

@@ -24,7 +24,13 @@ from typing import Any
 import featuregraph
 from featuregraph.errors import NotFoundError
 from featuregraph.store.db import Database
-from featuregraph.store.graph_model import GRAPH_SCHEMA_VERSION, SITE_FEATURE_TYPE, SITE_INFIX, GraphFile, cantor
+from featuregraph.store.graph_model import (
+    GRAPH_SCHEMA_VERSION,
+    SITE_FEATURE_TYPE,
+    SITE_INFIX,
+    GraphFile,
+    cantor,
+)
 from featuregraph.store.graph_rows import LAYER_INT_KEY
 from featuregraph.store.models import Node
 

@@ -48,7 +48,9 @@ def encode_feature(site_kind: str, index: int) -> int:
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
         raise ValueError(f"feature index must be an integer, got {index!r}")
     if not 0 <= index < SITE_INDEX_LIMIT:
-        raise ValueError(f"feature index {index} is outside [0, 2**{SITE_INDEX_BITS}) = [0, {SITE_INDEX_LIMIT})")
+        raise ValueError(
+            f"feature index {index} is outside [0, 2**{SITE_INDEX_BITS}) = [0, {SITE_INDEX_LIMIT})"
+        )
     return SITE_CODES[site_kind] * SITE_INDEX_LIMIT + int(index)
 
 
@@ -61,7 +63,9 @@ def decode_feature(feature: int) -> tuple[str, int]:
         raise ValueError(f"stored feature must be an integer, got {feature!r}")
     code, index = divmod(int(feature), SITE_INDEX_LIMIT)
     if feature < 0 or code not in _SITE_OF_CODE:
-        raise ValueError(f"stored feature {feature} has no valid site code (expected 0..{len(SITE_CODES) - 1})")
+        raise ValueError(
+            f"stored feature {feature} has no valid site code (expected 0..{len(SITE_CODES) - 1})"
+        )
     return _SITE_OF_CODE[code], index
 
 

@@ -60,7 +60,9 @@ def mixed_database(path: Path | str) -> Path:
         results = []
         for prompt, (tag, edges) in MIXED_GRAPH.items():
             acts = [(0, 1, RES5, 1.0), (0, 1, ATT5, ATT_PEAKS[prompt])]
-            logits = [(0, RES5, 1, 0.2, 0.1)] if prompt == 0 else [(0, ATT5, 2, -0.4, -0.2)] if prompt == 1 else []
+            logits = (
+                [(0, RES5, 1, 0.2, 0.1)] if prompt == 0 else [(0, ATT5, 2, -0.4, -0.2)] if prompt == 1 else []
+            )
             results.append(prompt_result(prompt, edges, tag, activations=acts, logits=logits))
         write_prompt_results(db, run, results)
         finish_run(db, run, "complete")

@@ -34,7 +34,9 @@ def test_residual_features_are_stored_plain():
     assert decode_feature(10603) == ("resid", 10603)
 
 
-@pytest.mark.parametrize("site,index", [("resid", -1), ("attn_z", LIMIT), ("mlp", 3), ("hook_z", 0), ("resid", 1.5)])
+@pytest.mark.parametrize(
+    "site,index", [("resid", -1), ("attn_z", LIMIT), ("mlp", 3), ("hook_z", 0), ("resid", 1.5)]
+)
 def test_encode_rejects_bad_input(site, index):
     with pytest.raises(ValueError):
         encode_feature(site, index)
@@ -89,8 +91,24 @@ def test_same_index_different_sites_are_different_nodes():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "5", "5.", ".5", "5.x.3", "5.att", "5.att.", "a.b", "5.ATT.3", "5.att.3.1", "-1.3", "5.-3",
-     "5.att.268435456", "5.268435456", "5.hook_z.3", "٣.4"],
+    [
+        "",
+        "5",
+        "5.",
+        ".5",
+        "5.x.3",
+        "5.att",
+        "5.att.",
+        "a.b",
+        "5.ATT.3",
+        "5.att.3.1",
+        "-1.3",
+        "5.-3",
+        "5.att.268435456",
+        "5.268435456",
+        "5.hook_z.3",
+        "٣.4",
+    ],
 )
 def test_bad_names(text):
     with pytest.raises(ValueError, match="not a feature name"):

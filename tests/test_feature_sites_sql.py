@@ -78,7 +78,9 @@ def _database_at(path, version: int) -> None:
     for mig in available_migrations():
         if mig.version <= version:
             con.execute(mig.sql)
-            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name])
+            con.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name]
+            )
     insert_run(con, "old", "complete")
     con.execute("INSERT INTO run_saes (run_id, layer, site_kind, hook_name, d_in, d_sae, architecture, sha256, "
                 "neuronpedia_id, config) VALUES (1, 0, 'resid', 'blocks.0.hook_resid_pre', 4, 10, 'standard', 'a', "
@@ -105,7 +107,9 @@ def test_a_database_built_at_0013_upgrades_and_reads_as_residual(tmp_path):
         assert db.fetchall("SELECT up_site, down_site, count(*) FROM graph_edges GROUP BY ALL") == [
             ("resid", "resid", 2)
         ]
-        assert [r[0] for r in db.fetchall("SELECT prompt_id FROM path_prompts(['0.3', '1.7']) ORDER BY 1")] == [0, 1]
+        assert [
+            r[0] for r in db.fetchall("SELECT prompt_id FROM path_prompts(['0.3', '1.7']) ORDER BY 1")
+        ] == [0, 1]
         assert db.fetchall("SELECT prompt_id FROM path_prompts(['0.att.3', '1.7'])") == []
 
 

@@ -7,7 +7,7 @@ import random
 
 import duckdb
 import pytest
-from graph_files import TC, CT_EDGES, CT_GRAPH, CT_NODES, NP_EDGES, NP_GRAPH, cantor, variant, write
+from graph_files import CT_EDGES, CT_GRAPH, CT_NODES, NP_EDGES, NP_GRAPH, TC, cantor, variant, write
 from helpers import insert_run, make_run
 from query_graphs import HAND_GRAPH, prompt_result, sae_rows
 from typer.testing import CliRunner

@@ -35,7 +35,7 @@ def _brute_chains(n_edges: int) -> Counter:
     for _, edges in MIXED_GRAPH.values():
         chains = set()
         for steps in product(edges, repeat=n_edges):
-            if all((a[2], a[3]) == (b[0], b[1]) for a, b in zip(steps, steps[1:])):
+            if all((a[2], a[3]) == (b[0], b[1]) for a, b in zip(steps, steps[1:], strict=False)):
                 nodes = [NAMES[(steps[0][0], steps[0][1])]] + [NAMES[(s[2], s[3])] for s in steps]
                 chains.add((" -> ".join(nodes), tuple(-1 if s[4] < 0 else 1 for s in steps)))
         found.update(chains)
@@ -90,8 +90,12 @@ def test_the_feature_helpers_find_an_attention_feature_by_name_and_never_mix_sit
             ((p, a) for p, a in ATT_PEAKS.items()), key=lambda x: -x[1]
         )
         assert set(api.top_contexts(db, "0.5", top=3)["max_activation"].to_list()) == {1.0}
-        assert api.feature_logits(db, "0.att.5").select("token_id", "mean_dprob").rows() == [(2, pytest.approx(-0.2))]
-        assert api.feature_logits(db, "0.5").select("token_id", "mean_dprob").rows() == [(1, pytest.approx(0.1))]
+        assert api.feature_logits(db, "0.att.5").select("token_id", "mean_dprob").rows() == [
+            (2, pytest.approx(-0.2))
+        ]
+        assert api.feature_logits(db, "0.5").select("token_id", "mean_dprob").rows() == [
+            (1, pytest.approx(0.1))
+        ]
         assert api.top_contexts(db, "0.mlp.5").height == 0  # no activations stored for it
         sae = feature_sae(db, "0.att.5")
         assert sae.select("site_kind", "hook_name", "neuronpedia_id").rows() == [
@@ -115,7 +119,9 @@ def test_unknown_sites_and_indices_are_one_line(mixed):
 
 def test_neuronpedia_links_use_the_index_and_the_stored_id():
     assert neuronpedia_url("gpt2-small/0-att-kk", ATT5) == "https://neuronpedia.org/gpt2-small/0-att-kk/5"
-    assert neuronpedia_url("gpt2-small/5-res-jb", 10603) == "https://neuronpedia.org/gpt2-small/5-res-jb/10603"
+    assert (
+        neuronpedia_url("gpt2-small/5-res-jb", 10603) == "https://neuronpedia.org/gpt2-small/5-res-jb/10603"
+    )
     assert neuronpedia_url("m/3-tc", 3 * LIMIT + 7) == "https://neuronpedia.org/m/3-tc/7"
     assert neuronpedia_url(None, ATT5) is None
 
@@ -136,10 +142,15 @@ def test_export_and_import_of_a_mixed_graph(mixed, tmp_path):
     assert set(features) == {"0_5_1", "0_att_5_1", "0_mlp_5_1", "1_5_1"}
     att = features["0_att_5_1"]
     assert (att["feature"], att["layer"], att["clerp"], att["feature_type"]) == (
-        cantor(0, 5), "0", "0.att.5", "attention sae"
+        cantor(0, 5),
+        "0",
+        "0.att.5",
+        "attention sae",
     )
     assert features["0_mlp_5_1"]["feature_type"] == "mlp sae" and features["0_mlp_5_1"]["clerp"] == "0.mlp.5"
-    assert features["0_5_1"]["feature_type"] == "cross layer transcoder" and features["0_5_1"]["clerp"] == "0.5"
+    assert (
+        features["0_5_1"]["feature_type"] == "cross layer transcoder" and features["0_5_1"]["clerp"] == "0.5"
+    )
     weights = {(x["source"], x["target"]): x["weight"] for x in doc["links"]}
     assert weights[("0_att_5_1", "0_mlp_5_1")] == pytest.approx(-0.75)
     # mixed sources: no single Neuronpedia source set to fetch every feature from
@@ -149,7 +160,9 @@ def test_export_and_import_of_a_mixed_graph(mixed, tmp_path):
     summary = import_graphs(db, [write(tmp_path / "mixed.json", json.dumps(doc))])
     assert (summary.n_imported, summary.bad) == (1, [])
     with open_database(db, read_only=True) as con:
-        edges = con.fetchall("SELECT up_layer, up_feature, down_layer, down_feature, weight FROM edges ORDER BY ALL")
+        edges = con.fetchall(
+            "SELECT up_layer, up_feature, down_layer, down_feature, weight FROM edges ORDER BY ALL"
+        )
         assert [(*e[:4], round(e[4], 6)) for e in edges] == sorted(MIXED_GRAPH[2][1])
         assert api.path_prompts(con, "0.5 -> 0.att.5 -> 0.mlp.5 -> 1.5")["prompt_id"].to_list() == [0]
         assert con.fetchall("SELECT DISTINCT up_site FROM graph_edges WHERE up_kind = 'feature' ORDER BY 1") == [
@@ -219,7 +232,9 @@ def test_the_dashboard_paths_page_follows_a_path_through_an_attention_feature(mi
     assert not at.exception, [e.value for e in at.exception]
     assert at.query_params["path"] == "0.5 -> 0.att.5 -> 1.5"
     dot = at.get("graphviz_chart")[0].proto.spec
-    framed = [line.split()[0] for line in dot.splitlines() if 'class="fg-path"' in line and "[label=<" in line]
+    framed = [
+        line.split()[0] for line in dot.splitlines() if 'class="fg-path"' in line and "[label=<" in line
+    ]
     assert sorted(framed) == ["n0_5", "n0_att_5", "n1_5"]
 
 
@@ -229,6 +244,8 @@ def test_longest_paths_go_through_sites_of_one_layer_in_forward_order():
     from featuregraph.query.prompts import longest_paths
 
     edges = MIXED_GRAPH[2][1]
-    frame = pl.DataFrame(edges, schema=["up_layer", "up_feature", "down_layer", "down_feature", "weight"], orient="row")
+    frame = pl.DataFrame(
+        edges, schema=["up_layer", "up_feature", "down_layer", "down_feature", "weight"], orient="row"
+    )
     # 0.5 -> 0.att.5 -> 0.mlp.5 -> 1.5 has 3 edges; 0.att.5 -> 1.5 lies on 0.5 -> 0.att.5 -> 1.5 only
     assert longest_paths(frame).to_list() == [3, 2, 3, 3]

@@ -22,7 +22,9 @@ def _pick(run: int) -> str | None:
     left, right = st.columns([1, 2])
     with left:
         text = nav.bound_text(
-            "Feature (LAYER.FEATURE or LAYER.SITE.FEATURE)", "feature", busy[0] if busy else "",
+            "Feature (LAYER.FEATURE or LAYER.SITE.FEATURE)",
+            "feature",
+            busy[0] if busy else "",
             placeholder="e.g. 5.10603, 5.att.12",
         )
     if busy:
