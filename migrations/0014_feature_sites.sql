@@ -83,10 +83,16 @@ CREATE MACRO fg_try_feature(node) AS
 -- Redefined from 0003 (same signatures) ---------------------------------------------------------
 
 -- (layer, stored feature) -> 'L.F' for a residual feature, 'L.att.F' / 'L.mlp.F' / 'L.tc.F' otherwise.
+-- (Residual keys take the old expression, the rest a CASE on the code spelled out: edge_stats
+-- names every row. On 5M rows, load 6.6: residual keys cost what 0003's macro did (0.85 s),
+-- 3/4 non-residual 1.24x it, nested macros 1.9x; tests/test_feature_sites_sql.py checks
+-- the spelling against fg_site_short and Python.)
 CREATE OR REPLACE MACRO fg_node(layer, feature) AS
-    CAST(layer AS VARCHAR) || '.'
-    || CASE WHEN feature >= 268435456 THEN coalesce(fg_site_short(fg_feature_site(feature)), '?') || '.' ELSE '' END
-    || CAST(fg_feature_index(feature) AS VARCHAR);
+    CASE WHEN feature BETWEEN 0 AND 268435455 THEN CAST(layer AS VARCHAR) || '.' || CAST(feature AS VARCHAR)
+         ELSE CAST(layer AS VARCHAR) || '.'
+              || CASE feature // 268435456 WHEN 1 THEN 'att.' WHEN 2 THEN 'mlp.' WHEN 3 THEN 'tc.' ELSE '?.' END
+              || CAST(feature % 268435456 AS VARCHAR)
+    END;
 
 CREATE OR REPLACE MACRO fg_check_node(node) AS
     CASE WHEN fg_try_layer(node) IS NOT NULL AND fg_try_feature(node) IS NOT NULL THEN node

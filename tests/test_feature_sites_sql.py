@@ -129,3 +129,9 @@ def test_after_0014_a_layer_holds_one_sae_per_site(tmp_path):
         with pytest.raises(DatabaseError, match="[Cc]onstraint"):
             db.execute(row, ["hook_z"])  # not a site kind of the contract
         assert db.fetchone("SELECT count(*) FROM run_saes WHERE layer = 0")[0] == 3
+
+
+def test_fg_node_spells_each_site_as_fg_site_short_does(db):
+    for site, code in SITE_CODES.items():
+        name, short = db.fetchone("SELECT fg_node(3, ?), fg_site_short(?)", [code * LIMIT + 9, site])
+        assert name == ("3.9" if site == "resid" else f"3.{short}.9") == str(Node(3, encode_feature(site, 9)))
