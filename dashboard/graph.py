@@ -1,6 +1,6 @@
 """A prompt's causal graph as Graphviz DOT, drawn the way the method's figures draw it.
 
-One box per feature, labelled ``layer.feature``, showing the prompt's tokens shaded by the
+One box per feature, labelled with its name (``L.F``, ``L.att.F``, ...), showing the prompt's tokens shaded by the
 feature's clean activation and the tokens whose probability ablating it raises and lowers
 most. An arrow per edge: red when ablating the source suppresses the target (weight < 0),
 blue when it promotes it (weight > 0), its opacity and width growing with |weight|.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from featuregraph.store.models import Node
+from featuregraph.store.models import SITE_SHORT, Node
 
 RED = "#d62728"  # ablating the source suppresses the target
 BLUE = "#1f77b4"  # ablating the source promotes the target
@@ -70,8 +70,11 @@ class DrawOptions:
 
 
 def node_id(node: Node) -> str:
-    """A DOT identifier made only of digits and letters."""
-    return f"n{int(node.layer)}_{int(node.feature)}"
+    """A DOT identifier made only of digits, letters and underscores: ``n5_12`` for the residual
+    feature 5.12, ``n5_att_12`` for 5.att.12."""
+    site, index = node.site_kind, node.index
+    infix = "" if site == "resid" else f"{SITE_SHORT[site]}_"
+    return f"n{int(node.layer)}_{infix}{int(index)}"
 
 
 def visible_token(text: str) -> str:
@@ -180,9 +183,12 @@ def build_dot(
         f'  node [shape=plaintext, fontname="Helvetica", fontsize={FONT_PT}, margin=0];',
         '  edge [arrowsize=0.6, fontname="Helvetica"];',
     ]
-    for layer in sorted({n.layer for n in nodes}):
-        members = " ".join(node_id(n) for n in nodes if n.layer == layer)
-        lines.append(f"  subgraph layer_{int(layer)} {{ rank=same; {members}; }}")
+    # One rank per site in forward order (res L, att L, mlp/tc L, res L+1): an edge between
+    # two sites of one layer still points down the drawing.
+    for layer, rank in sorted({n.forward_key for n in nodes}):
+        members = " ".join(node_id(n) for n in nodes if n.forward_key == (layer, rank))
+        name = f"layer_{int(layer)}" + (f"_{rank}" if rank else "")
+        lines.append(f"  subgraph {name} {{ rank=same; {members}; }}")
     for n in nodes:
         box = boxes.get(n, NodeBox(n))
         on_path = n in options.highlight

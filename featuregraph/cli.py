@@ -194,7 +194,7 @@ def noise(
     run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
     contexts: int = typer.Option(200, "--contexts", help="Contexts sampled from the corpus."),
     context_tokens: int = typer.Option(32, "--context-tokens", help="Tokens kept per context."),
-    features: Optional[str] = typer.Option(None, "--features", help="Features to baseline, e.g. 3.12,4.7 (default: all in the run's edges)."),
+    features: Optional[str] = typer.Option(None, "--features", help="Features to baseline, e.g. 3.12,4.7,4.att.3 (default: all in the run's edges)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the context sampling and of the thinning of samples."),
     min_read_position: int = typer.Option(3, "--min-read-position", help="Earliest position read in a context (0 is BOS)."),
     max_samples: int = typer.Option(2000, "--max-samples", help="Null samples kept per feature."),
@@ -224,7 +224,7 @@ def noise(
 @user_errors
 def validate(
     db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
-    path: str = typer.Option(..., "--path", help="Features to ablate together, e.g. 1.120,2.77,3.5."),
+    path: str = typer.Option(..., "--path", help="Features to ablate together, e.g. 1.120,2.77,2.att.5 (LAYER.FEATURE, LAYER.SITE.FEATURE)."),
     prompts: Path = typer.Option(..., "--prompts", help="New prompts: .txt or .jsonl (an 'answer' key is followed)."),
     run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),
     control: str = typer.Option(
@@ -256,9 +256,9 @@ def validate(
 @user_errors
 def curve(
     db: Path = typer.Argument(..., help="featuregraph DuckDB file."),
-    up: str = typer.Option(..., "--up", help="Upstream feature L.F whose coefficient varies."),
+    up: str = typer.Option(..., "--up", help="Upstream feature (L.F, or L.att.F / L.mlp.F / L.tc.F) whose coefficient varies."),
     prompt: str = typer.Option(..., "--prompt", help="The context."),
-    down: Optional[str] = typer.Option(None, "--down", help="Downstream feature L.F at the next SAE site."),
+    down: Optional[str] = typer.Option(None, "--down", help="Downstream feature (L.F or L.SITE.F) at the next SAE site."),
     coefficients: str = typer.Option("0:2:0.25", "--coefficients", help="START:STOP:STEP or a comma list."),
     token: list[str] = typer.Option([], "--token", help="Next token to follow (repeatable; default: clean top 5)."),
     run: Optional[int] = typer.Option(None, "--run", help="Run id (default: the newest run)."),

@@ -1,7 +1,7 @@
 """The query layer from Python: one small function per SQL helper, returning polars frames.
 
-Each function checks its inputs (feature names ``L.F``, that the run and prompt exist), then
-calls the macro of the same name (migrations/0003_query_macros.sql, documented in
+Each function checks its inputs (feature names ``L.F``, ``L.att.F``, ...; that the run and
+prompt exist), then calls the macro of the same name (migrations/0003_query_macros.sql, documented in
 docs/sql.md) with every value bound as a parameter. Pass ``limits`` (a time limit and a row
 cap; :data:`DASHBOARD_LIMITS` for interactive use) to run it through
 :meth:`store.db.Database.query`'s guard rails; a result cut by the row cap says so
@@ -19,7 +19,7 @@ import polars as pl
 from featuregraph.errors import InputError, NotFoundError
 from featuregraph.query.rows import fetch_rows
 from featuregraph.store.db import Database, QueryLimits
-from featuregraph.store.models import Node
+from featuregraph.store.models import SITE_RANK, SITE_SHORT, Node
 
 DASHBOARD_LIMITS = QueryLimits(time_limit_s=10.0, max_rows=10_000)
 MAX_PATH_EDGES = 6
@@ -64,7 +64,9 @@ SELECT count(*) FROM experiments
 WHERE experiment_id = $experiment AND kind = 'noise' AND status = 'complete' AND ($run IS NULL OR run_id = $run)
 """
 TAG_RUNS = "SELECT count(*) FROM prompts WHERE tag = $tag AND ($run IS NULL OR run_id = $run)"
-SAE_LAYERS = "SELECT layer, d_sae FROM run_saes WHERE $run IS NULL OR run_id = $run ORDER BY layer"
+SAE_LAYERS = """
+SELECT layer, site_kind, max(d_sae) FROM run_saes WHERE $run IS NULL OR run_id = $run GROUP BY ALL ORDER BY ALL
+"""
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def parse_node(value: str | Node) -> Node:
         return Node.parse(str(value))
     except ValueError:
         raise InputError(
-            f"unknown feature format {str(value)!r}: write features as LAYER.FEATURE, e.g. 5.10603"
+            f"unknown feature format {str(value)!r}: write features as LAYER.FEATURE (residual) or "
+            f"LAYER.SITE.FEATURE with SITE res, att, mlp or tc, e.g. 5.10603, 5.att.12"
         ) from None
 
 
@@ -181,19 +184,26 @@ def check_prompt(db: Database, prompt: int, run: int | None) -> None:
 
 
 def check_node(db: Database, node: Node, run: int | None) -> None:
-    """:class:`NotFoundError` unless some SAE of the run(s) has ``node``'s layer and feature."""
+    """:class:`NotFoundError` unless some SAE of the run(s) has ``node``'s layer, site and feature."""
     check_run(db, run)
     saes = db.fetchall(SAE_LAYERS, {"run": run})
     if not saes:
         return  # nothing recorded about the SAEs (e.g. a bulk-loaded database): nothing to check
-    sizes = {layer: d_sae for layer, d_sae in saes}
-    if node.layer not in sizes:
-        layers = ", ".join(map(str, sorted(sizes)))
-        raise NotFoundError(f"no SAE at layer {node.layer} for feature {node} (layers: {layers})")
-    if node.feature >= sizes[node.layer]:
+    sizes = {(layer, site): d_sae for layer, site, d_sae in saes}
+    key = (node.layer, node.site_kind)
+    if key not in sizes:
+        have = ", ".join(_sae_label(*k) for k in sorted(sizes, key=lambda k: (k[0], SITE_RANK.get(k[1], 9))))
+        what = "SAE" if node.site_kind == "resid" else f"{node.site_kind} SAE"
+        raise NotFoundError(f"no {what} at layer {node.layer} for feature {node} (layers: {have})")
+    if node.index >= sizes[key]:
         raise NotFoundError(
-            f"feature {node} is out of range: layer {node.layer} has {sizes[node.layer]} features"
+            f"feature {node} is out of range: layer {_sae_label(*key)} has {sizes[key]} features"
         )
+
+
+def _sae_label(layer: int, site_kind: str) -> str:
+    """``5`` for the residual SAE of layer 5, ``5.att`` for its attention SAE, and so on."""
+    return str(layer) if site_kind == "resid" else f"{layer}.{SITE_SHORT.get(site_kind, site_kind)}"
 
 
 # -- running -----------------------------------------------------------------------------------

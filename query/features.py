@@ -11,11 +11,11 @@ import polars as pl
 
 from featuregraph.query.api import fetch, parse_node
 from featuregraph.store.db import Database, QueryLimits
-from featuregraph.store.models import Node
+from featuregraph.store.models import Node, decode_feature
 
 FEATURE_SAE = """
-SELECT run_id, layer, hook_name, d_sae, neuronpedia_id, release, sae_id, path
-FROM run_saes WHERE layer = $layer AND ($run IS NULL OR run_id = $run) ORDER BY run_id
+SELECT run_id, layer, site_kind, hook_name, d_sae, neuronpedia_id, release, sae_id, path
+FROM run_saes WHERE layer = $layer AND site_kind = $site AND ($run IS NULL OR run_id = $run) ORDER BY run_id
 """
 FEATURE_NOISE = """
 SELECT nf.experiment_id, nf.run_id, nf.n_contexts, nf.n_active, nf.n_samples, nf.null_mode,
@@ -27,7 +27,7 @@ ORDER BY nf.experiment_id DESC
 """
 # In context (the run's stored edges out of the feature) against noise, per downstream feature.
 FEATURE_EDGE_SNR = """
-SELECT down_layer || '.' || down_feature AS down, count(*) AS prompts, avg(weight) AS mean_weight,
+SELECT fg_node(down_layer, down_feature) AS down, count(*) AS prompts, avg(weight) AS mean_weight,
        median(p_value) AS median_p, count(*) FILTER (p_value < 0.01) AS prompts_p_below_001,
        any_value(noise_mean) AS noise_mean, any_value(noise_std) AS noise_std,
        avg(abs(z_score)) AS mean_abs_z, avg(noise_ratio) AS mean_noise_ratio
@@ -62,16 +62,21 @@ ORDER BY experiment_id DESC
 def feature_sae(
     db: Database, node: str | Node, run: int | None = None, limits: QueryLimits | None = None
 ) -> pl.DataFrame:
-    """The SAE(s) a feature belongs to, with their Neuronpedia id when known."""
+    """The SAE(s) a feature belongs to (its layer and site kind), with their Neuronpedia id when known."""
     node = parse_node(node)
-    return fetch(db, FEATURE_SAE, {"layer": node.layer, "run": run}, limits)
+    return fetch(db, FEATURE_SAE, {"layer": node.layer, "site": node.site_kind, "run": run}, limits)
 
 
 def neuronpedia_url(neuronpedia_id: str | None, feature: int) -> str | None:
-    """``https://neuronpedia.org/{neuronpedia_id}/{index}``, or None without an id."""
+    """``https://neuronpedia.org/{neuronpedia_id}/{index}``, or None without an id.
+
+    ``feature`` is the stored feature (encoded for non-residual sites, docs/sql.md#feature-names);
+    the link names its index within its own SAE, and ``neuronpedia_id`` (``gpt2-small/5-att-kk``,
+    as run_saes stores it) names the SAE.
+    """
     if not neuronpedia_id:
         return None
-    return f"https://neuronpedia.org/{neuronpedia_id.strip('/')}/{int(feature)}"
+    return f"https://neuronpedia.org/{neuronpedia_id.strip('/')}/{decode_feature(int(feature))[1]}"
 
 
 def feature_noise(
@@ -114,7 +119,7 @@ def feature_curves(
 # a busy feature's rows are where a sample finds them; edges since the last compaction are left
 # out of the sample): exact counts would read every signed edge.
 BUSY_FEATURES = """
-SELECT up_layer || '.' || up_feature AS feature, up_layer AS layer, sum(n)::BIGINT AS edges
+SELECT fg_node(up_layer, up_feature) AS feature, up_layer AS layer, sum(n)::BIGINT AS edges
 FROM edge_summary WHERE run_id = $run
 GROUP BY up_layer, up_feature
 ORDER BY edges DESC, up_layer, up_feature

@@ -7,7 +7,9 @@ built from its tables. The sweep's conventions (docs/graphs.md#export):
 - a feature node per (layer, feature) of the prompt's edges and logit effects, at the read
   position (the sweep ablates a feature at every position and reads at one, so its edges sum
   over positions; the read position is the one both ends share); ``feature`` is the Cantor id
-  of (layer, index), ``clerp`` the featuregraph name ``L.F``;
+  of (layer, index) with the index decoded from the stored feature, ``clerp`` the featuregraph
+  name (``L.F``, ``L.att.F``, ...); a non-residual feature's node id carries its site
+  (``{L}_att_{idx}_{pos}``) and its ``feature_type`` names it (graph_model.SITE_FEATURE_TYPE);
 - a logit node per clean top-next token, with its clean probability (clerp ``Output "tok" (p=...)``);
 - link weight = -(edge weight) and -(dlogp) for feature -> logit links: a file's weight is
   positive when the source promotes the target, featuregraph's is "ablated minus clean".
@@ -22,8 +24,15 @@ from typing import Any
 import featuregraph
 from featuregraph.errors import NotFoundError
 from featuregraph.store.db import Database
-from featuregraph.store.graph_model import GRAPH_SCHEMA_VERSION, GraphFile, cantor
+from featuregraph.store.graph_model import (
+    GRAPH_SCHEMA_VERSION,
+    SITE_FEATURE_TYPE,
+    SITE_INFIX,
+    GraphFile,
+    cantor,
+)
 from featuregraph.store.graph_rows import LAYER_INT_KEY
+from featuregraph.store.models import Node
 
 RUNS_OF_PROMPT = "SELECT DISTINCT run_id FROM prompts WHERE prompt_id = ? ORDER BY run_id"
 GRAPH_DOCUMENT = "SELECT document FROM graphs WHERE run_id = ? AND prompt_id = ?"
@@ -158,12 +167,16 @@ def _swept(db: Database, run_id: int, prompt: int) -> GraphFile:
     logit_layer = max([(n_layers or 0)] + [ly for ly, _ in features]) + 1
 
     def fid(layer: int, feature: int) -> str:
-        return f"{layer}_{feature}_{at}"
+        node = Node(layer, feature)
+        infix = "" if node.site_kind == "resid" else f"{SITE_INFIX[node.site_kind]}_"
+        return f"{layer}_{infix}{node.index}_{at}"
 
     nodes: list[dict[str, Any]] = []
     for layer, feature in features:
-        node = {"node_id": fid(layer, feature), "feature": cantor(layer, feature), "layer": str(layer), "ctx_idx": at,
-                "feature_type": "cross layer transcoder", "jsNodeId": fid(layer, feature), "clerp": f"{layer}.{feature}"}  # fmt: skip
+        fnode = Node(layer, feature)
+        node = {"node_id": fid(layer, feature), "feature": cantor(layer, fnode.index), "layer": str(layer),
+                "ctx_idx": at, "feature_type": SITE_FEATURE_TYPE[fnode.site_kind], "jsNodeId": fid(layer, feature),
+                "clerp": str(fnode)}  # fmt: skip
         if acts.get((layer, feature)) is not None:
             node["activation"] = float(acts[(layer, feature)])
         nodes.append(node)

@@ -18,6 +18,7 @@ _PLACED = """
 WITH placed AS (
     SELECT node_index, node_id, kind, feature_type, coalesce(layer, -1) AS y_layer, layer_label, position, feature,
            token_id, activation, influence, token_prob, clerp,
+           CASE WHEN kind = 'feature' THEN fg_node(layer, feature) END AS name,
            row_number() OVER (PARTITION BY coalesce(layer, -1), position ORDER BY node_index) - 1 AS slot,
            count(*) OVER (PARTITION BY coalesce(layer, -1), position) AS n_slots
     FROM graph_nodes WHERE run_id = $run AND prompt_id = $prompt

@@ -88,7 +88,8 @@ class Helper:
 # Parameters several helpers share.
 RUN = Param("run", int, "Run id (default: every run; results carry run_id).", None, "--run", optional=True)
 FEATURE = Param(
-    "feature", str, "Feature as LAYER.FEATURE, e.g. 5.10603.", label="Feature (LAYER.FEATURE)", widget="text"
+    "feature", str, "Feature as LAYER.FEATURE (residual) or LAYER.SITE.FEATURE (SITE att, mlp or tc), e.g. 5.10603, 5.att.12.",
+    label="Feature (LAYER.FEATURE or LAYER.SITE.FEATURE)", widget="text"
 )
 TAG = Param(
     "tag",

@@ -84,7 +84,7 @@ ctx AS (
     SELECT up_layer AS layer, up_feature AS feature, avg(abs(weight)) AS in_context_abs_mean, count(*) AS edges
     FROM e GROUP BY ALL
 )
-SELECT c.layer || '.' || c.feature AS feature, c.layer, c.edges AS sampled_edges, c.in_context_abs_mean,
+SELECT fg_node(c.layer, c.feature) AS feature, c.layer, c.edges AS sampled_edges, c.in_context_abs_mean,
        nf.edge_max_median AS noise_max_median, nf.n_active, nf.n_contexts
 FROM ctx c
 JOIN noise_features nf ON nf.experiment_id = $experiment AND nf.layer = c.layer AND nf.feature = c.feature
@@ -110,7 +110,7 @@ WITH j AS MATERIALIZED (
 top AS (
     SELECT * FROM j ORDER BY abs(z_of_mean) DESC, n DESC, up_layer, up_feature, down_feature LIMIT $top
 )
-SELECT 'top' AS kind, up_layer || '.' || up_feature AS up, down_layer || '.' || down_feature AS down, sign,
+SELECT 'top' AS kind, fg_node(up_layer, up_feature) AS up, fg_node(down_layer, down_feature) AS down, sign,
        n AS prompts, mean_weight, noise_mean, noise_std, noise_abs_p95, z_of_mean, NULL::DOUBLE AS bin
 FROM top
 UNION ALL

@@ -146,7 +146,8 @@ SNR_MEASURES = {
 
 def longest_paths(edges: pl.DataFrame) -> pl.Series:
     """For each edge (up_layer, up_feature, down_layer, down_feature) of a graph whose edges go
-    to later layers: the number of edges of the longest path through it."""
+    forward: the number of edges of the longest path through it. (Stored (layer, feature) keys
+    sort in forward order: within a layer the site code orders res < att < mlp/tc.)"""
     ups = list(zip(edges["up_layer"].to_list(), edges["up_feature"].to_list(), strict=True))
     downs = list(zip(edges["down_layer"].to_list(), edges["down_feature"].to_list(), strict=True))
     into: dict[tuple[int, int], int] = {}

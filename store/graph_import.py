@@ -149,7 +149,10 @@ def _parsed(files: list[Path], stamp: Any, workers: int, stored: frozenset[str])
 def _imported_run(db: Database, generator: str, scan: str) -> int:
     """The run holding graphs of ``generator`` for model ``scan``: found by its key, or created."""
     method = f"imported:{generator}"
-    key = hashlib.sha256(json.dumps({"method": method, "scan": scan}, sort_keys=True).encode()).hexdigest()
+    # feature_sites: features are stored with their site code (migration 0014). Runs imported
+    # before stored every feature as residual; new files go to a new run rather than mix codings.
+    key_fields = {"method": method, "scan": scan, "feature_sites": 1}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
     found = find_run(db, key)
     if found is not None:
         db.execute(RUN_OPEN, [found[0]])

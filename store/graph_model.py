@@ -205,7 +205,8 @@ def layer_number(layer: int | str) -> int | None:
     return int(text) if re.fullmatch(r"-?\d+", text) else None
 
 
-_FEATURE_NODE_ID = re.compile(r"^(\d+)_(?:[a-z]+_)?(\d+)_(\d+)$")  # {L}_{idx}_{pos}, {L}_cro_{idx}_{pos}
+# {L}_{idx}_{pos}; {L}_{infix}_{idx}_{pos}: Neuronpedia's {L}_cro_..., featuregraph's {L}_att_... etc.
+_FEATURE_NODE_ID = re.compile(r"^(\d+)_(?:([a-z]+)_)?(\d+)_(\d+)$")
 _TOKEN_NODE_ID = re.compile(r"^[^_]+_(\d+)_(\d+)$")  # E_{vocab}_{pos}, {nL+1}_{vocab}_{pos}
 
 
@@ -214,8 +215,8 @@ def feature_index(node: GraphNode, layer: int, cantor_ids: bool) -> int:
     ``{L}_{idx}_{pos}`` when it names this layer and position, else from ``feature``
     (Cantor-decoded when the file uses Cantor ids). Raises ValueError when they disagree."""
     m = _FEATURE_NODE_ID.match(node.node_id)
-    if m and int(m.group(1)) == layer and int(m.group(3)) == node.ctx_idx:
-        index = int(m.group(2))
+    if m and int(m.group(1)) == layer and int(m.group(4)) == node.ctx_idx:
+        index = int(m.group(3))
         if cantor_ids and node.feature is not None and node.feature != cantor(layer, index):
             raise ValueError(
                 f"node {node.node_id!r}: feature {node.feature} is not the Cantor id of layer {layer} index {index}"
@@ -231,6 +232,40 @@ def feature_index(node: GraphNode, layer: int, cantor_ids: bool) -> int:
             f"node {node.node_id!r}: Cantor id {node.feature} is of layer {got_layer}, not {layer}"
         )
     return index
+
+
+# featuregraph's node-id infix of each site (its exports: {L}_att_{idx}_{pos}; residual: no infix).
+SITE_INFIX = {"resid": "res", "attn_z": "att", "mlp_out": "mlp", "transcoder": "tc"}
+_SITE_OF_INFIX = {infix: site for site, infix in SITE_INFIX.items()}
+# The feature_type featuregraph writes per site. Residual features keep circuit-tracer's type, which
+# the viewers expect of a feature; any other type also gets feature details in Neuronpedia.
+SITE_FEATURE_TYPE = {
+    "resid": "cross layer transcoder", "attn_z": "attention sae", "mlp_out": "mlp sae", "transcoder": "transcoder",
+}  # fmt: skip
+
+
+def feature_site(node: GraphNode, layer: int, featuregraph_file: bool) -> str:
+    """The site kind (store/models.py SITE_CODES) of a feature node at ``layer``.
+
+    A featuregraph node id names it (``{L}_att_{idx}_{pos}``; no infix: residual). Otherwise
+    a featuregraph file's features are residual, and another file's ``feature_type`` decides:
+    a transcoder (circuit-tracer's ``cross layer transcoder`` included: it reads the MLP input
+    and writes MLP outputs) -> ``transcoder``; attention (``attention ...``, ``lorsa``) ->
+    ``attn_z``; another MLP type -> ``mlp_out``; anything else (an SAE type, unknown) -> ``resid``.
+    """
+    m = _FEATURE_NODE_ID.match(node.node_id)
+    if m and m.group(2) in _SITE_OF_INFIX and int(m.group(1)) == layer and int(m.group(4)) == node.ctx_idx:
+        return _SITE_OF_INFIX[m.group(2)]
+    if featuregraph_file:
+        return "resid"
+    t = node.feature_type.strip().lower()
+    if "transcoder" in t:
+        return "transcoder"
+    if "attention" in t or "attn" in t or "lorsa" in t:
+        return "attn_z"
+    if "mlp" in t:
+        return "mlp_out"
+    return "resid"
 
 
 def token_id_of(node: GraphNode, kind: str) -> int | None:
@@ -259,5 +294,5 @@ def logit_probability(node: GraphNode) -> float | None:
 __all__ = [
     "GRAPH_SCHEMA_VERSION", "NEURONPEDIA_MAX_BYTES", "GraphFile", "GraphNode", "GraphLink", "Metadata", "QParams",
     "FeatureDetails", "Info", "Generator", "PruningSettings", "GenerationSettings", "validation_reason", "cantor",
-    "uncantor", "node_kind", "layer_number", "feature_index", "token_id_of", "logit_probability",
+    "uncantor", "node_kind", "layer_number", "feature_index", "feature_site", "SITE_INFIX", "SITE_FEATURE_TYPE", "token_id_of", "logit_probability",
 ]  # fmt: skip

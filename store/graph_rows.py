@@ -27,12 +27,13 @@ import numpy as np
 from featuregraph.store.graph_model import (
     GraphFile,
     feature_index,
+    feature_site,
     layer_number,
     logit_probability,
     node_kind,
     token_id_of,
 )  # fmt: skip
-from featuregraph.store.models import PromptResult
+from featuregraph.store.models import PromptResult, encode_feature
 from featuregraph.store.tables import value_columns
 
 # The written columns of graph_nodes after run_id and prompt_id, in order: a node's row.
@@ -80,6 +81,7 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
     their node ids."""
     meta = graph.metadata
     cantor_ids = graph.uses_cantor
+    ours = generator_name(graph) == "featuregraph"
     table: list[tuple] = []  # one row of NODE_COLUMNS per node
     keys: list[tuple[str, int | None, int | None]] = []  # (kind, layer, feature) per node
     for i, node in enumerate(graph.nodes):
@@ -89,7 +91,11 @@ def graph_rows(graph: GraphFile, content_sha256: str, source_file: str | None, i
         if kind == "feature":
             if layer is None:
                 raise ValueError(f"feature node {node.node_id!r} has layer {node.layer!r}, not a number")
-            feature = feature_index(node, layer, cantor_ids)
+            index = feature_index(node, layer, cantor_ids)
+            try:  # stored encoded with its site, as the sweep stores it (docs/graphs.md#feature-sites)
+                feature = encode_feature(feature_site(node, layer, ours), index)
+            except ValueError as exc:
+                raise ValueError(f"node {node.node_id!r}: {exc}") from None
         keys.append((kind, layer, feature))
         token_id = token_id_of(node, kind)
         _check_ranges(node.node_id, layer, node.ctx_idx, feature, node.feature, token_id)

@@ -3,6 +3,10 @@
 A feature is ``(layer, feature)`` within a run, written ``L.F`` (``5.10603``): for residual
 SAEs the layer is the index of the residual stream the SAE reads, so
 ``blocks.L.hook_resid_pre`` is layer L and ``blocks.L.hook_resid_post`` is layer L+1.
+Other sites (attention output ``attn_z``, ``mlp_out``, ``transcoder``) use their block index L
+and are written ``L.att.F``, ``L.mlp.F``, ``L.tc.F``; their stored ``feature`` integer is
+encoded as ``site_code * 2**28 + F`` (:func:`encode_feature`), so residual features keep their
+plain index and every (layer, feature) key stays distinct across sites.
 
 Sign convention everywhere: **ablated minus clean**. An edge weight
 ``act_down[ablated] - act_down[clean]`` < 0 means ablating the upstream feature
@@ -24,6 +28,8 @@ Columns = dict[str, np.ndarray]
 # the short name used in feature names. migrations/0014_feature_sites.sql mirrors these in SQL.
 SITE_CODES: dict[str, int] = {"resid": 0, "attn_z": 1, "mlp_out": 2, "transcoder": 3}
 SITE_SHORT: dict[str, str] = {"resid": "res", "attn_z": "att", "mlp_out": "mlp", "transcoder": "tc"}
+# Forward order of the sites of one layer: res L, then att L, then mlp / tc L (then res L+1).
+SITE_RANK: dict[str, int] = {"resid": 0, "attn_z": 1, "mlp_out": 2, "transcoder": 2}
 SITE_INDEX_BITS = 28
 SITE_INDEX_LIMIT = 1 << SITE_INDEX_BITS  # a feature index must be below this (268,435,456)
 
@@ -42,7 +48,9 @@ def encode_feature(site_kind: str, index: int) -> int:
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
         raise ValueError(f"feature index must be an integer, got {index!r}")
     if not 0 <= index < SITE_INDEX_LIMIT:
-        raise ValueError(f"feature index {index} is outside [0, 2**{SITE_INDEX_BITS}) = [0, {SITE_INDEX_LIMIT})")
+        raise ValueError(
+            f"feature index {index} is outside [0, 2**{SITE_INDEX_BITS}) = [0, {SITE_INDEX_LIMIT})"
+        )
     return SITE_CODES[site_kind] * SITE_INDEX_LIMIT + int(index)
 
 
@@ -55,27 +63,69 @@ def decode_feature(feature: int) -> tuple[str, int]:
         raise ValueError(f"stored feature must be an integer, got {feature!r}")
     code, index = divmod(int(feature), SITE_INDEX_LIMIT)
     if feature < 0 or code not in _SITE_OF_CODE:
-        raise ValueError(f"stored feature {feature} has no valid site code (expected 0..{len(SITE_CODES) - 1})")
+        raise ValueError(
+            f"stored feature {feature} has no valid site code (expected 0..{len(SITE_CODES) - 1})"
+        )
     return _SITE_OF_CODE[code], index
 
 
 @dataclass(frozen=True, order=True)
 class Node:
-    """An SAE feature: ``layer`` is the residual-stream index, ``feature`` the SAE unit."""
+    """An SAE feature: ``layer`` as in the module docstring, ``feature`` the stored (encoded) key.
+
+    ``str(node)`` is ``L.F`` for a residual feature and ``L.att.F`` / ``L.mlp.F`` / ``L.tc.F``
+    for the other sites, with F the SAE unit's index.
+    """
 
     layer: int
     feature: int
 
+    @classmethod
+    def at(cls, layer: int, site_kind: str, index: int) -> "Node":
+        """The node of SAE unit ``index`` at the ``site_kind`` site of ``layer``."""
+        return cls(layer, encode_feature(site_kind, index))
+
+    @property
+    def site_kind(self) -> str:
+        return decode_feature(self.feature)[0]
+
+    @property
+    def index(self) -> int:
+        """The SAE unit's index within its own SAE (the decoded feature)."""
+        return decode_feature(self.feature)[1]
+
+    @property
+    def forward_key(self) -> tuple[int, int]:
+        """``(layer, rank)``: where the feature's site sits in the forward pass (SITE_RANK)."""
+        return self.layer, SITE_RANK[self.site_kind]
+
     def __str__(self) -> str:
-        return f"{self.layer}.{self.feature}"
+        return feature_name(self.layer, self.feature)
 
     @classmethod
     def parse(cls, text: str) -> "Node":
-        """Parse ``"L.F"``, e.g. ``"5.10603"``."""
-        layer, sep, feature = text.strip().partition(".")
-        if not sep or not layer.isdigit() or not feature.isdigit():
-            raise ValueError(f"not a feature name of the form LAYER.FEATURE: {text!r}")
-        return cls(int(layer), int(feature))
+        """Parse ``"L.F"`` (residual, e.g. ``"5.10603"``), ``"L.res.F"``, ``"L.att.F"``,
+        ``"L.mlp.F"`` or ``"L.tc.F"``; ValueError with the accepted forms otherwise."""
+        parts = str(text).strip().split(".")
+        site = "resid"
+        if len(parts) == 3 and parts[1] in _SITE_OF_SHORT:
+            site = _SITE_OF_SHORT[parts[1]]
+            parts = [parts[0], parts[2]]
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
+            raise ValueError(
+                f"not a feature name: {text!r}; expected LAYER.FEATURE (residual) or LAYER.SITE.FEATURE "
+                f"with SITE one of {', '.join(SITE_SHORT.values())}"
+            )
+        try:
+            return cls(int(parts[0]), encode_feature(site, int(parts[1])))
+        except ValueError as exc:
+            raise ValueError(f"not a feature name: {text!r}: {exc}") from None
+
+
+def feature_name(layer: int, feature: int) -> str:
+    """The display name of a stored ``(layer, feature)``: ``L.F`` or ``L.att.F`` etc."""
+    site, index = decode_feature(feature)
+    return f"{layer}.{index}" if site == "resid" else f"{layer}.{SITE_SHORT[site]}.{index}"
 
 
 # Column names and numpy dtypes of each per-prompt result table, without run_id / prompt_id

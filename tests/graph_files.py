@@ -56,14 +56,17 @@ CT_GRAPH: dict[str, Any] = {
     ],
 }  # fmt: skip
 
+# Transcoder features are stored with site code 3 (2**28 * 3 + index, docs/graphs.md#feature-sites).
+TC = 3 * 2**28
+
 # (kind, layer, feature, position, token_id) of every CT_GRAPH node, in order: worked out by hand.
 CT_NODES = [
-    ("embedding", None, None, 0, 464), ("embedding", None, None, 1, 3290), ("feature", 0, 7, 0, None),
-    ("feature", 0, 7, 1, None), ("feature", 1, 12, 1, None), ("error", 0, None, 1, None),
+    ("embedding", None, None, 0, 464), ("embedding", None, None, 1, 3290), ("feature", 0, TC + 7, 0, None),
+    ("feature", 0, TC + 7, 1, None), ("feature", 1, TC + 12, 1, None), ("error", 0, None, 1, None),
     ("logit", 3, None, 1, 262), ("logit", 3, None, 1, 11),
 ]  # fmt: skip
-# Its projection: 0.7 -> 1.12 summed over positions, negated (file 0.3 + 0.25).
-CT_EDGES = [(0, 7, 1, 12, -0.55)]
+# Its projection: 0.tc.7 -> 1.tc.12 summed over positions, negated (file 0.3 + 0.25).
+CT_EDGES = [(0, TC + 7, 1, TC + 12, -0.55)]
 
 
 def cantor(layer: int, index: int) -> int:  # written out again so the test does not trust the code under test
@@ -91,7 +94,7 @@ NP_GRAPH: dict[str, Any] = {
         {"source": "featA", "target": "13_995_2", "weight": 1.5},
     ],
 }  # fmt: skip
-NP_EDGES = [(0, 5, 4, 30000, 0.5)]
+NP_EDGES = [(0, TC + 5, 4, TC + 30000, 0.5)]
 
 
 def variant(base: dict[str, Any], **changes: Any) -> dict[str, Any]:

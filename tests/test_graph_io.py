@@ -7,7 +7,7 @@ import random
 
 import duckdb
 import pytest
-from graph_files import CT_EDGES, CT_GRAPH, CT_NODES, NP_EDGES, NP_GRAPH, cantor, variant, write
+from graph_files import CT_EDGES, CT_GRAPH, CT_NODES, NP_EDGES, NP_GRAPH, TC, cantor, variant, write
 from helpers import insert_run, make_run
 from query_graphs import HAND_GRAPH, prompt_result, sae_rows
 from typer.testing import CliRunner
@@ -108,8 +108,8 @@ def test_a_neuronpedia_file_with_cantor_ids_imports_decoded(tmp_path):
     got = rows(db, "SELECT node_id, kind, layer, feature, raw_feature FROM graph_nodes ORDER BY node_index")
     assert got == [
         ("E_15496_1", "embedding", None, None, None),
-        ("0_cro_5_1", "feature", 0, 5, cantor(0, 5)),
-        ("featA", "feature", 4, 30000, cantor(4, 30000)),
+        ("0_cro_5_1", "feature", 0, TC + 5, cantor(0, 5)),
+        ("featA", "feature", 4, TC + 30000, cantor(4, 30000)),
         ("2_error_mlp_2", "error", 2, None, None),
         ("13_995_2", "logit", 13, None, 995),
     ]
@@ -314,12 +314,13 @@ def test_existing_queries_read_imported_graphs(tmp_path):
     import_graphs(db, [write(tmp_path / "ct.json", CT_GRAPH), write(tmp_path / "np.json", NP_GRAPH)])
     with open_database(db, read_only=True) as con:
         graph = api.prompt_graph(con, 0, run=1, k=5, min_path=1)
-        assert graph.select("up", "down").rows() == [("0.7", "1.12")]
+        assert graph.select("up", "down").rows() == [("0.tc.7", "1.tc.12")]  # circuit-tracer's transcoders
         # the Neuronpedia file's run: an edge across non-adjacent layers (0 -> 4)
         graph = api.prompt_graph(con, 0, run=2, k=5, min_path=1)
-        assert graph.select("up", "down").rows() == [("0.5", "4.30000")]
-        out = api.feature_edges(con, "0.7", run=1).to_dicts()
-        assert [(r["direction"], r["neighbour"]) for r in out] == [("out", "1.12")]
+        assert graph.select("up", "down").rows() == [("0.tc.5", "4.tc.30000")]
+        out = api.feature_edges(con, "0.tc.7", run=1).to_dicts()
+        assert [(r["direction"], r["neighbour"]) for r in out] == [("out", "1.tc.12")]
+        assert api.feature_edges(con, "0.7", run=1).height == 0  # the residual 0.7 is another feature
 
 
 # -- migration 0013 on an older database ------------------------------------------------------

@@ -34,7 +34,8 @@ def test_planted_chains_across_200_imported_graphs_come_first(tmp_path):
         for chain, _ in bench.PLANTED:
             names = {f"{layer}_{idx}_" for layer, idx in enumerate(chain, start=1)}
             support = sum(all(f'"{n}' in f.read_text() for n in names) for f in files)
-            want.append((" -> ".join(f"{layer}.{idx}" for layer, idx in enumerate(chain, start=1)), support))
+            # circuit-tracer's cross-layer transcoder features: the transcoder site, L.tc.F
+            want.append((" -> ".join(f"{layer}.tc.{idx}" for layer, idx in enumerate(chain, start=1)), support))
     assert [(r["path"], r["support"]) for r in top.iter_rows(named=True)] == want
 
 

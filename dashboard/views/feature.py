@@ -23,7 +23,10 @@ def _pick(run: int) -> str | None:
     left, right = st.columns([1, 2])
     with left:
         text = nav.bound_text(
-            "Feature (LAYER.FEATURE)", "feature", busy[0] if busy else "", placeholder="e.g. 5.10603"
+            "Feature (LAYER.FEATURE or LAYER.SITE.FEATURE)",
+            "feature",
+            busy[0] if busy else "",
+            placeholder="e.g. 5.10603, 5.att.12",
         )
     if busy:
         right.markdown(
@@ -41,7 +44,8 @@ def _header(run: int, name: str) -> None:
         return
     row = sae.row(0, named=True)
     st.subheader(f"Feature {node}")
-    st.caption(f"SAE at layer {row['layer']}: `{row['hook_name']}`, {row['d_sae']} features"
+    site = "" if row["site_kind"] == "resid" else f" ({row['site_kind']})"
+    st.caption(f"SAE at layer {row['layer']}{site}: `{row['hook_name']}`, {row['d_sae']} features"
                + (f", {row['release']} / {row['sae_id']}" if row["release"] else ""))  # fmt: skip
     url = neuronpedia_url(row["neuronpedia_id"], node.feature)
     if url:
@@ -167,7 +171,7 @@ def render(run: int | None) -> None:
         return
     name = _pick(run)
     if name is None:
-        st.info("Enter a feature as LAYER.FEATURE.")
+        st.info("Enter a feature as LAYER.FEATURE (residual) or LAYER.SITE.FEATURE (SITE att, mlp or tc).")
         return
     _header(run, name)
     attention = is_attention(name)

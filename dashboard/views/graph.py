@@ -214,8 +214,8 @@ def render(run: int | None) -> None:
     ]  # fmt: skip
     nodes = sorted({e.up for e in edges} | {e.down for e in edges})
     boxes = _boxes(run, prompt_id, nodes)
-    widest = max(Counter(n.layer for n in nodes).values())
-    rankdir = "LR" if widest > 2 * len({n.layer for n in nodes}) + 2 else "TB"
+    widest = max(Counter(n.forward_key for n in nodes).values())
+    rankdir = "LR" if widest > 2 * len({n.forward_key for n in nodes}) + 2 else "TB"
     link = lambda n: nav.href("feature", feature=str(n), run=run)  # noqa: E731
     highlight = frozenset(n for e in steps for n in (e.up, e.down))
     # drawn at its natural size, a wide graph scrolling sideways, so that text keeps its size (see

@@ -43,7 +43,7 @@ def draw_imported(run: int, prompt_id: int) -> bool:
     points = alt.Chart(nodes).mark_circle(size=70, opacity=0.9).encode(
         x=x, y=y,
         color=alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values()))),
-        tooltip=["node_id", "kind", "feature_type", "layer_label", "position", "feature", "clerp",
+        tooltip=["node_id", "name", "kind", "feature_type", "layer_label", "position", "clerp",
                  alt.Tooltip("activation:Q", format=".3g"), alt.Tooltip("token_prob:Q", format=".3f")],
     )  # fmt: skip
     st.altair_chart((rules + points).properties(height=420), width="stretch")

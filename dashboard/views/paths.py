@@ -22,6 +22,8 @@ SIGN_TEXT = {1: "+", -1: "-"}
 
 
 def _layers(run: int) -> list[int]:
+    """One entry per SAE site of the run, by layer (a layer with a residual and an attention SAE
+    appears twice: a path can step through both)."""
     return sorted(load("run_saes", run)["layer"].to_list())
 
 
@@ -67,9 +69,9 @@ def _form(run: int, layers: list[int], tags: list[str]) -> dict:
                               options=list(RANKINGS)),
         }  # fmt: skip
         cols = st.columns(4)
-        params["min_layer"] = widget(RECURRING, "min_layer", "paths_min_layer", cols[0], options=layers,
+        params["min_layer"] = widget(RECURRING, "min_layer", "paths_min_layer", cols[0], options=sorted(set(layers)),
                                      value=url["min_layer"])  # fmt: skip
-        params["max_layer"] = widget(RECURRING, "max_layer", "paths_max_layer", cols[1], options=layers,
+        params["max_layer"] = widget(RECURRING, "max_layer", "paths_max_layer", cols[1], options=sorted(set(layers)),
                                      value=url["max_layer"])  # fmt: skip
         params["signs"] = widget(
             RECURRING, "signs", "paths_signs", cols[2], placeholder="e.g. +-* (blank: any)", value=url["signs"]
@@ -133,7 +135,7 @@ def render(run: int | None) -> None:
         return
     layers = _layers(run)
     if len(layers) < 3:
-        st.info(f"Paths of two or more edges need at least three SAE layers; this run has {len(layers)}.")
+        st.info(f"Paths of two or more edges need at least three SAE sites; this run has {len(layers)}.")
         return
     tags = [t for t in load("prompts_per_tag", run)["tag"].to_list() if t != "(none)"]
     params = _form(run, layers, tags)
