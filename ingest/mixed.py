@@ -1,0 +1,108 @@
+"""The general sweep path for mixed SAE sites (docs/sweep.md#mixed-sites).
+
+Residual-only runs whose edges go to the next site use the fast path of ingest/sweep.py (rank-1
+residual updates over cached prefixes, ingest/suffix.py). Every other run comes here: an ablation
+is added at its site's own hook through transformer_lens hooks, and the model's own blocks run
+from the site's block to the end over every position, so what each downstream SAE reads (z at
+its read position with block M's attention recomputed over the ablated values, the MLP input
+of a transcoder, ...) is exactly what the model computes. Slower, and obviously the forward pass.
+
+An ablation of feature ``i`` with activation ``a_i`` at the positions ``P`` adds
+``(c - 1) * a_i * W_dec[i]`` to the value its site writes:
+
+- ``resid``: the residual stream (as the fast path);
+- ``attn_z``: ``z`` of block L, ``W_dec[i]`` unflattened to ``[n_heads, d_head]`` the way
+  sae_lens' hook_z SAEs do (``(n_heads d_head)``, head-major); through ``W_O`` this is
+  ``(c - 1) * a_i * W_dec[i] @ W_O_cat`` added to the residual after block L's attention;
+- ``mlp_out`` and ``transcoder``: block L's MLP output (``hook_mlp_out``).
+
+Every reconstruction error stays in: only the ablation's own difference enters the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from featuregraph.ingest import cost
+from featuregraph.ingest.sites import write_hook
+
+
+def clean_forward(sweeper: Any, tokens: torch.Tensor) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
+    """The clean residual entering every block (as ``Sweeper.clean_residuals``) and every
+    site's input at every position, in its hook's shape, from one forward with capture hooks."""
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = []
+    for k, site in enumerate(sweeper.sites):
+
+        def capture(act, hook, k=k):
+            inputs[k] = act.detach().clone()
+
+        hooks.append((site.hook_name, capture))
+    with sweeper.model.hooks(fwd_hooks=hooks):
+        resid = sweeper.clean_residuals(tokens)
+    return resid, [inputs[k] for k in range(len(sweeper.sites))]
+
+
+def ablation_delta(
+    site: Any, features: torch.Tensor, removed: torch.Tensor, scale: float | torch.Tensor, n_heads: int
+) -> torch.Tensor:
+    """What rows ``features`` add at their site's write hook: ``scale * removed * W_dec[f]``,
+    [batch, pos, d_out], or [batch, pos, n_heads, d_head] for hook_z."""
+    if isinstance(scale, torch.Tensor):
+        scale = scale[:, None, None]
+    w = site.sae.W_dec[features]  # [batch, d_out]
+    delta = scale * removed[:, :, None] * w[:, None, :]
+    if site.site_kind == "attn_z":
+        delta = delta.unflatten(-1, (n_heads, -1))
+    return delta
+
+
+def ablate_general(
+    sweeper: Any,
+    clean: Any,
+    k: int,
+    prompt_idx: torch.Tensor,
+    features: torch.Tensor,
+    removed: torch.Tensor,
+    scale: float | torch.Tensor,
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """One batch of single-feature ablations at site ``k`` by hooks, every position recomputed.
+
+    Returns ``{target site index: its activations at the read position [batch, d_sae]}`` for
+    the site's edge targets, and the next-token log-probabilities [batch, d_vocab].
+    """
+    site, model = sweeper.sites[k], sweeper.model
+    b = prompt_idx.shape[0]
+    rows = torch.arange(b, device=sweeper.device)
+    read = clean.read[prompt_idx]
+    delta = ablation_delta(site, features, removed, scale, int(model.cfg.n_heads))
+    captured: dict[int, torch.Tensor] = {}
+    hooks = []
+    for t in sweeper.targets[k]:
+
+        def capture(act, hook, t=t):
+            captured[t] = act[rows, read].clone()
+
+        hooks.append((sweeper.sites[t].hook_name, capture))
+    x = clean.resid[site.layer][prompt_idx]
+    if site.site_kind == "resid":
+        x = x + delta
+    else:
+        hooks.insert(0, (write_hook(site), lambda act, hook: act + delta.to(act.dtype)))
+    with model.hooks(fwd_hooks=hooks):
+        x = sweeper._blocks(x, site.layer, sweeper.n_layers)
+    downs = {t: sweeper.sites[t].encode(captured[t]) for t in sweeper.targets[k]}
+    sh = sweeper.shape
+    sweeper.flops += b * cost.full_ablation_flops(sh, site.layer, x.shape[1], None, 1)
+    sweeper.flops += sum(cost.encode_flops(sh, b, sweeper.sites[t].d_sae) for t in downs)
+    return downs, torch.log_softmax(sweeper._logits(x[rows, read]), -1)
+
+
+def ablation_batches(sweeper: Any, clean: Any, k: int, p_all, f_all, removed_all):
+    """Yield ``(prompt_idx, features, downs, logp)`` per ``batch_size`` ablations of site ``k``."""
+    bs, scale = sweeper.config.batch_size, sweeper.config.coefficient - 1.0
+    for i in range(0, p_all.shape[0], bs):
+        pb, fb = p_all[i : i + bs], f_all[i : i + bs]
+        yield (pb, fb, *ablate_general(sweeper, clean, k, pb, fb, removed_all[i : i + bs], scale))
