@@ -1,0 +1,191 @@
+"""Mixed SAE sites in one sweep (attention output hook_z, MLP output, transcoders, residual).
+
+The reference is sae_lens' own HookedSAETransformer with every SAE attached (use_error_term=True)
+and one hook on the ablated SAE's ``hook_sae_acts_post`` scaling the feature at its positions:
+one forward per feature, every downstream SAE read off its own ``hook_sae_acts_post``. Edge
+targets are written out by hand for the site layout below.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featuregraph.ingest import synthetic as syn
+from featuregraph.ingest.config import SweepConfig
+from featuregraph.ingest.loading import SaeSite
+from featuregraph.ingest.sites import site_of
+from featuregraph.ingest.sweep import PromptInput, Sweeper
+from featuregraph.store.models import SITE_SHORT, decode_feature
+
+D_VOCAB, BOS = 64, 0
+PROMPT = [BOS, 5, 17, 33, 2, 41, 9, 60, 12, 7]
+
+# name -> (hook read, hook written by a transcoder or None)
+LAYOUT = {
+    "res0": ("blocks.0.hook_resid_pre", None),
+    "att0": ("blocks.0.attn.hook_z", None),
+    "tc0": ("blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"),
+    "res1": ("blocks.1.hook_resid_pre", None),
+    "att1": ("blocks.1.attn.hook_z", None),
+    "mlp1": ("blocks.1.hook_mlp_out", None),
+    "res2": ("blocks.1.hook_resid_post", None),
+}
+# Edges of "each-kind": the next site of each kind (residual, attention, MLP/transcoder).
+EACH_KIND = {
+    "res0": ["att0", "tc0", "res1"],
+    "att0": ["tc0", "res1", "att1"],
+    "tc0": ["res1", "att1", "mlp1"],
+    "res1": ["att1", "mlp1", "res2"],
+    "att1": ["mlp1", "res2"],
+    "mlp1": ["res2"],
+    "res2": [],
+}
+FINAL = {"mlp1", "res2"}  # write the final residual: only the read position can matter
+
+
+def _name(layer: int, feature: int) -> tuple[str, int]:
+    kind, index = decode_feature(feature)
+    short = {"res": "res", "att": "att", "mlp": "mlp", "tc": "tc"}[SITE_SHORT[kind]]
+    return f"{short}{layer}", index
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """A tiny random 2-layer model and one SAE per site of LAYOUT (module scope, seeded)."""
+    torch.manual_seed(0)
+    model = syn.make_model(n_layers=2, d_model=32, n_heads=4, d_vocab=D_VOCAB, seed=3)
+    calib = syn.random_tokens(16, 12, D_VOCAB, BOS, seed=1)
+    saes = {}
+    for i, (name, (hook, out)) in enumerate(LAYOUT.items()):
+        x = syn.sample_residuals(model, hook, calib[:, 1:])
+        if out is not None:
+            saes[name] = syn.make_transcoder(hook, out, 32, 40, 32, x, 0.15, seed=10 + i)
+        else:
+            z = "hook_z" if hook.endswith("hook_z") else "none"
+            saes[name] = syn.make_sae(hook, 32, 40, x, 0.15, seed=10 + i, reshape_activations=z)
+    return model, saes
+
+
+def _sites(saes: dict, names: list[str]) -> list[SaeSite]:
+    sites = []
+    for name in names:
+        sae = saes[name]
+        hook, out = LAYOUT[name]
+        kind, layer = site_of(hook, out, out is not None, name)
+        sites.append(SaeSite(layer, hook, sae, {}, kind, out))
+    return sorted(sites, key=lambda s: s.order)
+
+
+def _acts_hook(name: str) -> str:
+    hook, out = LAYOUT[name]
+    return f"{out or hook}.hook_sae_acts_post"
+
+
+@torch.no_grad()
+def reference(model, saes: dict, names: list[str], targets: dict[str, list[str]], coefficient: float):
+    """``{(site, feature): (weights {target: [d_sae]}, dlogp [vocab], dprob [vocab])}`` by sae_lens hooks."""
+    tokens = torch.tensor([PROMPT])
+    read, first = len(PROMPT) - 1, 1
+    model.reset_saes()
+    for name in names:
+        model.add_sae(saes[name], use_error_term=True)
+    try:
+        logits, cache = model.run_with_cache(tokens, names_filter=[_acts_hook(n) for n in names])
+        clean = {n: cache[_acts_hook(n)][0] for n in names}  # [pos, d_sae]
+        clean_logp = torch.log_softmax(logits[0, read], -1)
+        out = {}
+        for name in names:
+            positions = [read] if name in FINAL else list(range(first, read + 1))
+            for f in range(clean[name].shape[1]):
+                if not bool((clean[name][positions, f] != 0).any()):
+                    continue
+
+                def ablate(acts, hook, f=f, positions=positions):
+                    acts = acts.clone()
+                    acts[:, positions, f] *= coefficient
+                    return acts
+
+                seen = {}
+
+                def capture(acts, hook):
+                    seen[hook.name] = acts[0, read].clone()
+
+                hooks = [(_acts_hook(name), ablate)] + [(_acts_hook(t), capture) for t in targets[name]]
+                logp = torch.log_softmax(model.run_with_hooks(tokens, fwd_hooks=hooks)[0, read], -1)
+                weights = {t: seen[_acts_hook(t)] - clean[t][read] for t in targets[name]}
+                out[(name, f)] = (weights, logp - clean_logp, logp.exp() - clean_logp.exp())
+        return out
+    finally:
+        model.reset_saes()
+
+
+def _sweep(model, sites, coefficient: float, **cfg) -> dict:
+    config = SweepConfig(coefficient=coefficient, edge_top_k=1000, edge_floor=0.0, logit_top_k=D_VOCAB // 2, **cfg)
+    sweeper = Sweeper(model, sites, config, prepend_bos=True)
+    assert sweeper.general
+    return sweeper.sweep(PromptInput(0, "p", PROMPT)).tables
+
+
+def _check_against_reference(tables: dict, ref: dict) -> int:
+    abl = tables["ablations"]
+    got_ablations = {_name(int(l), int(f)) for l, f in zip(abl["layer"], abl["feature"])}
+    assert got_ablations == set(ref)
+    e = tables["edges"]
+    edges = {}
+    for ul, uf, dl, df, w in zip(e["up_layer"], e["up_feature"], e["down_layer"], e["down_feature"], e["weight"]):
+        edges[(_name(int(ul), int(uf)), _name(int(dl), int(df)))] = float(w)
+    n = 0
+    for up, (weights, dlogp, dprob) in ref.items():
+        for target, w in weights.items():
+            for j in range(w.shape[0]):
+                assert edges.pop((up, (target, j)), 0.0) == pytest.approx(float(w[j]), abs=1e-5), (up, target, j)
+                n += 1
+    assert edges == {}  # nothing stored that the reference does not have
+    lg = tables["logit_effects"]
+    for l, f, tok, dl, dp in zip(lg["layer"], lg["feature"], lg["token_id"], lg["dlogp"], lg["dprob"]):
+        _, ref_dlogp, ref_dprob = ref[_name(int(l), int(f))]
+        assert float(dl) == pytest.approx(float(ref_dlogp[tok]), abs=1e-5)
+        assert float(dp) == pytest.approx(float(ref_dprob[tok]), abs=1e-5)
+    return n
+
+
+@pytest.mark.parametrize("coefficient", [0.0, 0.5])
+def test_mixed_sweep_equals_hooked_sae_transformer_reference(mixed, coefficient):
+    model, saes = mixed
+    names = list(LAYOUT)
+    ref = reference(model, saes, names, EACH_KIND, coefficient)
+    assert {name for name, _ in ref} == set(names)  # every kind of site has ablations
+    n = _check_against_reference(_sweep(model, _sites(saes, names), coefficient), ref)
+    assert n > 1000
+
+
+@pytest.mark.parametrize("name", ["att0", "att1", "mlp1", "tc0"])
+def test_single_site_ablation_equals_reference(mixed, name):
+    """One non-residual site with the residual SAE after it: its logit effects and edges."""
+    model, saes = mixed
+    after = {"att0": "res1", "att1": "res2", "mlp1": "res2", "tc0": "res1"}[name]
+    names = [name, after]
+    ref = reference(model, saes, names, {name: [after], after: []}, 0.0)
+    assert any(site == name for site, _ in ref)
+    _check_against_reference(_sweep(model, _sites(saes, names), 0.0), ref)
+
+
+def test_named_edge_target(mixed):
+    model, saes = mixed
+    names = ["res0", "att0", "res1", "att1"]
+    targets = {"res0": ["att1"], "att0": ["att1"], "res1": ["att1"], "att1": []}
+    ref = reference(model, saes, names, targets, 0.0)
+    _check_against_reference(_sweep(model, _sites(saes, names), 0.0, edge_target="blocks.1.attn.hook_z"), ref)
+
+
+def test_stored_feature_ids_carry_the_site(mixed):
+    model, saes = mixed
+    tables = _sweep(model, _sites(saes, list(LAYOUT)), 0.0)
+    codes = {int(f) >> 28 for f in tables["activations"]["feature"]}
+    assert codes == {0, 1, 2, 3}
+    acts = tables["activations"]
+    att = [(int(p), int(f) - (1 << 28)) for l, p, f in zip(acts["layer"], acts["position"], acts["feature"]) if int(f) >> 28 == 1 and l == 0]
+    z = model.run_with_cache(torch.tensor([PROMPT]), names_filter=["blocks.0.attn.hook_z"])[1]["blocks.0.attn.hook_z"][0]
+    dense = saes["att0"].encode(z)  # sae_lens' own hook_z encode: [pos, n_heads, d_head] in
+    assert sorted(att) == sorted((int(p), int(f)) for p, f in dense.nonzero())
