@@ -259,7 +259,7 @@ def load_saes(specs: tuple[SaeSpec, ...] | list[SaeSpec], device: str, dtype: st
         if a.order == b.order:
             same = "hook" if a.hook_name == b.hook_name else f"{'residual stream' if a.site_kind == 'resid' else 'MLP output'}"
             raise LoadError(
-                f"two SAEs on one {same}: {a.site_kind} layer {a.layer} is read by both "
+                f"two SAEs on one {same}: layer {a.layer}{'' if a.site_kind == 'resid' else ' (' + a.site_kind + ')'} is read by both "
                 f"{_describe(a)} ({a.hook_name}) and {_describe(b)} ({b.hook_name})"
             )
     return sites
@@ -428,14 +428,14 @@ def check_fit(model: Any, sites: list[SaeSite], model_name: str) -> None:
                 )
         width = hook_width(model.cfg, site.site_kind)
         what = "n_heads * d_head" if site.site_kind == "attn_z" else "d_model"
-        widths = [("reads", site.provenance["d_in"])]
+        widths = [("reads", site.provenance["d_in"], site.hook_name)]
         if site.site_kind == "transcoder":
-            widths.append(("writes", int(site.sae.cfg.d_out)))
-        for verb, d in widths:
+            widths.append(("writes", int(site.sae.cfg.d_out), site.hook_out))
+        for verb, d, hook in widths:
             if d != width:
                 raise LoadError(
-                    f"wrong SAE width: SAE {_describe(site)} {verb} vectors of size {d} at {site.hook_name} but model "
-                    f"{model_name} has {what} {width} there"
+                    f"wrong SAE width: SAE {_describe(site)} {verb} vectors of size {d} but model "
+                    f"{model_name} has {what} {width} at {hook}"
                 )
         if site.hook_name.endswith("hook_mlp_in"):
             model.set_use_hook_mlp_in(True)  # transformer_lens only calls this hook when asked to

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 import featuregraph
 from featuregraph.ingest.config import RunConfig
 from featuregraph.ingest.loading import Loaded, load_all
+from featuregraph.ingest.sites import edge_targets
 from featuregraph.ingest.prompts import (
     PreparedPrompts,
     RawPrompt,
@@ -111,6 +112,7 @@ def prepare_run(
     source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
     raw = read_prompts(prompts, bad_prompts) if isinstance(prompts, (str, Path)) else list(prompts)
     loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
+    edge_targets(loaded.sites, config.sweep.edge_target)  # a named target must be one of the sites
     prepared = prepare_prompts(
         loaded.model, raw, loaded.prepend_bos, source, bad_prompts, too_long, config.sweep.read_position
     )
