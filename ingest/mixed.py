@@ -59,6 +59,38 @@ def ablation_delta(
     return delta
 
 
+def _site_hooks(sweeper: Any, k: int, delta: torch.Tensor, at: torch.Tensor, captured: dict) -> list:
+    """transformer_lens hooks for one batch of site ``k``'s ablations: add ``delta`` [batch, s, ...]
+    at the site's write hook (not for a residual site: the caller adds it to the stream), and
+    capture each edge target's input at the read positions ``at`` (indices into s) in ``captured``.
+
+    A hook seeing one position instead of s is in the model's last block, where a suffix run
+    computes the read position only (ingest/suffix.py): there the read row is index 0.
+    """
+    s = delta.shape[1]
+    rows = torch.arange(delta.shape[0], device=delta.device)
+
+    def at_read(act: torch.Tensor) -> torch.Tensor:
+        return act[rows, at] if act.shape[1] == s else act[:, 0]
+
+    hooks = []
+    site = sweeper.sites[k]
+    if site.site_kind != "resid":
+
+        def add(act, hook):
+            d = delta if act.shape[1] == s else delta[rows, at][:, None]
+            return act + d.to(act.dtype)
+
+        hooks.append((write_hook(site), add))
+    for t in sweeper.targets[k]:
+
+        def capture(act, hook, t=t):
+            captured[t] = at_read(act).clone()
+
+        hooks.append((sweeper.sites[t].hook_name, capture))
+    return hooks
+
+
 def ablate_general(
     sweeper: Any,
     clean: Any,
@@ -66,9 +98,15 @@ def ablate_general(
     prompt_idx: torch.Tensor,
     features: torch.Tensor,
     removed: torch.Tensor,
-    scale: float | torch.Tensor,
+    scale: float,
+    start: int | None = None,
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """One batch of single-feature ablations at site ``k`` by hooks, every position recomputed.
+    """One batch of single-feature ablations at site ``k``, through hooks.
+
+    ``start=None``: every position is recomputed by the model's own blocks (for block layouts
+    ingest/suffix.py does not cover). Otherwise ``removed`` [batch, s] covers positions
+    ``start..start+s-1`` only and the blocks run on that suffix over the clean prefix's cached
+    keys and values, as the fast path does (docs/sweep.md#suffix-only-recompute).
 
     Returns ``{target site index: its activations at the read position [batch, d_sae]}`` for
     the site's edge targets, and the next-token log-probabilities [batch, d_vocab].
@@ -76,33 +114,20 @@ def ablate_general(
     site, model = sweeper.sites[k], sweeper.model
     b = prompt_idx.shape[0]
     rows = torch.arange(b, device=sweeper.device)
-    read = clean.read[prompt_idx]
+    first = 0 if start is None else start
+    at = clean.read[prompt_idx] - first
     delta = ablation_delta(site, features, removed, scale, int(model.cfg.n_heads))
     captured: dict[int, torch.Tensor] = {}
-    hooks = []
-    for t in sweeper.targets[k]:
-
-        def capture(act, hook, t=t):
-            captured[t] = act[rows, read].clone()
-
-        hooks.append((sweeper.sites[t].hook_name, capture))
-    x = clean.resid[site.layer][prompt_idx]
+    x = clean.resid[site.layer][prompt_idx, first : first + removed.shape[1]]
     if site.site_kind == "resid":
         x = x + delta
-    else:
-        hooks.insert(0, (write_hook(site), lambda act, hook: act + delta.to(act.dtype)))
-    with model.hooks(fwd_hooks=hooks):
-        x = sweeper._blocks(x, site.layer, sweeper.n_layers)
+    with model.hooks(fwd_hooks=_site_hooks(sweeper, k, delta, at, captured)):
+        if start is None:
+            x = sweeper._blocks(x, site.layer, sweeper.n_layers)
+            sweeper.flops += b * cost.full_ablation_flops(sweeper.shape, site.layer, x.shape[1], None, 1)
+        else:
+            x, at = sweeper.suffix_blocks(clean, prompt_idx, x, start, at, site.layer, sweeper.n_layers)
     downs = {t: sweeper.sites[t].encode(captured[t]) for t in sweeper.targets[k]}
-    sh = sweeper.shape
-    sweeper.flops += b * cost.full_ablation_flops(sh, site.layer, x.shape[1], None, 1)
-    sweeper.flops += sum(cost.encode_flops(sh, b, sweeper.sites[t].d_sae) for t in downs)
-    return downs, torch.log_softmax(sweeper._logits(x[rows, read]), -1)
-
-
-def ablation_batches(sweeper: Any, clean: Any, k: int, p_all, f_all, removed_all):
-    """Yield ``(prompt_idx, features, downs, logp)`` per ``batch_size`` ablations of site ``k``."""
-    bs, scale = sweeper.config.batch_size, sweeper.config.coefficient - 1.0
-    for i in range(0, p_all.shape[0], bs):
-        pb, fb = p_all[i : i + bs], f_all[i : i + bs]
-        yield (pb, fb, *ablate_general(sweeper, clean, k, pb, fb, removed_all[i : i + bs], scale))
+    sweeper.flops += sum(cost.encode_flops(sweeper.shape, b, sweeper.sites[t].d_sae) for t in downs)
+    sweeper.flops += cost.unembed_flops(sweeper.shape, b)
+    return downs, torch.log_softmax(sweeper._logits(x[rows, at]), -1)

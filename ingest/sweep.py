@@ -97,7 +97,7 @@ class Sweeper:
         self.targets = edge_targets(sites, config.edge_target)  # per site: the sites its edges go to
         nexts = [[k + 1] if k + 1 < len(sites) else [] for k in range(len(sites))]
         self.general = any(s.site_kind != "resid" for s in sites) or self.targets != nexts
-        self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg) and not self.general
+        self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg)
         self.shape = cost.Shape.of(model.cfg)
         self.flops = 0  # floating-point operations of the matrix products run so far (cost model)
 
@@ -238,6 +238,7 @@ class Sweeper:
         read at t for the prompt cut after t (ablating later positions cannot reach t): the
         noise baseline uses it to get one sample per read position from a single forward.
         """
+        self._residual_only("ablate")
         site = self.sites[k]
         nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
         if isinstance(scale, torch.Tensor):
@@ -270,12 +271,12 @@ class Sweeper:
         feature starts later see their clean residual there, unchanged).
         """
         bs, scale = self.config.batch_size, self.config.coefficient - 1.0
-        if self.general:
-            yield from mixed.ablation_batches(self, clean, k, p_all, f_all, removed_all)
-            return
         if not self.suffix_reuse:
             for i in range(0, p_all.shape[0], bs):
                 pb, fb = p_all[i : i + bs], f_all[i : i + bs]
+                if self.general:
+                    yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed_all[i : i + bs], scale)
+                    continue
                 down, logp = self.ablate(clean, k, pb, fb, removed_all[i : i + bs], scale)
                 yield pb, fb, ({k + 1: down} if down is not None else {}), logp
             return
@@ -288,6 +289,9 @@ class Sweeper:
             sel = order[i : i + bs]
             start, stop = first_h[i], max(read_h[i : i + bs]) + 1
             pb, fb = p_all[sel], f_all[sel]
+            if self.general:
+                yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed_all[sel, start:stop], scale, start)
+                continue
             down, logp = self.ablate_suffix(clean, k, pb, fb, removed_all[sel, start:stop], scale, start)
             yield pb, fb, ({k + 1: down} if down is not None else {}), logp
 
@@ -315,24 +319,32 @@ class Sweeper:
         x = x + scale * removed[:, :, None] * site.sae.W_dec[features][:, None, :]
         rows = torch.arange(prompt_idx.shape[0], device=self.device)
         at = clean.read[prompt_idx] - start  # each row's read position within x
-        stop_down = nxt.layer if nxt is not None else None
+        stop_down = min(nxt.layer, self.n_layers) if nxt is not None else self.n_layers
+        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, site.layer, stop_down)
         down = None
-        sh, b = self.shape, prompt_idx.shape[0]
-        for layer in range(site.layer, self.n_layers):
-            if layer == stop_down:
-                down = nxt.sae.encode(x[rows, at])
-                self.flops += cost.encode_flops(sh, b, nxt.d_sae)
+        if nxt is not None:
+            down = nxt.sae.encode(x[rows, at])
+            self.flops += cost.encode_flops(self.shape, prompt_idx.shape[0], nxt.d_sae)
+        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, stop_down, self.n_layers)
+        self.flops += cost.unembed_flops(self.shape, prompt_idx.shape[0])
+        return down, torch.log_softmax(self._logits(x[rows, at]), -1)
+
+    def suffix_blocks(
+        self, clean: "CleanPass", prompt_idx: torch.Tensor, x: torch.Tensor, start: int, at: torch.Tensor, first: int, stop: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks ``first..stop-1`` on the suffix ``x`` [batch, s, d_model] (absolute positions from
+        ``start``) over the clean prefix's keys and values; ``at`` is each row's read position in
+        ``x``. The last block of the model computes the read position only: then ``x`` comes back
+        with one position and ``at`` zero."""
+        sh, b, s = self.shape, prompt_idx.shape[0], x.shape[1]
+        for layer in range(first, stop):
             past_k, past_v = (t[prompt_idx, :start] for t in clean.kv[layer])
             last = layer == self.n_layers - 1
             x = block_suffix(self.model.blocks[layer], x, start, past_k, past_v, query_at=at if last else None)
             self.flops += b * cost.block_flops(sh, n_q=1 if last else s, n_new=s, n_keys=start + s)
             if last:
                 at = torch.zeros_like(at)
-        if nxt is not None and down is None:  # the next site is after the last block
-            down = nxt.sae.encode(x[rows, at])
-            self.flops += cost.encode_flops(sh, b, nxt.d_sae)
-        self.flops += cost.unembed_flops(sh, b)
-        return down, torch.log_softmax(self._logits(x[rows, at]), -1)
+        return x, at
 
     def log_probs_every_position(self, resid_final: torch.Tensor) -> torch.Tensor:
         """Next-token log-probabilities at every position [batch, pos, d_vocab] from the final residual."""
@@ -350,6 +362,7 @@ class Sweeper:
         residual as it is by then (already changed by earlier sites' ablations), as a hook
         calling the SAE's encode would see them. For a single feature this is :meth:`ablate`.
         """
+        self._residual_only("ablate_sets")
         rows = torch.arange(prompt_idx.shape[0], device=self.device)
         used = sorted({k for s in sets for k, feats in s.items() if feats})
         if not used:
@@ -367,6 +380,11 @@ class Sweeper:
             x = x + (coefficient - 1.0) * (a @ site.sae.W_dec)
         x = self._blocks(x, layer, self.n_layers)
         return torch.log_softmax(self._logits(x[rows, clean.read[prompt_idx]]), -1)
+
+    def _residual_only(self, what: str) -> None:
+        # Noise, validation and curves reach the sweep through these; they read residual sites by layer.
+        if self.general:
+            raise InputError(f"{what} supports residual SAE sites with edges to the next site only (the fast path)")
 
     def sweep(self, prompt: PromptInput) -> PromptResult:
         """Sweep one prompt; see :meth:`sweep_many`."""

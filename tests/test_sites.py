@@ -120,10 +120,10 @@ def reference(model, saes: dict, names: list[str], targets: dict[str, list[str]]
         model.reset_saes()
 
 
-def _sweep(model, sites, coefficient: float, **cfg) -> dict:
+def _sweep(model, sites, coefficient: float, suffix_reuse: bool = True, **cfg) -> dict:
     config = SweepConfig(coefficient=coefficient, edge_top_k=1000, edge_floor=0.0, logit_top_k=D_VOCAB // 2, **cfg)
-    sweeper = Sweeper(model, sites, config, prepend_bos=True)
-    assert sweeper.general
+    sweeper = Sweeper(model, sites, config, prepend_bos=True, suffix_reuse=suffix_reuse)
+    assert sweeper.general and sweeper.suffix_reuse == suffix_reuse
     return sweeper.sweep(PromptInput(0, "p", PROMPT)).tables
 
 
@@ -150,13 +150,13 @@ def _check_against_reference(tables: dict, ref: dict) -> int:
     return n
 
 
-@pytest.mark.parametrize("coefficient", [0.0, 0.5])
-def test_mixed_sweep_equals_hooked_sae_transformer_reference(mixed, coefficient):
+@pytest.mark.parametrize("coefficient,suffix_reuse", [(0.0, True), (0.0, False), (0.5, True)])
+def test_mixed_sweep_equals_hooked_sae_transformer_reference(mixed, coefficient, suffix_reuse):
     model, saes = mixed
     names = list(LAYOUT)
     ref = reference(model, saes, names, EACH_KIND, coefficient)
     assert {name for name, _ in ref} == set(names)  # every kind of site has ablations
-    n = _check_against_reference(_sweep(model, _sites(saes, names), coefficient), ref)
+    n = _check_against_reference(_sweep(model, _sites(saes, names), coefficient, suffix_reuse), ref)
     assert n > 1000
 
 
@@ -189,3 +189,19 @@ def test_stored_feature_ids_carry_the_site(mixed):
     z = model.run_with_cache(torch.tensor([PROMPT]), names_filter=["blocks.0.attn.hook_z"])[1]["blocks.0.attn.hook_z"][0]
     dense = saes["att0"].encode(z)  # sae_lens' own hook_z encode: [pos, n_heads, d_head] in
     assert sorted(att) == sorted((int(p), int(f)) for p, f in dense.nonzero())
+
+
+def test_residual_only_runs_keep_the_fast_path(mixed):
+    """Residual SAEs alone take the fast path; forced onto the general path they give the same tables."""
+    model, saes = mixed
+    sites = _sites(saes, ["res0", "res1", "res2"])
+    config = SweepConfig(edge_top_k=1000, edge_floor=0.0, logit_top_k=D_VOCAB // 2)
+    fast = Sweeper(model, sites, config, prepend_bos=True)
+    assert not fast.general and fast.suffix_reuse
+    general = Sweeper(model, sites, config, prepend_bos=True)
+    general.general = True
+    a, b = (sw.sweep(PromptInput(0, "p", PROMPT)).tables for sw in (fast, general))
+    for name in ("activations", "ablations", "edges", "logit_effects"):
+        for col in a[name]:
+            assert a[name][col] == pytest.approx(b[name][col], abs=1e-5), (name, col)
+    assert len(a["edges"]["weight"]) > 50
