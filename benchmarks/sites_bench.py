@@ -8,10 +8,11 @@ features fire per token as in the demo's residual SAEs (speed depends on shapes 
 features fire, not on what the features mean). Three sweeps of the same prompts, back to back:
 
 - ``resid_fast``: the demo's residual SAEs, fast path (suffix reuse; ingest/sweep.py);
-- ``resid_general``: the same SAEs forced onto the general path (ingest/mixed.py): what the
-  path alone costs;
+- ``resid_general``: the same SAEs forced onto the general path (ingest/mixed.py, hooks, suffix
+  reuse on): what the path alone costs;
 - ``mixed``: residual and hook_z SAEs at every block (res L, att L, ...), general path, edges to
-  the next site of each kind.
+  the next site of each kind;
+- ``mixed_full``: the same without suffix reuse (every position recomputed): what reuse saves.
 
 Prints one JSON line (with the load average before and after) and appends it to
 benchmarks/results/sites_bench.jsonl. Timings exclude loading and one warm-up prompt.
@@ -39,7 +40,7 @@ def hook_z_sites(model, prompts, d_sae: int, active: float, seed: int = 0) -> li
     width = model.cfg.n_heads * model.cfg.d_head
     for layer in range(model.cfg.n_layers):
         hook = f"blocks.{layer}.attn.hook_z"
-        x = torch.cat([syn.sample_residuals(model, hook, torch.tensor([p.token_ids[1:]])) for p in prompts])
+        x = torch.cat([syn.sample_residuals(model, hook, torch.tensor([p.token_ids]))[1:] for p in prompts])  # BOS left out
         sae = syn.make_sae(hook, width, d_sae, x, active / d_sae, seed=seed + layer, reshape_activations="hook_z")
         sites.append(SaeSite(layer, hook, sae, {}, "attn_z"))
     return sites
@@ -69,11 +70,12 @@ def main() -> None:
     att = hook_z_sites(model, prompts, resid[0].d_sae, l0)
     mixed_sites = sorted(resid + att, key=lambda s: s.order)
     general = Sweeper(model, resid, config, True)
-    general.general, general.suffix_reuse = True, False  # the same SAEs through ingest/mixed.py
+    general.general = True  # the same SAEs through ingest/mixed.py
     mixed = Sweeper(model, mixed_sites, config, True)
+    mixed_full = Sweeper(model, mixed_sites, config, True, suffix_reuse=False)
     load_before = os.getloadavg()
     res = {}
-    for name, sw in (("resid_fast", fast), ("resid_general", general), ("mixed", mixed)):
+    for name, sw in (("resid_fast", fast), ("resid_general", general), ("mixed", mixed), ("mixed_full", mixed_full)):
         t = time_sweep(sw, prompts, args.prompts_per_forward, args.device)
         res[name] = {"s": t["s"], "prompts_per_s": round(len(prompts) / t["s"], 3),
                      "ablations_per_prompt": round(t["ablations"] / len(prompts), 1),
@@ -85,6 +87,7 @@ def main() -> None:
         "batch_size": args.batch_size, "device": args.device, "torch_threads": torch.get_num_threads(), **res,
         "mixed_vs_resid_fast": round(res["resid_fast"]["s"] / res["mixed"]["s"], 3),
         "general_vs_fast_same_saes": round(res["resid_fast"]["s"] / res["resid_general"]["s"], 3),
+        "mixed_suffix_speedup": round(res["mixed_full"]["s"] / res["mixed"]["s"], 3),
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
     })  # fmt: skip
     print(line)
