@@ -40,15 +40,22 @@ def hook_z_sites(model, prompts, d_sae: int, active: float, seed: int = 0) -> li
     width = model.cfg.n_heads * model.cfg.d_head
     for layer in range(model.cfg.n_layers):
         hook = f"blocks.{layer}.attn.hook_z"
-        x = torch.cat([syn.sample_residuals(model, hook, torch.tensor([p.token_ids]))[1:] for p in prompts])  # BOS left out
-        sae = syn.make_sae(hook, width, d_sae, x, active / d_sae, seed=seed + layer, reshape_activations="hook_z")
+        x = torch.cat(
+            [syn.sample_residuals(model, hook, torch.tensor([p.token_ids]))[1:] for p in prompts]
+        )  # BOS left out
+        sae = syn.make_sae(
+            hook, width, d_sae, x, active / d_sae, seed=seed + layer, reshape_activations="hook_z"
+        )
         sites.append(SaeSite(layer, hook, sae, {}, "attn_z"))
     return sites
 
 
 def mean_l0(sites, sweeper: Sweeper, prompts) -> float:
     clean = sweeper.clean_pass(prompts)
-    counts = [((sweeper.site_acts(clean, k) != 0).sum(-1).float() * clean.real_mask).sum() / clean.real_mask.sum() for k in range(len(sites))]
+    counts = [
+        ((sweeper.site_acts(clean, k) != 0).sum(-1).float() * clean.real_mask).sum() / clean.real_mask.sum()
+        for k in range(len(sites))
+    ]
     return float(sum(counts) / len(counts))
 
 
@@ -75,7 +82,12 @@ def main() -> None:
     mixed_full = Sweeper(model, mixed_sites, config, True, suffix_reuse=False)
     load_before = os.getloadavg()
     res = {}
-    for name, sw in (("resid_fast", fast), ("resid_general", general), ("mixed", mixed), ("mixed_full", mixed_full)):
+    for name, sw in (
+        ("resid_fast", fast),
+        ("resid_general", general),
+        ("mixed", mixed),
+        ("mixed_full", mixed_full),
+    ):
         t = time_sweep(sw, prompts, args.prompts_per_forward, args.device)
         res[name] = {"s": t["s"], "prompts_per_s": round(len(prompts) / t["s"], 3),
                      "ablations_per_prompt": round(t["ablations"] / len(prompts), 1),

@@ -37,14 +37,14 @@ def host_many(tensors: list[torch.Tensor]) -> list[np.ndarray]:
 def _cat(parts: list[torch.Tensor], repeat: int | list[int] = 1) -> torch.Tensor:
     """Parts flattened and joined; each element repeated ``repeat`` times (one count per part, or one for all)."""
     reps = repeat if isinstance(repeat, list) else [repeat] * len(parts)
-    return torch.cat([p.reshape(-1).repeat_interleave(r) if r > 1 else p.reshape(-1) for p, r in zip(parts, reps)])
+    return torch.cat([p.reshape(-1).repeat_interleave(r) if r > 1 else p.reshape(-1) for p, r in zip(parts, reps, strict=True)])
 
 
 def _layers(parts, layer_at: int, rows_at: int, repeat: int | list[int] = 1) -> torch.Tensor:
     """The layer ``p[layer_at]`` of each part, once for each of its ``repeat * len(p[rows_at])`` rows."""
     dev = parts[0][rows_at].device
     reps = repeat if isinstance(repeat, list) else [repeat] * len(parts)
-    return torch.cat([torch.full((p[rows_at].shape[0] * r,), p[layer_at], device=dev) for p, r in zip(parts, reps)])
+    return torch.cat([torch.full((p[rows_at].shape[0] * r,), p[layer_at], device=dev) for p, r in zip(parts, reps, strict=True)])
 
 
 def device_columns(out: dict[str, list], floor: float) -> dict[str, dict[str, torch.Tensor]]:

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 import featuregraph
 from featuregraph.ingest.config import RunConfig
 from featuregraph.ingest.loading import Loaded, load_all
-from featuregraph.ingest.sites import edge_targets
 from featuregraph.ingest.prompts import (
     PreparedPrompts,
     RawPrompt,
@@ -34,6 +33,7 @@ from featuregraph.ingest.prompts import (
     read_prompts,
 )
 from featuregraph.ingest.pruning import prune_results
+from featuregraph.ingest.sites import edge_targets
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.ingest.writer_thread import WriterThread
 from featuregraph.store.db import Database, open_database

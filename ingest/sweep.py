@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 from featuregraph.errors import InputError
-from featuregraph.ingest import cost
+from featuregraph.ingest import cost, mixed
 from featuregraph.ingest.columns import device_columns, host_tables, split, to_host
 from featuregraph.ingest.config import SweepConfig
-from featuregraph.ingest import mixed
 from featuregraph.ingest.loading import SaeSite
 from featuregraph.ingest.sites import edge_targets
 from featuregraph.ingest.suffix import block_suffix, keys_values, supports_suffix

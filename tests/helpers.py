@@ -111,3 +111,14 @@ def table_rows(path: Path, columns: dict[str, str]) -> dict[str, list[tuple]]:
         }
     finally:
         con.close()
+
+
+def db_rows(path: Path, sql: str) -> list[tuple]:
+    """The rows of one query on a database file, opened read-only."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -187,12 +187,12 @@ def test_residual_and_hook_z_widths_are_told_apart():
     """Where n_heads * d_head != d_model, a residual SAE on hook_z and a hook_z SAE on the
     residual are both refused by width (in GPT-2 the two widths are equal, 768)."""
     import torch
+    from sae_lens import HookedSAETransformer
     from transformer_lens import HookedTransformerConfig
 
     from featuregraph.errors import LoadError
     from featuregraph.ingest.loading import SaeSite, check_fit
     from featuregraph.ingest.sites import site_of
-    from sae_lens import HookedSAETransformer
 
     cfg = HookedTransformerConfig(n_layers=1, d_model=32, n_heads=4, d_head=4, d_vocab=16, n_ctx=8, act_fn="gelu")
     model = HookedSAETransformer(cfg)

@@ -106,9 +106,9 @@ def reference(model, saes: dict, names: list[str], targets: dict[str, list[str]]
                     acts[:, positions, f] *= coefficient
                     return acts
 
-                seen = {}
+                seen: dict[str, torch.Tensor] = {}
 
-                def capture(acts, hook):
+                def capture(acts, hook, seen=seen):
                     seen[hook.name] = acts[0, read].clone()
 
                 hooks = [(_acts_hook(name), ablate)] + [(_acts_hook(t), capture) for t in targets[name]]
@@ -121,7 +121,9 @@ def reference(model, saes: dict, names: list[str], targets: dict[str, list[str]]
 
 
 def _sweep(model, sites, coefficient: float, suffix_reuse: bool = True, **cfg) -> dict:
-    config = SweepConfig(coefficient=coefficient, edge_top_k=1000, edge_floor=0.0, logit_top_k=D_VOCAB // 2, **cfg)
+    config = SweepConfig(
+        coefficient=coefficient, edge_top_k=1000, edge_floor=0.0, logit_top_k=D_VOCAB // 2, **cfg
+    )
     sweeper = Sweeper(model, sites, config, prepend_bos=True, suffix_reuse=suffix_reuse)
     assert sweeper.general and sweeper.suffix_reuse == suffix_reuse
     return sweeper.sweep(PromptInput(0, "p", PROMPT)).tables
@@ -129,22 +131,30 @@ def _sweep(model, sites, coefficient: float, suffix_reuse: bool = True, **cfg) -
 
 def _check_against_reference(tables: dict, ref: dict) -> int:
     abl = tables["ablations"]
-    got_ablations = {_name(int(l), int(f)) for l, f in zip(abl["layer"], abl["feature"])}
+    got_ablations = {_name(int(layer), int(f)) for layer, f in zip(abl["layer"], abl["feature"], strict=True)}
     assert got_ablations == set(ref)
     e = tables["edges"]
     edges = {}
-    for ul, uf, dl, df, w in zip(e["up_layer"], e["up_feature"], e["down_layer"], e["down_feature"], e["weight"]):
+    for ul, uf, dl, df, w in zip(
+        e["up_layer"], e["up_feature"], e["down_layer"], e["down_feature"], e["weight"], strict=True
+    ):
         edges[(_name(int(ul), int(uf)), _name(int(dl), int(df)))] = float(w)
     n = 0
-    for up, (weights, dlogp, dprob) in ref.items():
+    for up, (weights, _, _) in ref.items():
         for target, w in weights.items():
             for j in range(w.shape[0]):
-                assert edges.pop((up, (target, j)), 0.0) == pytest.approx(float(w[j]), abs=1e-5), (up, target, j)
+                assert edges.pop((up, (target, j)), 0.0) == pytest.approx(float(w[j]), abs=1e-5), (
+                    up,
+                    target,
+                    j,
+                )
                 n += 1
     assert edges == {}  # nothing stored that the reference does not have
     lg = tables["logit_effects"]
-    for l, f, tok, dl, dp in zip(lg["layer"], lg["feature"], lg["token_id"], lg["dlogp"], lg["dprob"]):
-        _, ref_dlogp, ref_dprob = ref[_name(int(l), int(f))]
+    for layer, f, tok, dl, dp in zip(
+        lg["layer"], lg["feature"], lg["token_id"], lg["dlogp"], lg["dprob"], strict=True
+    ):
+        _, ref_dlogp, ref_dprob = ref[_name(int(layer), int(f))]
         assert float(dl) == pytest.approx(float(ref_dlogp[tok]), abs=1e-5)
         assert float(dp) == pytest.approx(float(ref_dprob[tok]), abs=1e-5)
     return n
@@ -185,8 +195,14 @@ def test_stored_feature_ids_carry_the_site(mixed):
     codes = {int(f) >> 28 for f in tables["activations"]["feature"]}
     assert codes == {0, 1, 2, 3}
     acts = tables["activations"]
-    att = [(int(p), int(f) - (1 << 28)) for l, p, f in zip(acts["layer"], acts["position"], acts["feature"]) if int(f) >> 28 == 1 and l == 0]
-    z = model.run_with_cache(torch.tensor([PROMPT]), names_filter=["blocks.0.attn.hook_z"])[1]["blocks.0.attn.hook_z"][0]
+    att = [
+        (int(p), int(f) - (1 << 28))
+        for layer, p, f in zip(acts["layer"], acts["position"], acts["feature"], strict=True)
+        if int(f) >> 28 == 1 and layer == 0
+    ]
+    z = model.run_with_cache(torch.tensor([PROMPT]), names_filter=["blocks.0.attn.hook_z"])[1][
+        "blocks.0.attn.hook_z"
+    ][0]
     dense = saes["att0"].encode(z)  # sae_lens' own hook_z encode: [pos, n_heads, d_head] in
     assert sorted(att) == sorted((int(p), int(f)) for p, f in dense.nonzero())
 

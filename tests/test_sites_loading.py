@@ -14,12 +14,11 @@ import json
 import os
 import subprocess
 import sys
-
 from pathlib import Path
 
-import duckdb
 import pytest
 import torch
+from helpers import db_rows
 from hubcache import add_folder, add_repo
 from typer.testing import CliRunner
 
@@ -38,14 +37,6 @@ KK_FILES = {  # sae_lens' pretrained_saes.yaml paths of blocks.0/1.hook_z
 FLAGS = {"fold_ln": True, "center_writing_weights": True, "center_unembed": True}
 
 
-def _rows(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.fixture(scope="module")
 def kk(tiny_assets, tmp_path_factory):
     """Tiny hook_z SAEs for the tiny model: KK-format files and the same as sae_lens folders."""
@@ -58,7 +49,9 @@ def kk(tiny_assets, tmp_path_factory):
         sae = syn.make_sae(hook, 32, 48, x, 0.15, seed=20 + layer, reshape_activations="hook_z")
         sae.save_model(root / f"local{layer}")
         torch.save({k: v.clone() for k, v in sae.state_dict().items()}, root / f"{name}.pt")
-        (root / f"{name}_cfg.json").write_text(json.dumps({"act_size": 32, "dict_size": 48, "act_name": hook}))
+        (root / f"{name}_cfg.json").write_text(
+            json.dumps({"act_size": 32, "dict_size": 48, "act_name": hook})
+        )
     return root
 
 
@@ -74,11 +67,19 @@ def _hub_cache(tiny_assets, kk, cache):
 _MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 
-@pytest.mark.skipif(not list(_MIGRATIONS.glob("0014_*.sql")), reason="needs migration 0014 (run_saes keyed by site)")
+@pytest.mark.skipif(
+    not list(_MIGRATIONS.glob("0014_*.sql")), reason="needs migration 0014 (run_saes keyed by site)"
+)
 def _hub_ingest(tiny_assets, kk, tmp_path, db, sae_args: list[str]) -> None:
     cache = tmp_path / "hub"
     _hub_cache(tiny_assets, kk, cache)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_HUB_CACHE=str(cache),
+        HF_HOME=str(tmp_path / "home"),
+        OMP_NUM_THREADS="1",
+    )
     hub = subprocess.run(
         [sys.executable, "-m", "featuregraph.cli", "ingest", str(tiny_assets / "prompts.txt"), "--db", str(db),
          "--model", "gpt2", *sae_args, "-q", "--device", "cpu"],
@@ -89,7 +90,9 @@ def _hub_ingest(tiny_assets, kk, tmp_path, db, sae_args: list[str]) -> None:
 
 def _local_ingest(tiny_assets, db, folders) -> None:
     config = RunConfig(
-        model=ModelSpec(str(tiny_assets / "model")), saes=tuple(SaeSpec(path=str(p)) for p in folders), device="cpu"
+        model=ModelSpec(str(tiny_assets / "model")),
+        saes=tuple(SaeSpec(path=str(p)) for p in folders),
+        device="cpu",
     )
     ingest(db, tiny_assets / "prompts.txt", config, progress=False)
 
@@ -101,14 +104,17 @@ def test_hook_z_kk_release_loads_offline(tiny_assets, kk, tmp_path):
     hub_db, local_db = tmp_path / "hub.duckdb", tmp_path / "local.duckdb"
     _hub_ingest(tiny_assets, kk, tmp_path, hub_db,
                 ["--sae-release", "gpt2-small-hook-z-kk", "--sae-layers", "0-1", "--sae-id-template", "blocks.{layer}.hook_z"])  # fmt: skip
-    saes = _rows(hub_db, "SELECT layer, site_kind, hook_name, sae_id, neuronpedia_id, d_in, d_sae FROM run_saes ORDER BY layer")
+    saes = db_rows(
+        hub_db,
+        "SELECT layer, site_kind, hook_name, sae_id, neuronpedia_id, d_in, d_sae FROM run_saes ORDER BY layer",
+    )
     assert saes == [
         (0, "attn_z", "blocks.0.attn.hook_z", "blocks.0.hook_z", "gpt2-small/0-att-kk", 32, 48),
         (1, "attn_z", "blocks.1.attn.hook_z", "blocks.1.hook_z", "gpt2-small/1-att-kk", 32, 48),
     ]
     _local_ingest(tiny_assets, local_db, [kk / "local0", kk / "local1"])
-    hub_edges = _rows(hub_db, EDGES)
-    assert hub_edges == _rows(local_db, EDGES) != []
+    hub_edges = db_rows(hub_db, EDGES)
+    assert hub_edges == db_rows(local_db, EDGES) != []
     assert {(uf >> 28, df >> 28) for _, _, uf, _, df, _ in hub_edges} == {(1, 1)}
 
     # Experiments on a mixed-site run are refused in one line, before the model loads.
@@ -118,25 +124,68 @@ def test_hook_z_kk_release_loads_offline(tiny_assets, kk, tmp_path):
     assert len(res.output.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(not list(_MIGRATIONS.glob("0014_*.sql")), reason="needs migration 0014 (run_saes keyed by site)")
+@pytest.mark.skipif(
+    not list(_MIGRATIONS.glob("0014_*.sql")), reason="needs migration 0014 (run_saes keyed by site)"
+)
 def test_hook_z_kk_release_loads_offline_beside_res_jb(tiny_assets, kk, tmp_path):
     hub_db, local_db = tmp_path / "hub.duckdb", tmp_path / "local.duckdb"
     _hub_ingest(tiny_assets, kk, tmp_path, hub_db,
                 ["--sae-release", "gpt2-small-res-jb", "--sae-layers", "0-1", "--sae-release-id", "gpt2-small-hook-z-kk:blocks.0.hook_z",
                  "--sae-release-id", "gpt2-small-hook-z-kk:blocks.1.hook_z"])  # fmt: skip
-    saes = _rows(hub_db, "SELECT layer, site_kind, hook_name, release, sae_id, neuronpedia_id, d_in FROM run_saes ORDER BY layer, site_kind DESC")
+    saes = db_rows(
+        hub_db,
+        "SELECT layer, site_kind, hook_name, release, sae_id, neuronpedia_id, d_in FROM run_saes ORDER BY layer, site_kind DESC",
+    )
     assert saes == [
-        (0, "resid", "blocks.0.hook_resid_pre", "gpt2-small-res-jb", "blocks.0.hook_resid_pre", "gpt2-small/0-res-jb", 32),
-        (0, "attn_z", "blocks.0.attn.hook_z", "gpt2-small-hook-z-kk", "blocks.0.hook_z", "gpt2-small/0-att-kk", 32),
-        (1, "resid", "blocks.1.hook_resid_pre", "gpt2-small-res-jb", "blocks.1.hook_resid_pre", "gpt2-small/1-res-jb", 32),
-        (1, "attn_z", "blocks.1.attn.hook_z", "gpt2-small-hook-z-kk", "blocks.1.hook_z", "gpt2-small/1-att-kk", 32),
+        (
+            0,
+            "resid",
+            "blocks.0.hook_resid_pre",
+            "gpt2-small-res-jb",
+            "blocks.0.hook_resid_pre",
+            "gpt2-small/0-res-jb",
+            32,
+        ),
+        (
+            0,
+            "attn_z",
+            "blocks.0.attn.hook_z",
+            "gpt2-small-hook-z-kk",
+            "blocks.0.hook_z",
+            "gpt2-small/0-att-kk",
+            32,
+        ),
+        (
+            1,
+            "resid",
+            "blocks.1.hook_resid_pre",
+            "gpt2-small-res-jb",
+            "blocks.1.hook_resid_pre",
+            "gpt2-small/1-res-jb",
+            32,
+        ),
+        (
+            1,
+            "attn_z",
+            "blocks.1.attn.hook_z",
+            "gpt2-small-hook-z-kk",
+            "blocks.1.hook_z",
+            "gpt2-small/1-att-kk",
+            32,
+        ),
     ]
     # The same weights from local folders: the same graph, site-encoded feature ids included.
-    _local_ingest(tiny_assets, local_db, [tiny_assets / "sae0", tiny_assets / "sae1", kk / "local0", kk / "local1"])
-    hub_edges = _rows(hub_db, EDGES)
-    assert hub_edges == _rows(local_db, EDGES) != []
+    _local_ingest(
+        tiny_assets, local_db, [tiny_assets / "sae0", tiny_assets / "sae1", kk / "local0", kk / "local1"]
+    )
+    hub_edges = db_rows(hub_db, EDGES)
+    assert hub_edges == db_rows(local_db, EDGES) != []
     # res 0 -> att 0 -> res 1 -> att 1: every kind of edge is there, att features stored as 2^28 + index.
     kinds = {(ul, uf >> 28, dl, df >> 28) for _, ul, uf, dl, df, _ in hub_edges}
     assert kinds == {(0, 0, 0, 1), (0, 0, 1, 0), (0, 1, 1, 0), (0, 1, 1, 1), (1, 0, 1, 1)}
-    assert _rows(hub_db, "SELECT count(*) FROM activations WHERE feature >= 268435456 AND feature < 2 * 268435456")[0][0] > 0
-
+    assert (
+        db_rows(
+            hub_db, "SELECT count(*) FROM activations WHERE feature >= 268435456 AND feature < 2 * 268435456"
+        )[0][0]
+        > 0
+    )
