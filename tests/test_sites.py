@@ -221,3 +221,39 @@ def test_residual_only_runs_keep_the_fast_path(mixed):
         for col in a[name]:
             assert a[name][col] == pytest.approx(b[name][col], abs=1e-5), (name, col)
     assert len(a["edges"]["weight"]) > 50
+
+
+def test_transcoder_reading_hook_mlp_in(mixed, monkeypatch):
+    """A transcoder reading ``hook_mlp_in`` (the un-normalized MLP input; transformer_lens calls the
+    hook only when asked to) against the reference, with the residual SAE after it."""
+    model, saes = mixed
+    calib = syn.random_tokens(16, 12, D_VOCAB, BOS, seed=1)
+    model.set_use_hook_mlp_in(True)
+    try:
+        x = syn.sample_residuals(model, "blocks.0.hook_mlp_in", calib[:, 1:])
+        tc = syn.make_transcoder("blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out", 32, 40, 32, x, 0.15, seed=5)
+        monkeypatch.setitem(LAYOUT, "tc0", ("blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"))
+        saes = {**saes, "tc0": tc}
+        names = ["tc0", "res1"]
+        ref = reference(model, saes, names, {"tc0": ["res1"], "res1": []}, 0.0)
+        assert any(site == "tc0" for site, _ in ref)
+        sites = _sites(saes, names)
+        assert sites[0].site_kind == "transcoder" and sites[0].hook_name == "blocks.0.hook_mlp_in"
+        _check_against_reference(_sweep(model, sites, 0.0), ref)
+    finally:
+        model.set_use_hook_mlp_in(False)
+
+
+def test_hook_z_sae_without_sae_lens_reshaping(mixed):
+    """An SAE at hook_z whose config does not ask sae_lens to flatten heads gets them flattened the
+    same way: the same weights give the same tables as the reshaping SAE."""
+    model, saes = mixed
+    flat = syn.make_sae("blocks.0.attn.hook_z", 32, 40, torch.randn(64, 32), 0.15)
+    flat.load_state_dict(saes["att0"].state_dict())
+    assert not flat.hook_z_reshaping_mode and saes["att0"].hook_z_reshaping_mode
+    a = _sweep(model, _sites(saes, ["att0", "res1"]), 0.0)
+    b = _sweep(model, _sites({**saes, "att0": flat}, ["att0", "res1"]), 0.0)
+    for name in ("activations", "ablations", "edges", "logit_effects"):
+        for col in a[name]:
+            assert a[name][col] == pytest.approx(b[name][col], abs=1e-6), (name, col)
+    assert len(a["edges"]["weight"]) > 10
