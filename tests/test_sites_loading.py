@@ -189,3 +189,42 @@ def test_hook_z_kk_release_loads_offline_beside_res_jb(tiny_assets, kk, tmp_path
         )[0][0]
         > 0
     )
+
+
+def test_local_transcoder_and_mlp_out_folders_ingest(tiny_assets, tmp_path):
+    """sae_lens folders of a transcoder (block 0) and an MLP-output SAE (block 1) ingest end to end:
+    run_saes says what each is, every table stores their features site-encoded, and the stored
+    transcoder activations are sae_lens' own encode of the MLP input."""
+    model, _ = load_model(ModelSpec(str(tiny_assets / "model")), FLAGS, "cpu", "float32")
+    tokens = model.to_tokens(syn.TOKENIZER_TEXT)
+    x_in = syn.sample_residuals(model, "blocks.0.ln2.hook_normalized", tokens[:, 1:])
+    tc = syn.make_transcoder(
+        "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out", 32, 40, 32, x_in, 0.15, seed=3
+    )
+    tc.save_model(tmp_path / "tc0")
+    x_out = syn.sample_residuals(model, "blocks.1.hook_mlp_out", tokens[:, 1:])
+    syn.make_sae("blocks.1.hook_mlp_out", 32, 40, x_out, 0.15, seed=4).save_model(tmp_path / "mlp1")
+    db = tmp_path / "fg.duckdb"
+    _local_ingest(tiny_assets, db, [tmp_path / "mlp1", tmp_path / "tc0"])
+    assert db_rows(db, "SELECT layer, site_kind, hook_name, architecture FROM run_saes ORDER BY layer") == [
+        (0, "transcoder", "blocks.0.ln2.hook_normalized", "transcoder"),
+        (1, "mlp_out", "blocks.1.hook_mlp_out", "standard"),
+    ]
+    codes = "SELECT DISTINCT layer, feature >> 28 FROM {} ORDER BY ALL"
+    for table in ("activations", "ablations", "logit_effects"):
+        assert db_rows(db, codes.format(table)) == [(0, 3), (1, 2)], table
+    assert db_rows(
+        db, "SELECT DISTINCT up_layer, up_feature >> 28, down_layer, down_feature >> 28 FROM edges"
+    ) == [(0, 3, 1, 2)]
+    text = db_rows(db, "SELECT text FROM prompts WHERE prompt_id = 0")[0][0]
+    toks = model.to_tokens(text)
+    _, cache = model.run_with_cache(toks, names_filter=["blocks.0.ln2.hook_normalized"])
+    dense = tc.encode(cache["blocks.0.ln2.hook_normalized"][0])
+    stored = db_rows(
+        db,
+        "SELECT position, feature - 3 * 268435456, activation FROM activations WHERE prompt_id = 0 AND layer = 0",
+    )
+    expected = [(int(p), int(f), float(dense[p, f])) for p, f in dense.nonzero()]
+    assert sorted((p, f) for p, f, _ in stored) == sorted((p, f) for p, f, _ in expected) != []
+    got = {(p, f): a for p, f, a in stored}
+    assert all(abs(got[(p, f)] - a) < 1e-5 for p, f, a in expected)
