@@ -1,11 +1,12 @@
 """The general sweep path for mixed SAE sites (docs/sweep.md#mixed-sites).
 
 Residual-only runs whose edges go to the next site use the fast path of ingest/sweep.py (rank-1
-residual updates over cached prefixes, ingest/suffix.py). Every other run comes here: an ablation
-is added at its site's own hook through transformer_lens hooks, and the model's own blocks run
-from the site's block to the end over every position, so what each downstream SAE reads (z at
-its read position with block M's attention recomputed over the ablated values, the MLP input
-of a transcoder, ...) is exactly what the model computes. Slower, and obviously the forward pass.
+residual updates, no hooks). Every other run comes here: an ablation is added at its site's own
+hook through transformer_lens hooks, and the model's own block modules run from the site's block
+to the end (on the suffix from the batch's first ablated position, over the clean prefix's cached
+keys and values, as the fast path does; ingest/suffix.py fires the blocks' hook points), so what
+each downstream SAE reads (z at its read position with block M's attention recomputed over the
+ablated values, the MLP input of a transcoder, ...) is what the model computes.
 
 An ablation of feature ``i`` with activation ``a_i`` at the positions ``P`` adds
 ``(c - 1) * a_i * W_dec[i]`` to the value its site writes:
