@@ -257,3 +257,35 @@ def test_hook_z_sae_without_sae_lens_reshaping(mixed):
         for col in a[name]:
             assert a[name][col] == pytest.approx(b[name][col], abs=1e-6), (name, col)
     assert len(a["edges"]["weight"]) > 10
+
+
+def test_prompts_of_different_lengths_share_forwards(mixed):
+    """Right-padded prompt groups on the general path: each prompt gets what it gets alone."""
+    model, saes = mixed
+    sites = _sites(saes, list(LAYOUT))
+    config = SweepConfig(edge_top_k=1000, edge_floor=0.0, logit_top_k=D_VOCAB // 2, batch_size=16)
+    prompts = [
+        PromptInput(0, "a", PROMPT),
+        PromptInput(1, "b", PROMPT[:4]),
+        PromptInput(2, "c", [BOS, 3, 50, 8, 22, 19]),
+    ]
+    together = Sweeper(model, sites, config, prepend_bos=True).sweep_many(prompts)
+    for p, got in zip(prompts, together, strict=True):
+        alone = Sweeper(model, sites, config, prepend_bos=True).sweep(p)
+        for name in ("activations", "ablations", "edges", "logit_effects"):
+            a, b = _keyed(alone.tables[name]), _keyed(got.tables[name])
+            if name in ("activations", "ablations"):
+                assert a.keys() == b.keys(), (p.prompt_id, name)
+            # An edge at float-rounding level (|weight| ~ 1e-7) may be kept in one and not the other.
+            for key in a.keys() | b.keys():
+                zero = [0.0] * len(next(iter(a.values())))
+                assert a.get(key, zero) == pytest.approx(b.get(key, zero), abs=1e-5), (p.prompt_id, name, key)
+        assert len(alone.tables["edges"]["weight"]) > 0
+
+
+def _keyed(cols: dict) -> dict[tuple, list[float]]:
+    """A result table as {integer columns: float columns} per row."""
+    ints = [c for c, v in cols.items() if v.dtype.kind in "iu"]
+    floats = [c for c in cols if c not in ints]
+    n = len(next(iter(cols.values())))
+    return {tuple(int(cols[c][i]) for c in ints): [float(cols[c][i]) for c in floats] for i in range(n)}
