@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from featuregraph.errors import InputError, LoadError
-from featuregraph.store.models import SITE_CODES, SITE_SHIFT
+from featuregraph.store.models import encode_feature
 
 RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 ATTN_Z_HOOK = re.compile(r"^blocks\.(\d+)\.attn\.hook_z$")
@@ -62,7 +62,7 @@ def order_key(site_kind: str, layer: int) -> tuple[int, int]:
 
 def feature_offset(site_kind: str) -> int:
     """What is added to an SAE unit index to store it (``encode_feature``'s offset)."""
-    return SITE_CODES[site_kind] << SITE_SHIFT
+    return encode_feature(site_kind, 0)
 
 
 def hook_width(model_cfg: Any, site_kind: str) -> int:

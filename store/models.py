@@ -45,19 +45,19 @@ class Node:
 # (h13n owns the canonical copy; these are the contract's exact names.)
 SITE_CODES: dict[str, int] = {"resid": 0, "attn_z": 1, "mlp_out": 2, "transcoder": 3}
 SITE_SHORT: dict[str, str] = {"resid": "res", "attn_z": "att", "mlp_out": "mlp", "transcoder": "tc"}
-SITE_SHIFT = 28
+_SITE_BITS = 28
 
 
 def encode_feature(site_kind: str, index: int) -> int:
     """The stored ``feature`` integer of SAE unit ``index`` at a site of kind ``site_kind``."""
-    if not 0 <= index < 1 << SITE_SHIFT:
+    if not 0 <= index < 1 << _SITE_BITS:
         raise ValueError(f"feature index {index} out of range")
-    return (SITE_CODES[site_kind] << SITE_SHIFT) + index
+    return (SITE_CODES[site_kind] << _SITE_BITS) + index
 
 
 def decode_feature(feature: int) -> tuple[str, int]:
     """``(site_kind, index)`` of a stored ``feature`` integer."""
-    code, index = divmod(int(feature), 1 << SITE_SHIFT)
+    code, index = divmod(int(feature), 1 << _SITE_BITS)
     kinds = {v: k for k, v in SITE_CODES.items()}
     return kinds[code], index
 

@@ -46,8 +46,7 @@ FINAL = {"mlp1", "res2"}  # write the final residual: only the read position can
 
 def _name(layer: int, feature: int) -> tuple[str, int]:
     kind, index = decode_feature(feature)
-    short = {"res": "res", "att": "att", "mlp": "mlp", "tc": "tc"}[SITE_SHORT[kind]]
-    return f"{short}{layer}", index
+    return f"{SITE_SHORT[kind]}{layer}", index
 
 
 @pytest.fixture(scope="module")
