@@ -70,6 +70,7 @@ def ingest(
     sae_id: list[str] = typer.Option([], "--sae-id", help="SAE id within --sae-release, e.g. blocks.5.hook_resid_pre. Repeatable."),
     sae_layers: Optional[str] = typer.Option(None, "--sae-layers", help="Layer range for --sae-release, e.g. 0-11; ids from --sae-id-template."),
     sae_id_template: str = typer.Option("blocks.{layer}.hook_resid_pre", "--sae-id-template", help="SAE id for each of --sae-layers."),
+    sae_release_id: list[str] = typer.Option([], "--sae-release-id", help="One more SAE from any release, RELEASE:ID (e.g. gpt2-small-hook-z-kk:blocks.5.hook_z beside --sae-release gpt2-small-res-jb). Repeatable."),
     commit_every: int = typer.Option(16, "--commit-every", help="Commit results every N prompts (a crash loses at most these)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each commit."),
@@ -104,6 +105,11 @@ def ingest(
     if ids and sae_release is None:
         raise InputError("--sae-id needs --sae-release")
     specs += [SaeSpec(release=sae_release, sae_id=i) for i in ids]
+    for ref in sae_release_id:
+        release, sep, one_id = ref.partition(":")
+        if not (sep and release and one_id):
+            raise InputError(f"--sae-release-id: expected RELEASE:ID, got {ref!r}")
+        specs.append(SaeSpec(release=release, sae_id=one_id))
     config = RunConfig(
         model=ModelSpec(model, **model_flags), saes=tuple(specs), sweep=SweepConfig(**sweep), **run_flags
     )

@@ -34,15 +34,17 @@ def host_many(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     return [b.numpy() for b in bufs]
 
 
-def _cat(parts: list[torch.Tensor], repeat: int = 1) -> torch.Tensor:
-    out = torch.cat([p.reshape(-1) for p in parts])
-    return out.repeat_interleave(repeat) if repeat > 1 else out
+def _cat(parts: list[torch.Tensor], repeat: int | list[int] = 1) -> torch.Tensor:
+    """Parts flattened and joined; each element repeated ``repeat`` times (one count per part, or one for all)."""
+    reps = repeat if isinstance(repeat, list) else [repeat] * len(parts)
+    return torch.cat([p.reshape(-1).repeat_interleave(r) if r > 1 else p.reshape(-1) for p, r in zip(parts, reps, strict=True)])
 
 
-def _layers(parts, layer_at: int, rows_at: int, repeat: int = 1) -> torch.Tensor:
+def _layers(parts, layer_at: int, rows_at: int, repeat: int | list[int] = 1) -> torch.Tensor:
     """The layer ``p[layer_at]`` of each part, once for each of its ``repeat * len(p[rows_at])`` rows."""
     dev = parts[0][rows_at].device
-    return torch.cat([torch.full((p[rows_at].shape[0] * repeat,), p[layer_at], device=dev) for p in parts])
+    reps = repeat if isinstance(repeat, list) else [repeat] * len(parts)
+    return torch.cat([torch.full((p[rows_at].shape[0] * r,), p[layer_at], device=dev) for p, r in zip(parts, reps, strict=True)])
 
 
 def device_columns(out: dict[str, list], floor: float) -> dict[str, dict[str, torch.Tensor]]:
@@ -58,7 +60,7 @@ def device_columns(out: dict[str, list], floor: float) -> dict[str, dict[str, to
             "feature": _cat([p[2] for p in parts]), "n_positions": _cat([p[3] for p in parts]),
             "max_activation": _cat([p[4] for p in parts]), "read_activation": _cat([p[5] for p in parts])}  # fmt: skip
     if parts := out["edge"]:
-        k = parts[0][4].shape[1]
+        k = [p[4].shape[1] for p in parts]  # edges kept per ablation: differs between target sites of different width
         weight = _cat([p[5] for p in parts])
         keep = weight.abs() > floor
         cols = {"prompt": _cat([p[2] for p in parts], k), "up_layer": _layers(parts, 0, 2, k),

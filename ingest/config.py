@@ -45,6 +45,9 @@ class SweepConfig:
             (lossless, the default), ``paths`` (the ``prune_top_k`` largest per ablation, then
             only edges on a chain of at least ``prune_min_path_edges`` edges) or ``relative``
             (|weight| >= ``prune_rel_floor`` x the ablation's largest |weight|).
+        edge_target: which downstream sites edges go to (ingest/sites.py ``edge_targets``):
+            ``each-kind`` (default), ``next``, or one site's hook name. For residual-only runs
+            ``each-kind`` and ``next`` are the same: the next residual site.
     """
 
     coefficient: float = setting(0.0, "Ablation coefficient c: 0 = zero-ablation, 1 = no change.")
@@ -61,6 +64,10 @@ class SweepConfig:
     prune_top_k: int = setting(8, "With --prune paths: edges kept per ablation before the path rule.")
     prune_min_path_edges: int = setting(2, "With --prune paths: keep edges on chains of at least this many edges.")
     prune_rel_floor: float = setting(0.1, "With --prune relative: keep |weight| >= this x the ablation's largest.")
+    edge_target: str = setting(
+        "each-kind", "Where edges go: each-kind (the next site of each kind: residual, attention, MLP), next (the "
+        "next site only) or a site's hook name, e.g. blocks.5.attn.hook_z (see docs/sweep.md).",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.prune not in PRUNE_MODES:
@@ -81,6 +88,8 @@ class SweepConfig:
             raise InputError(f"top_next_k must be >= 1, got {self.top_next_k}")
         if self.read_position < -1:
             raise InputError(f"read_position must be -1 (last token) or >= 0, got {self.read_position}")
+        if not self.edge_target.strip():
+            raise InputError("edge_target must be each-kind, next or a site's hook name, got an empty string")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -94,6 +103,8 @@ class SweepConfig:
                   "relative": ("prune_top_k", "prune_min_path_edges")}[self.prune]  # fmt: skip
         for key in unused:
             d.pop(key)
+        if d["edge_target"] == "each-kind":  # runs from before the setting keep their identity
+            d.pop("edge_target")
         return d
 
 

@@ -92,6 +92,8 @@ def planned_flops(sweeper: Any, prompts: list) -> int:
     """
     import torch
 
+    if sweeper.general:  # its counts mirror the fast path's batching and reads only
+        raise ValueError("planned_flops covers residual-only sweeps on the fast path")
     before = sweeper.flops
     clean = sweeper.clean_pass(prompts)
     total = sweeper.flops - before

@@ -19,7 +19,7 @@ import featuregraph
 from featuregraph.errors import InputError
 from featuregraph.ingest.noise import NoiseSpec, noise_baseline, sample_contexts
 from featuregraph.ingest.prompts import RawPrompt, read_prompts, tokenize_prompts
-from featuregraph.ingest.reload import RunContext, load_run, resolve_run
+from featuregraph.ingest.reload import RunContext, load_run, require_residual_sites, resolve_run
 from featuregraph.ingest.validation import CurveSpec, ValidationSpec, response_curve, validate
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.experiments import (
@@ -35,14 +35,16 @@ from featuregraph.store.runs import now
 
 # The run's SAE sites as stored, so that feature names are checked before any model loads.
 RUN_SITES = "SELECT layer, d_sae FROM run_saes WHERE run_id = ? ORDER BY layer"
+RUN_SITE_KINDS = "SELECT DISTINCT site_kind FROM run_saes WHERE run_id = ? AND site_kind <> 'resid' ORDER BY 1"
 
 
 def check_features(db: Database, run_id: int, features: Sequence[str]) -> list[int]:
     """Each feature's SAE site index in run ``run_id``, read from the database (no model loads).
 
-    Raises InputError for a name that does not parse, a layer without an SAE in the run, or a
+    Raises InputError for a run with non-residual sites (see ``require_residual_sites``), a name that does not parse, a layer without an SAE in the run, or a
     feature index past that SAE's width (the same messages as once the model is loaded).
     """
+    require_residual_sites([k for (k,) in db.fetchall(RUN_SITE_KINDS, [run_id])], run_id)
     sites = db.fetchall(RUN_SITES, [run_id])
     out = []
     for name in features:

@@ -15,7 +15,6 @@ import difflib
 import hashlib
 import json
 import logging
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,31 +24,50 @@ import torch
 
 from featuregraph.errors import InputError, LoadError
 from featuregraph.ingest.config import ModelSpec, SaeSpec
+from featuregraph.ingest.sites import feature_offset, hook_width, order_key, site_of
 
 log = logging.getLogger(__name__)
 
-RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 MODEL_PROCESSING_KEYS = ("fold_ln", "center_writing_weights", "center_unembed")
 
 
 @dataclass(frozen=True)
 class SaeSite:
-    """An SAE installed at one residual-stream site.
+    """An SAE installed at one site (ingest/sites.py; docs/method.md#sites-layers-and-feature-names).
 
-    ``layer`` is the residual-stream index (docs/method.md#sites-layers-and-feature-names):
-    ``blocks.L.hook_resid_pre`` is L, ``blocks.L.hook_resid_post`` is L+1. It is also the index
-    of the first transformer block that reads this residual, which is where a sweep resumes the
-    forward pass.
+    ``layer``: for a residual site the residual-stream index (``blocks.L.hook_resid_pre`` is L,
+    ``blocks.L.hook_resid_post`` is L+1), which is also the first block that reads it; for the
+    other kinds the block index L. ``hook_name`` is the hook the SAE reads; ``hook_out`` the
+    hook a transcoder writes (None for the other kinds, which write where they read).
     """
 
     layer: int
     hook_name: str
     sae: Any  # sae_lens.SAE
     provenance: dict[str, Any]
+    site_kind: str = "resid"
+    hook_out: str | None = None
 
     @property
     def d_sae(self) -> int:
         return int(self.sae.cfg.d_sae)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return order_key(self.site_kind, self.layer)
+
+    @property
+    def offset(self) -> int:
+        """Added to a unit index to get the stored feature id (the site contract's encoding)."""
+        return feature_offset(self.site_kind)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The SAE's own encode of the activations ``x`` at its hook, in the hook's shape
+        (for hook_z ``[..., n_heads, d_head]``: an SAE with sae_lens' hook_z reshaping flattens
+        heads itself, one without is given them flattened the same way)."""
+        if self.site_kind == "attn_z" and not getattr(self.sae, "hook_z_reshaping_mode", False):
+            x = x.flatten(-2)
+        return self.sae.encode(x)
 
 
 def resolve_device(device: str) -> str:
@@ -67,13 +85,10 @@ def torch_dtype(dtype: str) -> torch.dtype:
 
 def residual_layer(hook_name: str) -> int:
     """Residual-stream index of a ``blocks.L.hook_resid_pre/post`` hook name."""
-    m = RESID_HOOK.match(hook_name)
-    if not m:
-        raise LoadError(
-            f"unsupported SAE site {hook_name!r}: only residual-stream SAEs "
-            "(blocks.L.hook_resid_pre / blocks.L.hook_resid_post) are supported so far"
-        )
-    return int(m.group(1)) + (1 if m.group(2) == "post" else 0)
+    kind, layer = site_of(hook_name, None, False, hook_name)
+    if kind != "resid":
+        raise LoadError(f"{hook_name!r} is not a residual-stream hook")
+    return layer
 
 
 # ---------------------------------------------------------------------------- SAEs
@@ -146,6 +161,7 @@ def _load_local_sae(spec: SaeSpec, device: str, dtype: str) -> tuple[Any, dict[s
     for needed in ("cfg.json", "sae_weights.safetensors"):
         if not (folder / needed).is_file():
             raise LoadError(f"cannot read SAE folder {folder}: {needed} is missing")
+    _check_hook_z_cfg(folder)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -160,6 +176,17 @@ def _load_local_sae(spec: SaeSpec, device: str, dtype: str) -> tuple[Any, dict[s
         "path": str(folder.resolve()),
         "neuronpedia_id": sae.cfg.metadata.neuronpedia_id,
     }
+
+
+def _check_hook_z_cfg(folder: Path) -> None:
+    """sae_lens refuses a hook_z SAE on another hook deep inside its constructor; say it plainly first."""
+    try:
+        raw = json.loads((folder / "cfg.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"cannot read SAE folder {folder}: cfg.json: {exc}") from None
+    hook = raw.get("hook_name") or (raw.get("metadata") or {}).get("hook_name") or ""
+    if raw.get("reshape_activations") == "hook_z" and not hook.endswith("hook_z"):
+        raise LoadError(f"SAE {folder} is a hook_z SAE (reshape_activations hook_z) but reads {hook!r}")
 
 
 # Registry of SAE sources, keyed by SaeSpec.source.
@@ -187,12 +214,16 @@ def load_sae(spec: SaeSpec, device: str, dtype: str) -> SaeSite:
             f"SAE {spec.describe()} uses normalize_activations={cfg.normalize_activations!r}; "
             "only SAEs without input normalization are supported (fold it into the weights first)"
         )
-    layer = residual_layer(hook_name)
+    hook_out = cfg.metadata.hook_name_out
+    is_transcoder = hasattr(cfg, "d_out")
+    kind, layer = site_of(hook_name, hook_out, is_transcoder, spec.describe())
+    if getattr(cfg, "reshape_activations", "none") == "hook_z" and kind != "attn_z":
+        raise LoadError(f"SAE {spec.describe()} is a hook_z SAE (reshape_activations hook_z) but reads {hook_name!r}")
     state = {k: v for k, v in sae.state_dict().items()}
     provenance = {
         **where,
         "layer": layer,
-        "site_kind": "resid",
+        "site_kind": kind,
         "hook_name": hook_name,
         "d_in": int(cfg.d_in),
         "d_sae": int(cfg.d_sae),
@@ -203,7 +234,7 @@ def load_sae(spec: SaeSpec, device: str, dtype: str) -> SaeSite:
     sae.eval()
     for p in sae.parameters():
         p.requires_grad_(False)
-    return SaeSite(layer=layer, hook_name=hook_name, sae=sae, provenance=provenance)
+    return SaeSite(layer, hook_name, sae, provenance, kind, hook_out if kind == "transcoder" else None)
 
 
 def _jsonable(value: Any) -> Any:
@@ -217,17 +248,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def load_saes(specs: tuple[SaeSpec, ...] | list[SaeSpec], device: str, dtype: str) -> list[SaeSite]:
-    """Load SAEs and order them by residual layer; two SAEs on one layer is an error."""
+    """Load SAEs and order them by their place in the forward pass (ingest/sites.py); two SAEs
+    at one place (one residual stream, one hook_z, one MLP output) are an error."""
     for spec in specs:  # every name is checked before anything is downloaded
         if spec.source == "release":
             check_release_spec(spec)
     sites = [load_sae(spec, device, dtype) for spec in specs]
-    sites.sort(key=lambda s: s.layer)
+    sites.sort(key=lambda s: s.order)
     for a, b in zip(sites, sites[1:]):
-        if a.layer == b.layer:
-            same = "hook" if a.hook_name == b.hook_name else "residual stream"
+        if a.order == b.order:
+            same = "hook" if a.hook_name == b.hook_name else f"{'residual stream' if a.site_kind == 'resid' else 'MLP output'}"
             raise LoadError(
-                f"two SAEs on one {same}: layer {a.layer} is read by both "
+                f"two SAEs on one {same}: layer {a.layer}{'' if a.site_kind == 'resid' else ' (' + a.site_kind + ')'} is read by both "
                 f"{_describe(a)} ({a.hook_name}) and {_describe(b)} ({b.hook_name})"
             )
     return sites
@@ -385,20 +417,28 @@ class _quiet:
 
 
 def check_fit(model: Any, sites: list[SaeSite], model_name: str) -> None:
-    """SAE widths and hooks must match the model."""
+    """SAE hooks and widths must match the model (``d_in``, and a transcoder's ``d_out``)."""
     hooks = set(model.hook_dict)
     for site in sites:
-        if site.hook_name not in hooks:
-            raise LoadError(
-                f"unknown hook {site.hook_name!r} for SAE {_describe(site)}: model {model_name} has "
-                f"{model.cfg.n_layers} layers (blocks.0 to blocks.{model.cfg.n_layers - 1})"
-            )
-        d_in = site.provenance["d_in"]
-        if d_in != model.cfg.d_model:
-            raise LoadError(
-                f"wrong SAE width: SAE {_describe(site)} reads vectors of size {d_in} but model "
-                f"{model_name} has d_model {model.cfg.d_model}"
-            )
+        for hook in filter(None, (site.hook_name, site.hook_out)):
+            if hook not in hooks:
+                raise LoadError(
+                    f"unknown hook {hook!r} for SAE {_describe(site)}: model {model_name} has "
+                    f"{model.cfg.n_layers} layers (blocks.0 to blocks.{model.cfg.n_layers - 1})"
+                )
+        width = hook_width(model.cfg, site.site_kind)
+        what = "n_heads * d_head" if site.site_kind == "attn_z" else "d_model"
+        widths = [("reads", site.provenance["d_in"], site.hook_name)]
+        if site.site_kind == "transcoder":
+            widths.append(("writes", int(site.sae.cfg.d_out), site.hook_out))
+        for verb, d, hook in widths:
+            if d != width:
+                raise LoadError(
+                    f"wrong SAE width: SAE {_describe(site)} {verb} vectors of size {d} but model "
+                    f"{model_name} has {what} {width} at {hook}"
+                )
+        if site.hook_name.endswith("hook_mlp_in"):
+            model.set_use_hook_mlp_in(True)  # transformer_lens only calls this hook when asked to
 
 
 def prepend_bos_from_saes(sites: list[SaeSite], override: bool | None) -> bool:

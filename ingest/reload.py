@@ -13,7 +13,7 @@ from featuregraph.store.models import Node
 from featuregraph.store.run_config import upgrade_config
 
 RUN_CONFIG = "SELECT config, config_version FROM runs WHERE run_id = ?"
-RUN_SAES = "SELECT layer, sha256 FROM run_saes WHERE run_id = ? ORDER BY layer"
+RUN_SAES = "SELECT hook_name, sha256 FROM run_saes WHERE run_id = ?"
 LATEST_RUN = "SELECT max(run_id) FROM runs"
 
 
@@ -26,6 +26,7 @@ class RunContext:
     loaded: Loaded
 
     def sweeper(self, **overrides) -> Sweeper:
+        require_residual_sites([s.site_kind for s in self.loaded.sites if s.site_kind != "resid"], self.run_id)
         sweep = SweepConfig(**{**self.config.sweep.__dict__, **overrides})
         return Sweeper(self.loaded.model, self.loaded.sites, sweep, self.loaded.prepend_bos)
 
@@ -37,6 +38,16 @@ class RunContext:
                 return k
         layers = ", ".join(str(s.layer) for s in self.loaded.sites)
         raise InputError(f"no SAE at layer {node.layer} in run {self.run_id} (layers: {layers})")
+
+
+def require_residual_sites(other_kinds: list[str], run_id: int) -> None:
+    """Noise, validation and curves ablate residual sites by layer (ingest/noise.py, validation.py);
+    a run with other sites is refused with one line rather than half-handled."""
+    if other_kinds:
+        raise InputError(
+            f"noise, validation and curve experiments support residual SAE sites only; run {run_id} also has "
+            f"{', '.join(sorted(set(other_kinds)))} sites"
+        )
 
 
 def resolve_run(db: Database, run_id: int | None) -> int:
@@ -63,8 +74,8 @@ def load_run(db: Database, run_id: int, device: str | None = None) -> RunContext
     loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
     stored = dict(db.fetchall(RUN_SAES, [run_id]))
     for site in loaded.sites:
-        if stored.get(site.layer) != site.provenance["sha256"]:
+        if stored.get(site.hook_name) != site.provenance["sha256"]:
             raise LoadError(
-                f"the SAE at layer {site.layer} is not the one run {run_id} used (its weights changed since)"
+                f"the SAE at {site.hook_name} is not the one run {run_id} used (its weights changed since)"
             )
     return RunContext(run_id, config, loaded)

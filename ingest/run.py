@@ -33,6 +33,7 @@ from featuregraph.ingest.prompts import (
     read_prompts,
 )
 from featuregraph.ingest.pruning import prune_results
+from featuregraph.ingest.sites import edge_targets
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.ingest.writer_thread import WriterThread
 from featuregraph.store.db import Database, open_database
@@ -111,6 +112,7 @@ def prepare_run(
     source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
     raw = read_prompts(prompts, bad_prompts) if isinstance(prompts, (str, Path)) else list(prompts)
     loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
+    edge_targets(loaded.sites, config.sweep.edge_target)  # a named target must be one of the sites
     prepared = prepare_prompts(
         loaded.model, raw, loaded.prepend_bos, source, bad_prompts, too_long, config.sweep.read_position
     )

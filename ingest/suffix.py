@@ -60,8 +60,14 @@ def block_suffix(
     ``past_k``/``past_v`` [batch, start, heads, d_head] are the prefix's keys and values. With
     ``query_at`` [batch] (a suffix index per row) only that position's output is computed,
     [batch, 1, d_model]; otherwise the whole suffix's, [batch, s, d_model].
+
+    The block's hook points fire as in ``block.forward`` (``hook_resid_pre``, ``attn.hook_z``,
+    ``hook_mlp_in`` when enabled, ``hook_mlp_out``, ``hook_resid_post``; those inside ``ln1``,
+    ``ln2`` and ``mlp`` too), on the suffix's values (one position after ``query_at``): the mixed-
+    site sweep edits and reads sites through them (ingest/mixed.py). Without hooks they are identities.
     """
     attn = block.attn
+    x = block.hook_resid_pre(x)
     h = block.ln1(x)
     k = torch.cat([past_k, _linear_heads(h, attn.W_K, attn.b_K)], 1)
     v = torch.cat([past_v, _linear_heads(h, attn.W_V, attn.b_V)], 1)
@@ -80,8 +86,9 @@ def block_suffix(
     scores = torch.where(allowed, scores, attn.IGNORE.to(scores.device))
     pattern = F.softmax(scores, dim=-1)
     pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern).to(v.dtype)
-    z = attn.calculate_z_scores(v, pattern)
+    z = attn.calculate_z_scores(v, pattern)  # fires attn.hook_z itself
     w_o = attn.W_O.reshape(-1, attn.W_O.shape[-1]).T  # [d_model, heads * d_head]
     attn_out = F.linear(z.reshape(z.shape[0], z.shape[1], -1), w_o, attn.b_O)
     mid = resid + attn_out
-    return mid + block.mlp(block.ln2(mid))
+    mlp_in = block.hook_mlp_in(mid.clone()) if block.cfg.use_hook_mlp_in else mid
+    return block.hook_resid_post(mid + block.hook_mlp_out(block.mlp(block.ln2(mlp_in))))

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from featuregraph.errors import InputError
-from featuregraph.ingest import cost
+from featuregraph.ingest import cost, mixed
 from featuregraph.ingest.columns import device_columns, host_tables, split, to_host
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest.loading import SaeSite
+from featuregraph.ingest.sites import edge_targets
 from featuregraph.ingest.suffix import block_suffix, keys_values, supports_suffix
 from featuregraph.store.models import PromptResult
 from featuregraph.store.tables import numpy_columns
@@ -65,10 +66,15 @@ class CleanPass:
     read_mask: torch.Tensor  # [prompts, pos]: the read position only
     real_mask: torch.Tensor  # [prompts, pos]: not padding
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # clean keys/values per block (suffix reuse)
+    inputs: list[torch.Tensor] | None = None  # general path: each site's clean input at every position
 
 
 class Sweeper:
-    """Runs the sweep for one model and its SAE sites (sorted by layer).
+    """Runs the sweep for one model and its SAE sites (in forward order, ingest/sites.py).
+
+    Residual-only runs whose edges go to the next site take the fast path below; any other
+    run (attention, MLP or transcoder sites, or another ``edge_target``) the general path of
+    ingest/mixed.py (``general`` is True), same definitions (docs/sweep.md#mixed-sites).
 
     ``suffix_reuse`` (default on) recomputes an ablation only from its feature's first active
     position, over the clean prefix's cached keys and values; off, every position is
@@ -87,6 +93,9 @@ class Sweeper:
         self.prepend_bos = prepend_bos
         self.n_layers = int(model.cfg.n_layers)
         self.device = next(model.parameters()).device
+        self.targets = edge_targets(sites, config.edge_target)  # per site: the sites its edges go to
+        nexts = [[k + 1] if k + 1 < len(sites) else [] for k in range(len(sites))]
+        self.general = any(s.site_kind != "resid" for s in sites) or self.targets != nexts
         self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg)
         self.shape = cost.Shape.of(model.cfg)
         self.flops = 0  # floating-point operations of the matrix products run so far (cost model)
@@ -153,7 +162,11 @@ class Sweeper:
         first = torch.tensor([b[0] for b in bounds], device=dev)
         read = torch.tensor([b[1] for b in bounds], device=dev)
         rows = torch.arange(len(prompts), device=dev)
-        resid = self.clean_residuals(tokens.to(dev))
+        inputs = None
+        if self.general:
+            resid, inputs = mixed.clean_forward(self, tokens.to(dev))
+        else:
+            resid = self.clean_residuals(tokens.to(dev))
         logp = torch.log_softmax(self._logits(resid[self.n_layers][rows, read]), -1)
         pos = torch.arange(n_pos, device=dev)[None]
         kv = None
@@ -167,21 +180,37 @@ class Sweeper:
             resid=resid,
             logp=logp,
             # Downstream activations are only ever read at the read position.
-            read_acts=[site.sae.encode(resid[site.layer][rows, read]) for site in self.sites],
+            read_acts=[
+                site.encode((inputs[k] if inputs is not None else resid[site.layer])[rows, read])
+                for k, site in enumerate(self.sites)
+            ],
             ablate_mask=(pos >= first[:, None]) & (pos <= read[:, None]),
             read_mask=pos == read[:, None],
             real_mask=pos < torch.tensor(lengths, device=dev)[:, None],
             kv=kv,
+            inputs=inputs,
         )
+
+    def site_acts(self, clean: "CleanPass", k: int) -> torch.Tensor:
+        """Site ``k``'s clean SAE activations at every position [prompts, pos, d_sae]."""
+        site = self.sites[k]
+        return site.encode(clean.inputs[k] if clean.inputs is not None else clean.resid[site.layer])
+
+    def writes_final(self, k: int) -> bool:
+        """Whether site ``k`` writes the final residual stream (after the last block, or the last MLP)."""
+        site = self.sites[k]
+        if site.site_kind == "resid":
+            return site.layer == self.n_layers
+        return site.site_kind in ("mlp_out", "transcoder") and site.layer == self.n_layers - 1
 
     def ablatable(self, clean: "CleanPass", k: int, acts: torch.Tensor) -> torch.Tensor:
         """``acts`` [prompts, pos, d_sae] of site ``k``, zeroed where ablating cannot matter.
 
-        After the last block nothing mixes positions, so at a site there only the read
-        position can matter; elsewhere every position from the first non-BOS token to the
-        read position.
+        After the last block nothing mixes positions, so at a site writing there (the final
+        residual, or the last block's MLP output) only the read position can matter; elsewhere
+        every position from the first non-BOS token to the read position.
         """
-        mask = clean.read_mask if self.sites[k].layer == self.n_layers else clean.ablate_mask
+        mask = clean.read_mask if self.writes_final(k) else clean.ablate_mask
         return acts * mask[..., None]
 
     def ablate(
@@ -208,6 +237,7 @@ class Sweeper:
         read at t for the prompt cut after t (ablating later positions cannot reach t): the
         noise baseline uses it to get one sample per read position from a single forward.
         """
+        self._residual_only("ablate")
         site = self.sites[k]
         nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
         if isinstance(scale, torch.Tensor):
@@ -231,7 +261,8 @@ class Sweeper:
         return down, torch.log_softmax(self._logits(x[rows, read]), -1)
 
     def _ablation_batches(self, clean: "CleanPass", k: int, p_all, f_all, removed_all):
-        """Yield ``(prompt_idx, features, down, logp)`` per batch of site ``k``'s single-feature ablations.
+        """Yield ``(prompt_idx, features, downs, logp)`` per batch of site ``k``'s single-feature
+        ablations; ``downs`` maps each edge target's site index to its activations at the read position.
 
         With suffix reuse, ablations are sorted by (first ablated position, read position), so
         that consecutive ones share their suffix: each batch of ``batch_size`` recomputes
@@ -242,7 +273,11 @@ class Sweeper:
         if not self.suffix_reuse:
             for i in range(0, p_all.shape[0], bs):
                 pb, fb = p_all[i : i + bs], f_all[i : i + bs]
-                yield (pb, fb, *self.ablate(clean, k, pb, fb, removed_all[i : i + bs], scale))
+                if self.general:
+                    yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed_all[i : i + bs], scale)
+                    continue
+                down, logp = self.ablate(clean, k, pb, fb, removed_all[i : i + bs], scale)
+                yield pb, fb, ({k + 1: down} if down is not None else {}), logp
             return
         n_pos = removed_all.shape[1]
         first = (removed_all != 0).to(torch.int32).argmax(1)  # first True per row (argmax takes no bools)
@@ -253,7 +288,11 @@ class Sweeper:
             sel = order[i : i + bs]
             start, stop = first_h[i], max(read_h[i : i + bs]) + 1
             pb, fb = p_all[sel], f_all[sel]
-            yield (pb, fb, *self.ablate_suffix(clean, k, pb, fb, removed_all[sel, start:stop], scale, start))
+            if self.general:
+                yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed_all[sel, start:stop], scale, start)
+                continue
+            down, logp = self.ablate_suffix(clean, k, pb, fb, removed_all[sel, start:stop], scale, start)
+            yield pb, fb, ({k + 1: down} if down is not None else {}), logp
 
     def ablate_suffix(
         self,
@@ -279,24 +318,32 @@ class Sweeper:
         x = x + scale * removed[:, :, None] * site.sae.W_dec[features][:, None, :]
         rows = torch.arange(prompt_idx.shape[0], device=self.device)
         at = clean.read[prompt_idx] - start  # each row's read position within x
-        stop_down = nxt.layer if nxt is not None else None
+        stop_down = min(nxt.layer, self.n_layers) if nxt is not None else self.n_layers
+        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, site.layer, stop_down)
         down = None
-        sh, b = self.shape, prompt_idx.shape[0]
-        for layer in range(site.layer, self.n_layers):
-            if layer == stop_down:
-                down = nxt.sae.encode(x[rows, at])
-                self.flops += cost.encode_flops(sh, b, nxt.d_sae)
+        if nxt is not None:
+            down = nxt.sae.encode(x[rows, at])
+            self.flops += cost.encode_flops(self.shape, prompt_idx.shape[0], nxt.d_sae)
+        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, stop_down, self.n_layers)
+        self.flops += cost.unembed_flops(self.shape, prompt_idx.shape[0])
+        return down, torch.log_softmax(self._logits(x[rows, at]), -1)
+
+    def suffix_blocks(
+        self, clean: "CleanPass", prompt_idx: torch.Tensor, x: torch.Tensor, start: int, at: torch.Tensor, first: int, stop: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks ``first..stop-1`` on the suffix ``x`` [batch, s, d_model] (absolute positions from
+        ``start``) over the clean prefix's keys and values; ``at`` is each row's read position in
+        ``x``. The last block of the model computes the read position only: then ``x`` comes back
+        with one position and ``at`` zero."""
+        sh, b, s = self.shape, prompt_idx.shape[0], x.shape[1]
+        for layer in range(first, stop):
             past_k, past_v = (t[prompt_idx, :start] for t in clean.kv[layer])
             last = layer == self.n_layers - 1
             x = block_suffix(self.model.blocks[layer], x, start, past_k, past_v, query_at=at if last else None)
             self.flops += b * cost.block_flops(sh, n_q=1 if last else s, n_new=s, n_keys=start + s)
             if last:
                 at = torch.zeros_like(at)
-        if nxt is not None and down is None:  # the next site is after the last block
-            down = nxt.sae.encode(x[rows, at])
-            self.flops += cost.encode_flops(sh, b, nxt.d_sae)
-        self.flops += cost.unembed_flops(sh, b)
-        return down, torch.log_softmax(self._logits(x[rows, at]), -1)
+        return x, at
 
     def log_probs_every_position(self, resid_final: torch.Tensor) -> torch.Tensor:
         """Next-token log-probabilities at every position [batch, pos, d_vocab] from the final residual."""
@@ -314,6 +361,7 @@ class Sweeper:
         residual as it is by then (already changed by earlier sites' ablations), as a hook
         calling the SAE's encode would see them. For a single feature this is :meth:`ablate`.
         """
+        self._residual_only("ablate_sets")
         rows = torch.arange(prompt_idx.shape[0], device=self.device)
         used = sorted({k for s in sets for k, feats in s.items() if feats})
         if not used:
@@ -332,6 +380,11 @@ class Sweeper:
         x = self._blocks(x, layer, self.n_layers)
         return torch.log_softmax(self._logits(x[rows, clean.read[prompt_idx]]), -1)
 
+    def _residual_only(self, what: str) -> None:
+        # Noise, validation and curves reach the sweep through these; they read residual sites by layer.
+        if self.general:
+            raise InputError(f"{what} supports residual SAE sites with edges to the next site only (the fast path)")
+
     def sweep(self, prompt: PromptInput) -> PromptResult:
         """Sweep one prompt; see :meth:`sweep_many`."""
         return self.sweep_many([prompt])[0]
@@ -348,10 +401,11 @@ class Sweeper:
         clean_logp, clean_p = clean.logp, clean.logp.exp()
         out: dict[str, list] = {"act": [], "abl": [], "edge": [], "logit": []}
         for k, site in enumerate(self.sites):
-            acts = site.sae.encode(clean.resid[site.layer])  # [prompts, pos, d_sae]
+            acts = self.site_acts(clean, k)  # [prompts, pos, d_sae]
             self.flops += cost.encode_flops(self.shape, acts.shape[0] * acts.shape[1], site.d_sae)
             nz = (acts * clean.real_mask[..., None]).nonzero()
-            out["act"].append((site.layer, nz[:, 0], nz[:, 1], nz[:, 2], acts[nz[:, 0], nz[:, 1], nz[:, 2]]))
+            # Stored feature ids carry the site (the site contract's encoding; 0 for residual sites).
+            out["act"].append((site.layer, nz[:, 0], nz[:, 1], nz[:, 2] + site.offset, acts[nz[:, 0], nz[:, 1], nz[:, 2]]))
             masked = self.ablatable(clean, k, acts)
             del acts
             pairs = (masked != 0).any(1).nonzero()  # (prompt, feature) to ablate, prompt-major
@@ -361,15 +415,16 @@ class Sweeper:
             removed_all = masked[p_all, :, f_all]  # [pairs, pos]: the activation removed at each position
             del masked
             out["abl"].append(
-                (site.layer, p_all, f_all, (removed_all != 0).sum(1), removed_all.abs().amax(1), clean.read_acts[k][p_all, f_all])
-            )
-            nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
-            for pb, fb, down, logp in self._ablation_batches(clean, k, p_all, f_all, removed_all):
-                if down is not None:
-                    weights = down.float() - clean.read_acts[k + 1][pb].float()  # exact difference of low-precision values
+                (site.layer, p_all, f_all + site.offset, (removed_all != 0).sum(1), removed_all.abs().amax(1),
+                 clean.read_acts[k][p_all, f_all])
+            )  # fmt: skip
+            for pb, fb, downs, logp in self._ablation_batches(clean, k, p_all, f_all, removed_all):
+                fb = fb + site.offset
+                for t, down in downs.items():
+                    weights = down.float() - clean.read_acts[t][pb].float()  # exact difference of low-precision values
                     kk = min(cfg.edge_top_k, weights.shape[-1])
                     idx = weights.abs().topk(kk, dim=-1).indices
-                    out["edge"].append((site.layer, nxt.layer, pb, fb, idx, weights.gather(-1, idx)))
+                    out["edge"].append((site.layer, self.sites[t].layer, pb, fb, idx + self.sites[t].offset, weights.gather(-1, idx)))
                 dlogp = logp - clean_logp[pb]
                 dprob = logp.exp() - clean_p[pb]
                 kk = min(cfg.logit_top_k, dprob.shape[-1] // 2)

@@ -116,10 +116,12 @@ def random_tokens(n: int, length: int, d_vocab: int, bos: int | None, seed: int)
 
 
 def sample_residuals(model: Any, hook_name: str, tokens: torch.Tensor) -> torch.Tensor:
-    """Residual vectors [n_tokens, d_model] at ``hook_name`` for a batch of token ids."""
+    """Activation vectors [n_tokens, width] at ``hook_name`` for a batch of token ids (the residual,
+    or any other hook; hook_z's heads flattened ``(n_heads d_head)`` as sae_lens does)."""
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens.to(next(model.parameters()).device), names_filter=[hook_name])
-    return cache[hook_name].reshape(-1, model.cfg.d_model)
+    x = cache[hook_name]
+    return x.reshape(x.shape[0] * x.shape[1], -1)
 
 
 def make_sae(
@@ -132,8 +134,9 @@ def make_sae(
     device: str = "cpu",
     dtype: str = "float32",
     model_name: str = "synthetic",
+    reshape_activations: str = "none",
 ) -> Any:
-    """A random standard (ReLU) sae_lens SAE.
+    """A random standard (ReLU) sae_lens SAE (``reshape_activations="hook_z"`` for a hook_z SAE).
 
     Encoder rows are random unit directions; each feature's encoder bias is set to the
     ``1 - density`` quantile of its pre-activation over ``calibration`` residuals (taken
@@ -149,6 +152,7 @@ def make_sae(
         dtype=dtype,
         device=device,
         metadata=SAEMetadata(hook_name=hook_name, prepend_bos=True, model_name=model_name, context_size=128),
+        reshape_activations=reshape_activations,
     )
     sae = StandardSAE(cfg)
     w_dec = torch.randn(d_sae, d_in, generator=g)
@@ -172,3 +176,29 @@ def make_sae(
 
 def _chunked_quantile(pre: torch.Tensor, q: float, chunk: int = 2048) -> torch.Tensor:
     return torch.cat([torch.quantile(pre[:, i : i + chunk], q, dim=0) for i in range(0, pre.shape[1], chunk)])
+
+
+def make_transcoder(
+    hook_name: str, hook_name_out: str, d_in: int, d_sae: int, d_out: int, calibration: torch.Tensor,
+    density: float, seed: int = 0, model_name: str = "synthetic",
+) -> Any:  # fmt: skip
+    """A random sae_lens ``Transcoder`` reading ``hook_name`` and writing ``hook_name_out``; its
+    encoder is calibrated on ``calibration`` inputs like :func:`make_sae`'s."""
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.saes.transcoder import Transcoder, TranscoderConfig
+
+    g = torch.Generator().manual_seed(seed)
+    meta = SAEMetadata(hook_name=hook_name, hook_name_out=hook_name_out, prepend_bos=True, model_name=model_name)
+    tc = Transcoder(TranscoderConfig(d_in=d_in, d_sae=d_sae, d_out=d_out, apply_b_dec_to_input=False, metadata=meta))
+    w_enc = torch.randn(d_in, d_sae, generator=g)
+    w_enc = w_enc / w_enc.norm(dim=0, keepdim=True)
+    x = calibration.detach().float()
+    pre = x @ w_enc
+    with torch.no_grad():
+        tc.W_enc.copy_(w_enc)
+        tc.b_enc.copy_(-torch.quantile(pre, 1.0 - density, dim=0))
+        tc.W_dec.copy_(torch.randn(d_sae, d_out, generator=g) * 0.1)
+    tc.eval()
+    for p in tc.parameters():
+        p.requires_grad_(False)
+    return tc

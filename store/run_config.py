@@ -16,6 +16,9 @@ Layouts:
 3. Layout 2 plus the ingest-time pruning settings in ``sweep``: ``prune`` (``none`` for every
    older run: they are lossless), ``prune_top_k``, ``prune_min_path_edges``, ``prune_rel_floor``.
 
+4. Layout 3 plus ``sweep.edge_target`` (``each-kind`` for every older run: they had residual
+   SAEs only, where it means the next residual site, as they did).
+
 Every layout keeps ``$.sweep.*`` and ``$.dtype`` where the generated columns of ``runs`` read
 them; a layout that moves them needs a migration that changes those columns.
 """
@@ -28,7 +31,7 @@ from typing import Any, Callable
 
 from featuregraph.errors import DatabaseError
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 
 # What an ingest did before it recorded its prompt policies: the CLI's defaults then and now.
 V1_INGEST_DEFAULTS = {"too_long": "reject", "bad_prompts": "error"}
@@ -48,8 +51,13 @@ def _v2_to_v3(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _v3_to_v4(config: dict[str, Any]) -> dict[str, Any]:
+    config.setdefault("sweep", {})["edge_target"] = "each-kind"
+    return config
+
+
 # version -> the function that turns a config of that version into the next one.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def upgrade_config(config: dict[str, Any] | str, version: int) -> dict[str, Any]:

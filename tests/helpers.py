@@ -118,3 +118,14 @@ def all_rows(con: Any) -> dict[str, list[tuple]]:
     ``Database``): what a migration must leave as it was."""
     tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
     return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables if t != "schema_migrations"}
+
+
+def db_rows(path: Path, sql: str) -> list[tuple]:
+    """The rows of one query on a database file, opened read-only."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -155,3 +155,79 @@ def test_corrupt_database_is_refused_before_any_work(tiny_assets, tmp_path):
     assert db.read_bytes() == b"garbage" * 4096
     res = _run(["info", str(db)])
     assert res.exit_code == 2 and "not a readable DuckDB database" in res.output
+
+
+# -- attention-output (hook_z), MLP-output and transcoder sites (ingest/sites.py) ------------------
+
+
+def _hook_z_sae(tmp: Path, name: str, hook: str = "blocks.0.attn.hook_z", d_in: int = 32) -> Path:
+    import torch
+
+    syn.make_sae(hook, d_in, 40, torch.randn(200, d_in), 0.1, reshape_activations="hook_z").save_model(tmp / name)
+    return tmp / name
+
+
+def test_hook_z_sae_on_the_residual_stream(tiny_assets, tmp_path):
+    sae = _hook_z_sae(tmp_path, "z")
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg["metadata"]["hook_name"] = "blocks.0.hook_resid_pre"
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[sae]))
+    _assert_one_line_error(res, r"SAE .*z is a hook_z SAE \(reshape_activations hook_z\) but reads 'blocks.0.hook_resid_pre'", db)
+
+
+def test_hook_z_sae_of_the_wrong_width(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[_hook_z_sae(tmp_path, "wide", d_in=48)]))
+    _assert_one_line_error(res, r"wrong SAE width: SAE .*wide reads vectors of size 48 but model .* has n_heads \* d_head 32 at blocks.0.attn.hook_z", db)
+
+
+def test_residual_and_hook_z_widths_are_told_apart():
+    """Where n_heads * d_head != d_model, a residual SAE on hook_z and a hook_z SAE on the
+    residual are both refused by width (in GPT-2 the two widths are equal, 768)."""
+    import torch
+    from sae_lens import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+
+    from featuregraph.errors import LoadError
+    from featuregraph.ingest.loading import SaeSite, check_fit
+    from featuregraph.ingest.sites import site_of
+
+    cfg = HookedTransformerConfig(n_layers=1, d_model=32, n_heads=4, d_head=4, d_vocab=16, n_ctx=8, act_fn="gelu")
+    model = HookedSAETransformer(cfg)
+    for hook, d_in, want in [("blocks.0.attn.hook_z", 32, "n_heads \\* d_head 16"), ("blocks.0.hook_resid_pre", 16, "d_model 32")]:
+        sae = syn.make_sae(hook, d_in, 8, torch.randn(50, d_in), 0.1)
+        kind, layer = site_of(hook, None, False, "x")
+        site = SaeSite(layer, hook, sae, {"d_in": d_in, "path": "x"}, kind)
+        with pytest.raises(LoadError, match=f"reads vectors of size {d_in} but model m has {want} at {hook}"):
+            check_fit(model, [site], "m")
+
+
+def test_two_saes_on_one_mlp_output(tiny_assets, tmp_path):
+    import torch
+
+    x = torch.randn(200, 32)
+    syn.make_sae("blocks.0.hook_mlp_out", 32, 40, x, 0.1).save_model(tmp_path / "mlp")
+    syn.make_transcoder("blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out", 32, 40, 32, x, 0.1).save_model(tmp_path / "tc")
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[tmp_path / "mlp", tmp_path / "tc"]))
+    _assert_one_line_error(res, r"two SAEs on one MLP output: layer 0 \((mlp_out|transcoder)\)", db)
+
+
+def test_two_hook_z_saes_on_one_hook(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[_hook_z_sae(tmp_path, "a"), _hook_z_sae(tmp_path, "b")]))
+    _assert_one_line_error(res, r"two SAEs on one hook: layer 0 \(attn_z\)", db)
+
+
+def test_unknown_hook_z_layer(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db, saes=[_hook_z_sae(tmp_path, "deep", hook="blocks.5.attn.hook_z")]))
+    _assert_one_line_error(res, r"unknown hook 'blocks.5.attn.hook_z'", db)
+
+
+def test_unknown_edge_target(tiny_assets, tmp_path):
+    db = tmp_path / "fg.duckdb"
+    res = _run(_ingest_args(tiny_assets, db) + ["--edge-target", "blocks.0.attn.hook_z"])
+    _assert_one_line_error(res, r"edge target 'blocks.0.attn.hook_z' is neither each-kind nor next nor the hook of one of the run's SAEs", db)

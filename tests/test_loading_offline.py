@@ -11,21 +11,12 @@ import os
 import subprocess
 import sys
 
-import duckdb
-from helpers import tiny_config
+from helpers import db_rows, tiny_config
 from hubcache import add_folder
 
 from featuregraph.ingest.run import ingest
 
 RELEASE_REPO = "jbloom/GPT2-Small-SAEs-Reformatted"
-
-
-def _rows(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_hub_names_load_from_an_offline_cache(tiny_assets, tmp_path):
@@ -44,19 +35,19 @@ def test_hub_names_load_from_an_offline_cache(tiny_assets, tmp_path):
     assert hub.returncode == 0, hub.stderr
     ingest(local_db, tiny_assets / "prompts.txt", tiny_config(tiny_assets, n_saes=2), progress=False)
 
-    assert _rows(hub_db, "SELECT model, model_source FROM runs") == [("gpt2", "hub")]
-    saes = _rows(hub_db, "SELECT layer, release, sae_id, path, neuronpedia_id FROM run_saes ORDER BY layer")
+    assert db_rows(hub_db, "SELECT model, model_source FROM runs") == [("gpt2", "hub")]
+    saes = db_rows(hub_db, "SELECT layer, release, sae_id, path, neuronpedia_id FROM run_saes ORDER BY layer")
     assert saes == [
         (0, "gpt2-small-res-jb", "blocks.0.hook_resid_pre", None, "gpt2-small/0-res-jb"),
         (1, "gpt2-small-res-jb", "blocks.1.hook_resid_pre", None, "gpt2-small/1-res-jb"),
     ]
     # The release asks for center_writing_weights; it is honoured and recorded.
-    assert _rows(hub_db, "SELECT model_config->>'center_writing_weights' FROM runs") == [("true",)]
+    assert db_rows(hub_db, "SELECT model_config->>'center_writing_weights' FROM runs") == [("true",)]
     # Same weights, same SAEs: same graph.
     edges = "SELECT prompt_id, up_layer, up_feature, down_feature, round(weight, 5) FROM edges ORDER BY ALL"
-    assert _rows(hub_db, edges) == _rows(local_db, edges) != []
+    assert db_rows(hub_db, edges) == db_rows(local_db, edges) != []
     sha = "SELECT layer, sha256 FROM run_saes ORDER BY layer"
-    assert _rows(hub_db, sha) == _rows(local_db, sha)
+    assert db_rows(hub_db, sha) == db_rows(local_db, sha)
 
 
 def test_missing_hub_files_give_one_line(tiny_assets, tmp_path):
