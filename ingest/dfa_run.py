@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from featuregraph.errors import InputError
 from featuregraph.ingest.dfa import DfaSettings, dfa_rows, hook_z_layer
-from featuregraph.ingest.loading import RESID_HOOK, residual_layer
+from featuregraph.ingest.loading import residual_layer
 from featuregraph.ingest.reload import load_run, resolve_run
+from featuregraph.ingest.sites import RESID_HOOK
 from featuregraph.store.db import open_database
 from featuregraph.store.dfa import DFA_TABLES, run_prompt_tokens, run_sae_hooks, write_dfa
 from featuregraph.store.tables import value_columns
