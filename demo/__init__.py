@@ -24,6 +24,7 @@ __all__ = [
     "HELDOUT_PATH",
     "PROMPTS_PATH",
     "SAES_DIR",
+    "attn_sae_dirs",
     "sae_dirs",
 ]
 
@@ -34,6 +35,8 @@ ASSETS_DIR: Path = DEMO_DIR / "assets"
 MODEL_DIR: Path = ASSETS_DIR / "model"
 #: One sae_lens folder per residual site, named after the hook (``blocks.0.hook_resid_pre``...).
 SAES_DIR: Path = ASSETS_DIR / "saes"
+#: One sae_lens folder per block's attention output (``blocks.0.attn.hook_z``...), see demo.attn_saes.
+ATTN_SAES_DIR: Path = ASSETS_DIR / "attn_saes"
 #: Training config, library versions and measured quality metrics.
 MANIFEST_PATH: Path = ASSETS_DIR / "manifest.json"
 #: Held-out task prompts, one JSON object per line: ``{"text", "tag", "answer"}``.
@@ -78,3 +81,11 @@ def _site_key(path: Path) -> tuple[int, int]:
     """Sort key ``(layer, 0 for resid_pre / 1 for resid_post)`` for a hook-named folder."""
     _, layer, hook = path.name.split(".", 2)
     return int(layer), 0 if hook == "hook_resid_pre" else 1
+
+
+def attn_sae_dirs(assets_dir: Path = ASSETS_DIR) -> list[Path]:
+    """The attention-output SAE folders under ``assets_dir / "attn_saes"`` in block order (none: [])."""
+    root = assets_dir / "attn_saes"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: int(p.name.split(".")[1]))

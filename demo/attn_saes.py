@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from sae_lens import SAE
 
-from featuregraph.demo import ASSETS_DIR
+from featuregraph.demo import ASSETS_DIR, attn_sae_dirs
 from featuregraph.demo.config import TrainConfig, attn_hook_names
 from featuregraph.demo.corpus import CorpusGenerator
 from featuregraph.demo.loading import load_hooked_model
@@ -40,14 +40,6 @@ logger = logging.getLogger("featuregraph.demo.attn_saes")
 #: Seed offset of the attention SAEs' initialisation and batch order (the residual SAEs use
 #: ``seed + 100`` onward, one per site).
 SEED_OFFSET = 200
-
-
-def attn_sae_dirs(assets_dir: Path = ASSETS_DIR) -> list[Path]:
-    """The attention SAE folders under ``assets_dir / "attn_saes"`` in block order (none: [])."""
-    root = assets_dir / "attn_saes"
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: int(p.name.split(".")[1]))
 
 
 def load_attn_saes(assets_dir: Path = ASSETS_DIR, device: str = "cpu") -> dict[str, SAE]:

@@ -37,10 +37,10 @@ class TrainConfig:
     mix_acronym: float = 0.3
     mix_ioi: float = 0.4
     mix_filler: float = 0.15
-    # Controlled ambiguity of bracket and acronym documents (demo.corpus, 0 off, 1 on):
-    # off for the committed model (trained before it existed); on, a calibrated model
-    # puts the answer's probability mid-range instead of at 0.999.
-    corpus_ambiguity: int = 0
+    # Controlled ambiguity of bracket and acronym documents (demo.corpus, 0 off, 1 on): on
+    # (the committed model), a calibrated model puts the answer's probability mid-range
+    # (held-out median 0.78 paren, 0.84 acronym) instead of at 0.997-0.999, so ablations can move it.
+    corpus_ambiguity: int = 1
     # Tokenizer.
     vocab_size: int = 2048
     tokenizer_docs: int = 30_000

@@ -20,6 +20,7 @@ from featuregraph.demo import (
     MODEL_DIR,
     NOISE_CORPUS_PATH,
     PROMPTS_PATH,
+    attn_sae_dirs,
     sae_dirs,
 )
 from featuregraph.errors import InputError
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 HAS_NOISE = "SELECT count(*) FROM experiments WHERE run_id = ? AND kind = 'noise' AND status = 'complete'"
 LATEST_NOISE = "SELECT max(experiment_id) FROM noise_experiment_of(NULL) WHERE run_id = ?"
 HELDOUT_TAG = "filler-heldout"
+IOI_TAG = "ioi"
+HAS_DFA = "SELECT count(*) FROM dfa_features WHERE run_id = ?"
 PROMPTS_PER_TAG = "SELECT tag, count(*) FROM prompts WHERE run_id = ? GROUP BY tag ORDER BY tag"
 EDGE_COUNT = "SELECT count(*) FROM edges WHERE run_id = ?"
 # A validation the demo already ran (same spec, so same path and held-out file), newest first.
@@ -63,10 +66,18 @@ class DemoSummary:
     validations: list[PathValidation] = field(default_factory=list)
     #: per tag: kinds of each prompt's strongest edges (see :func:`demo.edge_kinds.edge_kinds`)
     edge_kinds: list[dict] = field(default_factory=list)
+    #: the mixed-site run (residual + attention-output SAEs) over the IOI prompts, with DFA
+    attention_run: int | None = None
+    #: its attention features that lower the IOI answer most (:func:`demo.attention_report.ioi_attention_report`)
+    attention_report: list[dict] = field(default_factory=list)
 
 
 #: How many of each prompt's strongest edges the edge-kind summary looks at.
 STRONGEST_EDGES = 30
+
+#: How many of each task's most specific paths are validated (each against its own matched control).
+#: Trying several makes "at least one meets the target" easier to reach by chance: the CLI says how many.
+VALIDATED_PATHS = 3
 
 #: Target of a validated path: its median answer log-prob change at least this many times the
 #: matched control's (both negative), with its bootstrap interval below the control's median.
@@ -85,6 +96,8 @@ class PathValidation:
     #: no prompt names an answer.
     dlogp: dict | None
     warnings: list[str]
+    #: 1 for the task's most specific path, 2 for the next...
+    rank: int = 1
 
     @property
     def target_met(self) -> bool:
@@ -99,7 +112,7 @@ class PathValidation:
 def validate_top_paths(
     db_path: str | Path, run_id: int, paths: dict[str, list[TaskPath]], per_tag: int | None
 ) -> list[PathValidation]:
-    """Validate each task's top path on that task's prompts of ``demo/heldout.jsonl`` (the first
+    """Validate each task's top :data:`VALIDATED_PATHS` paths on that task's prompts of ``demo/heldout.jsonl`` (the first
     ``per_tag``, or all) against the matched control (``featuregraph validate --control matched``).
     The held-out prompts were never swept, so the path was not selected on them. A validation
     already stored for the same path and prompts is read back, not run again."""
@@ -112,13 +125,16 @@ def validate_top_paths(
     out = []
     for tag, found in paths.items():
         prompts = _subset([p for p in heldout if p.tag == tag], per_tag)
-        if not found or not prompts:
+        if not prompts:
             continue
-        features = tuple(str(n) for n in parse_path(found[0].path))
-        spec = ValidationSpec(features, str(HELDOUT_PATH), control="matched")
-        done = _stored_validation(db_path, run_id, spec, len(prompts))
-        experiment_id, s = done or run_validation(db_path, spec, prompts=prompts, run_id=run_id)
-        out.append(PathValidation(tag, found[0].path, experiment_id, s["prompts"], s.get("answer_dlogp"), s["warnings"]))
+        for rank, path in enumerate(found[:VALIDATED_PATHS], 1):
+            features = tuple(str(n) for n in parse_path(path.path))
+            spec = ValidationSpec(features, str(HELDOUT_PATH), control="matched")
+            done = _stored_validation(db_path, run_id, spec, len(prompts))
+            experiment_id, s = done or run_validation(db_path, spec, prompts=prompts, run_id=run_id)
+            out.append(
+                PathValidation(tag, path.path, experiment_id, s["prompts"], s.get("answer_dlogp"), s["warnings"], rank)
+            )
     return out
 
 
@@ -238,4 +254,36 @@ def run_demo(
         paths = task_paths(db, run_id, tasks)
     say("validating each task's top path on its held-out prompts against a matched control")
     validations = validate_top_paths(db_path, run_id, paths, per_tag)
-    return DemoSummary(str(db_path), run_id, all_tags, edges, experiment_id, paths, significance, validations, kinds)
+    attention_run, report = attention_stage(db_path, prompts, config, device, progress, say)
+    return DemoSummary(
+        str(db_path), run_id, all_tags, edges, experiment_id, paths, significance, validations, kinds,
+        attention_run, report,
+    )  # fmt: skip
+
+
+def attention_stage(db_path, prompts, config, device: str, progress: bool, say) -> tuple[int | None, list[dict]]:
+    """Sweep the IOI prompts again with the residual and the attention-output SAEs (a mixed-site
+    run: edges to the next site of each kind), decompose its attention features at the read
+    position by head and source position (DFA), and report which attention features move the
+    indirect object's name. A separate run, because noise, validation and curve experiments
+    take residual-only runs. Skipped when the assets hold no attention SAEs."""
+    from featuregraph.demo.attention_report import ioi_attention_report
+    from featuregraph.ingest.config import SaeSpec
+    from featuregraph.ingest.dfa_run import run_dfa
+    from featuregraph.ingest.run import ingest
+    from featuregraph.store.db import open_database
+
+    attn = attn_sae_dirs()
+    ioi = [p for p in prompts if p.tag == IOI_TAG]
+    if not attn or not ioi:
+        return None, []
+    mixed = replace(config, saes=config.saes + tuple(SaeSpec(path=str(p)) for p in attn))
+    say(f"attention-output SAEs: sweeping the {len(ioi)} IOI prompts with {len(mixed.saes)} SAEs (residual + hook_z)")
+    run_id = ingest(db_path, ioi, mixed, progress=progress).run_id
+    with open_database(db_path, read_only=True) as db:
+        has_dfa = db.fetchone(HAS_DFA, [run_id])[0] > 0
+    if not has_dfa:
+        say("direct feature attribution of the attention features by head and source position")
+        run_dfa(db_path, run_id, device=device, progress=progress)
+    with open_database(db_path, read_only=True) as db:
+        return run_id, ioi_attention_report(db, run_id, IOI_TAG)

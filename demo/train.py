@@ -238,7 +238,7 @@ def _run(
     mix = cfg.train_mix()
     out.mkdir(parents=True, exist_ok=True)
     model_dir, saes_dir = out / "model", out / "saes"
-    for stale in (saes_dir,) if previous else (model_dir, saes_dir):
+    for stale in (saes_dir, out / "attn_saes") if previous else (model_dir, saes_dir, out / "attn_saes"):
         if stale.exists():
             shutil.rmtree(stale)
     if not previous:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -360,6 +361,13 @@ def demo(
         if not paths:
             typer.echo("  none: no recurring path is more common in this task than in the others")
     _echo_validations(s.validations)
+    if s.attention_run is not None:
+        from featuregraph.demo.attention_report import format_report
+
+        typer.echo(f"attention-output SAEs (run {s.attention_run}, IOI prompts): the attention features whose "
+                   "ablation lowers the answer most, their heads (summed DFA parts) and where DFA points:")
+        for line in format_report(s.attention_report):
+            typer.echo(line)
     typer.echo(f"explore it: featuregraph dashboard {s.db_path}   or   featuregraph sql {s.db_path} \"SELECT ...\"")
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if open_dashboard or (open_dashboard is None and interactive):
@@ -389,7 +397,7 @@ def _echo_validations(validations) -> None:
     if not validations:
         typer.echo("no task has a specific path to validate")
     for v in validations:
-        typer.echo(f"validation of the top {v.tag} path {v.path} on {v.prompts} held-out {v.tag} prompts "
+        typer.echo(f"validation of {v.tag} path #{v.rank} {v.path} on {v.prompts} held-out {v.tag} prompts "
                    f"(experiment {v.experiment_id}, matched control):")
         if v.dlogp is None:
             typer.echo("  no held-out prompt names an answer")
@@ -400,6 +408,11 @@ def _echo_validations(validations) -> None:
                    f"control median): {verdict}")
         for w in v.warnings:
             typer.echo(f"  warning: {w}")
+    tried = Counter(v.tag for v in validations)
+    if any(n > 1 for n in tried.values()):
+        met = Counter(v.tag for v in validations if v.target_met)
+        typer.echo("paths meeting the target per task (of those tried; with several tried, one meeting it by chance "
+                   "is likelier than one test's 5%): " + ", ".join(f"{t} {met[t]}/{n}" for t, n in tried.items()))
 
 
 def _register_subcommands() -> None:

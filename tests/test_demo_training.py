@@ -98,6 +98,7 @@ def test_micro_batches_give_the_full_batch_loss(tokenizer) -> None:
 
 
 def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
+    from featuregraph.demo.attn_saes import load_attn_saes
     from featuregraph.demo.loading import load_hooked_model, load_saes
     from featuregraph.demo.train import main
 
@@ -132,6 +133,27 @@ def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
     assert again["model"]["lm_loss_curve"] == manifest["model"]["lm_loss_curve"]
     assert list(load_saes(tmp_path)) == manifest["sae_hook_names"]
+    # One attention-output SAE per block, in sae_lens' hook_z layout, splicing into the model.
+    attn = load_attn_saes(tmp_path)
+    assert list(attn) == again["attn_saes"]["hook_names"] == [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
+    tokens = model.to_tokens("We met Anna (at the")
+    _, cache = model.run_with_cache(tokens)
+    for hook, sae in attn.items():
+        assert sae.cfg.reshape_activations == "hook_z" and sae.cfg.d_in == model.cfg.n_heads * model.cfg.d_head
+        assert sae.decode(sae.encode(cache[hook])).shape == cache[hook].shape
+
+
+def test_lm_only_then_saes_only(tmp_path) -> None:
+    """The tuning flow: --lm-only writes a partial manifest (no SAEs yet); --saes-only completes it."""
+    from featuregraph.demo.train import main
+
+    main(["--quick", "--out", str(tmp_path), "--lm-only", "--set", "attn_saes=0"])
+    partial = json.loads((tmp_path / "manifest.json").read_text())
+    assert "sae_hook_names" not in partial and not (tmp_path / "saes").exists()
+    main(["--quick", "--out", str(tmp_path), "--saes-only", "--set", "attn_saes=0"])
+    done = json.loads((tmp_path / "manifest.json").read_text())
+    assert done["saes_only"] is True and set(done["metrics"]["sae"]) == set(done["sae_hook_names"])
+    assert "attn_saes" not in done and not (tmp_path / "attn_saes").exists()
 
 
 def test_set_overrides_parse_every_field_kind() -> None:
