@@ -52,19 +52,19 @@ L0_REL_TOL = 0.05
 # error only: about 1% here.
 HELDOUT_DOCS = 500
 CE_REL_TOL = 0.03
-# Relative: the subsample's sampling error grows with the increase itself (+247% for the JumpReLU SAEs).
+# Relative: the subsample's sampling error grows with the increase itself (+233% for the JumpReLU SAEs).
 CE_INCREASE_REL_TOL = 0.03
 
 # Targets the committed assets are known to miss, by name, with where the shortfall is stated.
 # Anything else missed fails; so does a known shortfall that is met again (drop it from here).
 KNOWN_SHORTFALLS = {
-    "ce_relative_increase": "README.md, 'The demo': all five SAEs spliced at once cost +247% cross-entropy "
+    "ce_relative_increase": "README.md, 'The demo': all five SAEs spliced at once cost +233% cross-entropy "
     "against a 10% target",
 }
 
 # Targets met on the held-out sets (where the targets are defined) but missed on the smaller bundled files.
 KNOWN_BUNDLED_SHORTFALLS = {
-    "sae_explained_variance/blocks.0.hook_resid_pre": "README.md, 'The demo': 0.83 held out, 0.79 on the bundled files",
+    "sae_explained_variance/blocks.0.hook_resid_pre": "README.md, 'The demo': 0.84 held out, 0.79 on the bundled files",
 }
 
 
