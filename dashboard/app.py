@@ -29,7 +29,9 @@ def _run_select() -> int | None:
     if runs.height == 0:
         return None
     labels = {
-        r["run_id"]: f"run {r['run_id']}: {r['model']} ({r['status']})" for r in runs.iter_rows(named=True)
+        # The prompt count tells apart runs of one model (the demo's main run and its IOI mixed-site run).
+        r["run_id"]: f"run {r['run_id']}: {r['model']}, {r['n_prompts']} prompts ({r['status']})"
+        for r in runs.iter_rows(named=True)
     }
     return nav.bound_select(
         "Run", "run", list(labels), default=max(labels), format_func=labels.get, container=st.sidebar

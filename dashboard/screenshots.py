@@ -44,6 +44,10 @@ def take(db: Path, out: Path, shots: list[tuple]) -> list[Path]:
             if name == "paths":  # the top paths, computed after the page is drawn
                 page.wait_for_selector('[data-testid="stDataFrame"]', timeout=60_000)
                 wait_idle(page, quiet_s=1.0)
+            if stem and stem[0] == "feature-dfa":  # the attention feature's DFA tab
+                page.get_by_role("tab", name="DFA").click()
+                page.wait_for_selector("canvas, svg.marks", timeout=60_000)
+                wait_idle(page, quiet_s=1.0)
             if name == "sql":  # show a result, not just the form
                 page.get_by_role("button", name="Run").click()
                 page.wait_for_selector("text=Download CSV", timeout=60_000)
@@ -66,19 +70,26 @@ def main() -> None:
     parser.add_argument("--graph-height", type=int, default=1500)
     parser.add_argument("--path", default=None, help="also graph-path.png: --prompt's graph following this path")
     parser.add_argument("--signs", default=None, help="the path's sign pattern, e.g. '+-'")
+    parser.add_argument("--run", type=int, default=None, help="the run every page shows (default: the newest)")
+    parser.add_argument("--dfa-feature", default=None, help="also feature-dfa.png: this attention feature's DFA tab")
+    parser.add_argument("--dfa-run", type=int, default=None, help="the run of --dfa-feature")
     args = parser.parse_args()
+    run = {"run": args.run} if args.run is not None else {}
     feature = {"feature": args.feature} if args.feature else {}
     shots = [
-        ("overview", {}, 1000),
-        ("graph", {"prompt": args.prompt}, args.graph_height),
-        ("paths", {}, 1900),  # the form, then the top paths below it
-        ("feature", feature, 1000),
-        ("noise", {}, 1200),
+        ("overview", run, 1000),
+        ("graph", {"prompt": args.prompt, **run}, args.graph_height),
+        ("paths", run, 1900),  # the form, then the top paths below it
+        ("feature", {**feature, **run}, 1000),
+        ("noise", run, 1200),
         ("sql", {}, 900),
     ]
     if args.path:
-        follow = {"prompt": args.prompt, "path": args.path, **({"signs": args.signs} if args.signs else {})}
+        follow = {"prompt": args.prompt, "path": args.path, **({"signs": args.signs} if args.signs else {}), **run}
         shots.append(("graph", follow, args.graph_height, "graph-path"))
+    if args.dfa_feature:
+        dfa = {"feature": args.dfa_feature, **({"run": args.dfa_run} if args.dfa_run is not None else {})}
+        shots.append(("feature", dfa, 1400, "feature-dfa"))
     for path in take(args.db.resolve(), args.out, shots):
         print(f"{path} ({path.stat().st_size // 1024} KiB)")  # noqa: T201
 

@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sae_lens import SAE
 
-from featuregraph.demo import ASSETS_DIR, attn_sae_dirs
+from featuregraph.demo import ASSETS_DIR
 from featuregraph.demo.config import TrainConfig, attn_hook_names
 from featuregraph.demo.corpus import CorpusGenerator
-from featuregraph.demo.loading import load_hooked_model
+from featuregraph.demo.loading import load_attn_saes, load_hooked_model
 from featuregraph.demo.metrics import cross_entropy, encode_contexts, sae_stats
 from featuregraph.demo.sae_training import sae_rows, train_saes
 
@@ -40,15 +39,6 @@ logger = logging.getLogger("featuregraph.demo.attn_saes")
 #: Seed offset of the attention SAEs' initialisation and batch order (the residual SAEs use
 #: ``seed + 100`` onward, one per site).
 SEED_OFFSET = 200
-
-
-def load_attn_saes(assets_dir: Path = ASSETS_DIR, device: str = "cpu") -> dict[str, SAE]:
-    """The bundled attention SAEs keyed by hook name, in block order."""
-    saes: dict[str, SAE] = {}
-    for path in attn_sae_dirs(assets_dir):
-        sae = SAE.load_from_disk(str(path), device=device)
-        saes[sae.cfg.metadata.hook_name] = sae.eval()
-    return saes
 
 
 def train_attn_saes(cfg: TrainConfig, out: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 from sae_lens import SAE, HookedSAETransformer
 from transformers import GPT2LMHeadModel
 
-from featuregraph.demo import ASSETS_DIR, MODEL_DIR, sae_dirs
+from featuregraph.demo import ASSETS_DIR, MODEL_DIR, attn_sae_dirs, sae_dirs
 
 __all__ = ["load_hf_model", "load_hooked_model", "load_saes"]
 
@@ -41,9 +41,19 @@ def load_hooked_model(model_dir: Path = MODEL_DIR, device: str = "cpu") -> Hooke
 
 
 def load_saes(assets_dir: Path = ASSETS_DIR, device: str = "cpu") -> dict[str, SAE]:
-    """All bundled SAEs keyed by hook name, in site order (see :func:`demo.sae_dirs`)."""
+    """All bundled residual SAEs keyed by hook name, in site order (see :func:`demo.sae_dirs`)."""
+    return load_sae_folders(sae_dirs(assets_dir), device)
+
+
+def load_attn_saes(assets_dir: Path = ASSETS_DIR, device: str = "cpu") -> dict[str, SAE]:
+    """The bundled attention-output SAEs keyed by hook name, in block order (see :func:`demo.attn_sae_dirs`)."""
+    return load_sae_folders(attn_sae_dirs(assets_dir), device)
+
+
+def load_sae_folders(folders: list[Path], device: str = "cpu") -> dict[str, SAE]:
+    """sae_lens SAE folders, in eval mode, keyed by the hook each reads."""
     saes: dict[str, SAE] = {}
-    for path in sae_dirs(assets_dir):
+    for path in folders:
         sae = SAE.load_from_disk(str(path), device=device)
         saes[sae.cfg.metadata.hook_name] = sae.eval()
     return saes

@@ -29,10 +29,9 @@ from featuregraph.demo import (
     SAES_DIR,
     sae_dirs,
 )
-from featuregraph.demo.attn_saes import load_attn_saes
 from featuregraph.demo.config import TrainConfig
 from featuregraph.demo.corpus import TASKS, CorpusGenerator
-from featuregraph.demo.loading import load_hf_model, load_hooked_model, load_saes
+from featuregraph.demo.loading import load_attn_saes, load_hf_model, load_hooked_model, load_saes
 from featuregraph.demo.metrics import (
     cross_entropy,
     encode_contexts,
@@ -140,7 +139,7 @@ def test_heldout_prompts(prompts: list[dict[str, str]], model, manifest: dict[st
     heldout = _read_jsonl(HELDOUT_PATH)
     cfg = manifest["config"]
     n_heldout = cfg.get("heldout_prompts_per_task", TrainConfig().heldout_prompts_per_task)
-    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout", ambiguity=bool(cfg.corpus_ambiguity))
+    held = CorpusGenerator(manifest["corpus"]["seeds"]["heldout"], "heldout", ambiguity=bool(cfg.get("corpus_ambiguity", 0)))
     evaluation = [e.to_json() for e in held.balanced(cfg["eval_prompts_per_task"])]
     start = cfg["bundled_prompts_per_task"] * len(TASKS)
     assert heldout == evaluation[start : start + n_heldout * len(TASKS)]

@@ -98,8 +98,7 @@ def test_micro_batches_give_the_full_batch_loss(tokenizer) -> None:
 
 
 def test_quick_training_run_writes_loadable_assets(tmp_path) -> None:
-    from featuregraph.demo.attn_saes import load_attn_saes
-    from featuregraph.demo.loading import load_hooked_model, load_saes
+    from featuregraph.demo.loading import load_attn_saes, load_hooked_model, load_saes
     from featuregraph.demo.train import main
 
     threads = torch.get_num_threads()
