@@ -30,7 +30,7 @@ def _run_select() -> int | None:
         return None
     labels = {
         # The prompt count tells apart runs of one model (the demo's main run and its IOI mixed-site run).
-        r["run_id"]: f"run {r['run_id']}: {r['model']}, {r['n_prompts']} prompts ({r['status']})"
+        r["run_id"]: f"run {r['run_id']} ({r['n_prompts']} prompts, {r['status']}): {r['model']}"
         for r in runs.iter_rows(named=True)
     }
     return nav.bound_select(
