@@ -13,12 +13,16 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+import duckdb
 import pytest
 from brute_paths import expected_chains, sign, top_chains
+from helpers import all_rows, insert_run
 from test_top_paths import RANDOM, check_rows, database, relative_strong
 
 import featuregraph.query.api as api
-from featuregraph.store.db import open_database
+from featuregraph.store.db import open_database, open_sandbox
+from featuregraph.store.migrate import available_migrations
+from featuregraph.store.summary import BUILD_OCCURRENCES, BUILD_SUMMARY
 
 
 def edge_supports(graph) -> dict[tuple, int]:
@@ -97,3 +101,40 @@ def test_building_blocks_at_a_threshold(random_db, n_edges, threshold):
         "SELECT chains FROM fg_chain_bound($t, $n, NULL, NULL, NULL, NULL)", {"t": threshold, "n": n_edges}
     )[0]
     assert bound == chain_bound(RANDOM, n_edges, threshold)
+
+
+def test_the_sandbox_runs_the_search(tmp_path):
+    """The dashboard and `featuregraph sql` open the database in the SQL sandbox; query_table()
+    over the macro's own CTEs works there."""
+    path = database(tmp_path / "s.duckdb", RANDOM)
+    want = expected_chains(RANDOM, 3, 2)
+    with open_sandbox(path) as db:
+        check_rows(api.recurring_paths(db, 3, 2, top=12), want, top_chains(want, 12))
+
+
+def test_migration_0016_upgrades_a_database_at_0015(tmp_path):
+    """A database built at migration 0015 (RANDOM's first 12 prompts, summary derived by the store's
+    own statements) is upgraded: its rows are unchanged and the new search answers as brute force."""
+    graph = {p: RANDOM[p] for p in range(12)}
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")  # fmt: skip
+    older = [m for m in available_migrations() if m.version < 16]
+    for mig in older:
+        con.execute(mig.sql)
+        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name])
+    insert_run(con, "old", "complete")
+    for p, (tag, edges) in graph.items():
+        con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
+                    "ingested_at) VALUES (1, ?, 'p', 'h', ?, 2, 1, now())", [p, tag])  # fmt: skip
+        con.executemany("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [[p, *e] for e in edges])
+    con.execute(BUILD_SUMMARY, {"run_id": None})
+    con.execute(BUILD_OCCURRENCES, {"run_id": None})
+    before = all_rows(con)
+    con.close()
+    with open_database(path) as db:
+        assert db.fetchone("SELECT max(version) FROM schema_migrations")[0] == 16
+        assert all_rows(db) == before
+        want = expected_chains(graph, 2, 2)
+        check_rows(api.recurring_paths(db, 2, 2, top=7), want, top_chains(want, 7))
