@@ -82,7 +82,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=960)
     ap.add_argument("--group", type=int, default=16, help="prompts per transaction")
-    ap.add_argument("--floor", type=int, default=250_000, help="fixed threshold / floor of the proportional one")
+    ap.add_argument(
+        "--floor", type=int, default=250_000, help="fixed threshold / floor of the proportional one"
+    )
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--d-sae", type=int, default=24_576)
     ap.add_argument("--dir", default="/tmp/featuregraph_compaction_policy")
@@ -107,7 +109,9 @@ def main() -> None:
         report[policy] = ingest(work / f"{policy}.duckdb", results, args.group)
         (work / f"{policy}.duckdb").unlink(missing_ok=True)
     (work / "compaction_policy.json").write_text(json.dumps(report, indent=1))
-    print("| policy | quarter | stored edges at end | commit s / M rows | compaction s / M rows | compactions | load |")
+    print(
+        "| policy | quarter | stored edges at end | commit s / M rows | compaction s / M rows | compactions | load |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for policy in args.policies.split(","):
         for i, q in enumerate(report[policy]):

@@ -14,12 +14,17 @@ import pytest
 from helpers import insert_run
 from query_graphs import new_run, prompt_result
 
+from featuregraph.store import summary as summary_mod
 from featuregraph.store.db import open_database
 from featuregraph.store.migrate import available_migrations
 from featuregraph.store.runs import write_prompt_results
-from featuregraph.store import summary as summary_mod
 from featuregraph.store.summary import (
-    COMPACT_FRACTION_ENV, COMPACT_ROWS_ENV, compact_threshold, delta_rows, fold_delta, rebuild_summary,
+    COMPACT_FRACTION_ENV,
+    COMPACT_ROWS_ENV,
+    compact_threshold,
+    delta_rows,
+    fold_delta,
+    rebuild_summary,
 )  # fmt: skip
 
 
@@ -47,9 +52,7 @@ def reference(graph: dict[int, list]) -> tuple[dict, set]:
             ablation_max[(ul, uf)] = max(ablation_max[(ul, uf)], abs(w))
         for ul, uf, dl, df, w in edges:
             occ[(ul, uf, dl, df, -1 if w < 0 else 1)].append((p, w, ablation_max[(ul, uf)]))
-    summary = {
-        k: (len(v), sum(w for _, w, _ in v), min(v)[0], min(v)[2]) for k, v in occ.items()
-    }
+    summary = {k: (len(v), sum(w for _, w, _ in v), min(v)[0], min(v)[2]) for k, v in occ.items()}
     recurring = {(*k, p, w, m) for k, v in occ.items() if len(v) >= 2 for p, w, m in v}
     return summary, recurring
 

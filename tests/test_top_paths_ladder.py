@@ -69,7 +69,9 @@ def ladder(graph, n_edges: int, min_support: int, top: int, strong=lambda p, e: 
 
 @pytest.fixture(scope="module")
 def random_db(tmp_path_factory):
-    with open_database(database(tmp_path_factory.mktemp("ladder") / "r.duckdb", RANDOM), read_only=True) as db:
+    with open_database(
+        database(tmp_path_factory.mktemp("ladder") / "r.duckdb", RANDOM), read_only=True
+    ) as db:
         yield db
 
 
