@@ -136,7 +136,7 @@ def test_migration_0016_upgrades_a_database_at_0015(tmp_path):
     before = all_rows(con)
     con.close()
     with open_database(path) as db:
-        assert db.fetchone("SELECT max(version) FROM schema_migrations")[0] == 16
+        assert db.fetchone("SELECT max(version) FROM schema_migrations")[0] >= 16
         assert all_rows(db) == before
         want = expected_chains(graph, 2, 2)
         check_rows(api.recurring_paths(db, 2, 2, top=7), want, top_chains(want, 7))
