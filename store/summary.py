@@ -12,7 +12,8 @@ An ingest transaction only appends its own edges to the delta (:func:`append_del
 depends on its rows alone, never on what is stored. :func:`fold_delta` (a compaction) merges
 the delta into the base in one transaction and empties it: it costs one scan of the base's key
 columns, and runs when ``featuregraph optimize`` asks, or automatically once the delta holds
-:func:`compact_threshold` rows (:func:`maybe_fold`). :func:`rebuild_summary` derives the base
+:func:`compact_threshold` rows, a fraction of the base (:func:`maybe_fold`): the compaction
+cost per ingested row stays constant as the base grows. :func:`rebuild_summary` derives the base
 from ``edges`` from scratch, sorted for the query layer, and empties the delta (bulk loads and
 ``featuregraph optimize``). Rows folded in by a compaction are appended unsorted
 (``n_sorted`` NULL), as before.
@@ -34,9 +35,16 @@ _KEYS = ("run_id", "up_layer", "up_feature", "down_layer", "down_feature", "sign
 _ON = " AND ".join(f"s.{k} = g.{k}" for k in _KEYS)  # fixed column names, not input
 
 COMPACT_ROWS_ENV = "FEATUREGRAPH_COMPACT_ROWS"
-# Delta rows past which a write folds the delta into the base. Reads aggregate the delta on
-# the fly (about 0.1 s per million rows on 2 cores); a fold costs one scan of the base.
+COMPACT_FRACTION_ENV = "FEATUREGRAPH_COMPACT_FRACTION"
+# A write folds the delta into the base once it holds max(DEFAULT_COMPACT_ROWS,
+# DEFAULT_COMPACT_FRACTION x the base's summary rows) rows. A fold costs one scan of the base
+# plus its delta, so a threshold proportional to the base keeps the compaction cost per
+# ingested row constant as the database grows (a fixed one makes it grow with the base); the
+# price is a larger delta that reads aggregate on the fly (about 0.1 s per million rows on 2
+# cores), at most the fraction of the base. FEATUREGRAPH_COMPACT_ROWS set: that fixed threshold.
 DEFAULT_COMPACT_ROWS = 4_000_000
+DEFAULT_COMPACT_FRACTION = 0.1
+BASE_ROWS = "SELECT count(*) FROM edge_summary_base"
 
 _NEW_EDGES_VIEW = "__fg_new_edges_arrow"
 # A transaction's new edges, signed, with their ablation's largest |weight| (computed in numpy
@@ -180,12 +188,22 @@ def delta_rows(db: Database) -> int:
     return int(db.fetchone(DELTA_ROWS)[0])
 
 
-def compact_threshold() -> int:
-    """Delta rows past which a write folds the delta (``FEATUREGRAPH_COMPACT_ROWS``; 0: never)."""
+def _env_number(name: str, default: float, kind: type) -> float:
     try:
-        return int(os.environ.get(COMPACT_ROWS_ENV, DEFAULT_COMPACT_ROWS))
+        return kind(os.environ.get(name, default))
     except ValueError:
-        return DEFAULT_COMPACT_ROWS
+        return default
+
+
+def compact_threshold(base: int = 0) -> int:
+    """Delta rows past which a write folds the delta, given the summary base's ``base`` rows:
+    ``max(DEFAULT_COMPACT_ROWS, fraction x base)`` with ``fraction`` from
+    ``FEATUREGRAPH_COMPACT_FRACTION`` (default 0.1); ``FEATUREGRAPH_COMPACT_ROWS`` set: that
+    fixed number whatever the base (0: never)."""
+    if COMPACT_ROWS_ENV in os.environ:
+        return int(_env_number(COMPACT_ROWS_ENV, DEFAULT_COMPACT_ROWS, int))
+    fraction = max(0.0, _env_number(COMPACT_FRACTION_ENV, DEFAULT_COMPACT_FRACTION, float))
+    return max(DEFAULT_COMPACT_ROWS, int(fraction * base))
 
 
 def _fold_statements(db: Database) -> None:
@@ -209,10 +227,17 @@ def fold_delta(db: Database) -> int:
     return rows
 
 
+def base_rows(db: Database) -> int:
+    """Rows of the summary base (what a compaction scans)."""
+    return int(db.fetchone(BASE_ROWS)[0])
+
+
 def maybe_fold(db: Database) -> int:
-    """Fold the delta if it holds :func:`compact_threshold` rows or more; rows folded (0: none)."""
-    limit = compact_threshold()
-    if limit <= 0 or delta_rows(db) < limit:
+    """Fold the delta if it holds :func:`compact_threshold` rows or more for the current base;
+    rows folded (0: none)."""
+    floor = compact_threshold(0)  # the threshold is never below this: count the base only past it
+    delta = delta_rows(db)
+    if floor <= 0 or delta < floor or delta < compact_threshold(base_rows(db)):
         return 0
     rows = fold_delta(db)
     log.info("folded %d delta edge rows into the summary base", rows)
@@ -231,5 +256,6 @@ def rebuild_summary(db: Database, run_id: int | None = None) -> None:
 
 
 __all__ = [
-    "append_delta", "compact_threshold", "delta_rows", "fold_delta", "maybe_fold", "rebuild_summary",
+    "append_delta", "base_rows", "compact_threshold", "delta_rows", "fold_delta", "maybe_fold",
+    "rebuild_summary",
 ]  # fmt: skip

@@ -14,10 +14,18 @@ import pytest
 from helpers import insert_run
 from query_graphs import new_run, prompt_result
 
+from featuregraph.store import summary as summary_mod
 from featuregraph.store.db import open_database
 from featuregraph.store.migrate import available_migrations
 from featuregraph.store.runs import write_prompt_results
-from featuregraph.store.summary import COMPACT_ROWS_ENV, delta_rows, fold_delta, rebuild_summary
+from featuregraph.store.summary import (
+    COMPACT_FRACTION_ENV,
+    COMPACT_ROWS_ENV,
+    compact_threshold,
+    delta_rows,
+    fold_delta,
+    rebuild_summary,
+)  # fmt: skip
 
 
 def random_graph(seed: int, n_prompts: int, n_layers: int = 4, n_features: int = 5) -> dict[int, list]:
@@ -44,9 +52,7 @@ def reference(graph: dict[int, list]) -> tuple[dict, set]:
             ablation_max[(ul, uf)] = max(ablation_max[(ul, uf)], abs(w))
         for ul, uf, dl, df, w in edges:
             occ[(ul, uf, dl, df, -1 if w < 0 else 1)].append((p, w, ablation_max[(ul, uf)]))
-    summary = {
-        k: (len(v), sum(w for _, w, _ in v), min(v)[0], min(v)[2]) for k, v in occ.items()
-    }
+    summary = {k: (len(v), sum(w for _, w, _ in v), min(v)[0], min(v)[2]) for k, v in occ.items()}
     recurring = {(*k, p, w, m) for k, v in occ.items() if len(v) >= 2 for p, w, m in v}
     return summary, recurring
 
@@ -105,6 +111,45 @@ def test_an_automatic_compaction_past_the_threshold(tmp_path, monkeypatch):
             folds += left == 0
             check(db, run, {p: graph[p] for p in range(start + 3)})
         assert folds >= 2
+
+
+def test_the_threshold_is_a_fraction_of_the_base_with_a_floor(monkeypatch):
+    monkeypatch.delenv(COMPACT_ROWS_ENV, raising=False)
+    monkeypatch.delenv(COMPACT_FRACTION_ENV, raising=False)
+    assert compact_threshold(0) == 4_000_000
+    assert compact_threshold(39_000_000) == 4_000_000  # 0.1 x 39 M is below the floor
+    assert compact_threshold(100_000_000) == 10_000_000
+    monkeypatch.setenv(COMPACT_FRACTION_ENV, "0.25")
+    assert compact_threshold(100_000_000) == 25_000_000
+    monkeypatch.setenv(COMPACT_ROWS_ENV, "1000")  # a fixed threshold overrides the rule
+    assert compact_threshold(100_000_000) == 1000
+    monkeypatch.setenv(COMPACT_ROWS_ENV, "0")
+    assert compact_threshold(100_000_000) == 0
+
+
+def test_automatic_compactions_follow_the_base(tmp_path, monkeypatch):
+    """With floor 20 and fraction 0.5, a write folds exactly when the delta reaches
+    max(20, 0.5 x the base's signed edges), counted here from the prompts folded so far."""
+    monkeypatch.delenv(COMPACT_ROWS_ENV, raising=False)
+    monkeypatch.setenv(COMPACT_FRACTION_ENV, "0.5")
+    monkeypatch.setattr(summary_mod, "DEFAULT_COMPACT_ROWS", 20)
+    graph = random_graph(7, 120, n_layers=6, n_features=9)
+    with open_database(tmp_path / "fg.duckdb") as db:
+        run = new_run(db)
+        folded_upto, delta, folds, big_base_folds = 0, 0, 0, 0
+        for start in range(0, 120, 2):
+            rows = sum(len(graph[p]) for p in (start, start + 1))
+            base = len(reference({p: graph[p] for p in range(folded_upto)})[0])
+            write_prompt_results(db, run, [prompt_result(p, graph[p]) for p in (start, start + 1)])
+            if delta + rows >= max(20, base // 2):
+                assert delta_rows(db) == 0, (start, base)
+                folded_upto, delta, folds = start + 2, 0, folds + 1
+                big_base_folds += base // 2 > 20
+            else:
+                assert delta_rows(db) == delta + rows, (start, base)
+                delta += rows
+            check(db, run, {p: graph[p] for p in range(start + 2)})
+        assert folds >= 3 and big_base_folds >= 2  # the rule, not the floor, decided some folds
 
 
 def test_a_second_run_does_not_mix_with_the_first(tmp_path, monkeypatch):
