@@ -129,3 +129,21 @@ def db_rows(path: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def database_before(path: Path, version: int) -> Any:
+    """A DuckDB connection to a new database at ``path`` built by every migration below ``version``
+    and recorded as applied: an "old" database for upgrade tests."""
+    import duckdb
+
+    from featuregraph.store.migrate import available_migrations
+
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")  # fmt: skip
+    for mig in available_migrations():
+        if mig.version < version:
+            con.execute(mig.sql)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name])
+    return con
+

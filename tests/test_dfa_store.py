@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import duckdb
 import numpy as np
 import pytest
 from dfa_models import D_SAE, LAYER, attention_sae, resid_sae, sae_pre_activation, tiny_model, tokens
-from helpers import all_rows, insert_run, make_run
+from helpers import all_rows, database_before, insert_run, make_run
 from query_graphs import VOCAB, prompt_result, sae_rows
 from typer.testing import CliRunner
 
@@ -123,13 +122,7 @@ def test_a_run_without_an_attention_sae_is_one_line_and_writes_nothing(tmp_path,
 
 def test_migration_0015_upgrades_an_older_database(tmp_path):
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")  # fmt: skip
-    older = [m for m in available_migrations() if m.version < 15]
-    for mig in older:
-        con.execute(mig.sql)
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name])
+    con = database_before(path, 15)
     insert_run(con, "old", "complete")
     con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, n_tokens, n_ablations, ingested_at) "
                 "VALUES (1, 0, 'p', 'h', 2, 1, now())")  # fmt: skip

@@ -12,11 +12,10 @@ import itertools
 import math
 from collections import defaultdict
 
-import duckdb
 import numpy as np
 import pytest
 from brute_paths import chain_weights
-from helpers import insert_run
+from helpers import database_before, insert_run
 from query_graphs import new_run, write_graph
 
 import featuregraph.query.api as api
@@ -283,15 +282,7 @@ def test_the_planted_chains_are_the_most_specific_to_their_tag(strength_db):
 
 def test_migration_0010_backfills_an_older_database(tmp_path):
     path = tmp_path / "old.duckdb"
-    older = [m for m in available_migrations() if m.version < 10]
-    con = duckdb.connect(str(path))
-    con.execute(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-        "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
-    )
-    for mig in older:
-        con.execute(mig.sql)
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name])
+    con = database_before(path, 10)
     insert_run(con, "old", "complete")
     for prompt, (tag, edges) in GRAPH.items():
         con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
@@ -299,7 +290,7 @@ def test_migration_0010_backfills_an_older_database(tmp_path):
         for e in edges:
             con.execute("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [prompt, *e])
     # the derived tables as an older featuregraph kept them (migration 0002's statements)
-    step2 = next(m for m in older if m.version == 2).sql
+    step2 = next(m for m in available_migrations() if m.version == 2).sql
     con.execute("DELETE FROM edge_summary")
     con.execute(step2[step2.index("INSERT INTO edge_summary"):])
     columns = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'edge_occurrences'").fetchall()}

@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import duckdb
 import pytest
 from brute_paths import expected_chains, sign, top_chains
-from helpers import all_rows, insert_run
+from helpers import all_rows, database_before, insert_run
 from test_top_paths import RANDOM, check_rows, database, relative_strong
 
 import featuregraph.query.api as api
 from featuregraph.store.db import open_database, open_sandbox
-from featuregraph.store.migrate import available_migrations
 from featuregraph.store.summary import BUILD_OCCURRENCES, BUILD_SUMMARY
 
 
@@ -119,13 +117,7 @@ def test_migration_0016_upgrades_a_database_at_0015(tmp_path):
     own statements) is upgraded: its rows are unchanged and the new search answers as brute force."""
     graph = {p: RANDOM[p] for p in range(12)}
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")  # fmt: skip
-    older = [m for m in available_migrations() if m.version < 16]
-    for mig in older:
-        con.execute(mig.sql)
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [mig.version, mig.name])
+    con = database_before(path, 16)
     insert_run(con, "old", "complete")
     for p, (tag, edges) in graph.items():
         con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
