@@ -269,15 +269,24 @@ class Sweeper:
         positions from its smallest first position to its largest read position (rows whose
         feature starts later see their clean residual there, unchanged).
         """
-        bs, scale = self.config.batch_size, self.config.coefficient - 1.0
+        scale = self.config.coefficient - 1.0
+        for pb, fb, removed, start in self._batch_slices(clean, p_all, f_all, removed_all):
+            if self.general:
+                yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed, scale, start)
+                continue
+            if start is None:
+                down, logp = self.ablate(clean, k, pb, fb, removed, scale)
+            else:
+                down, logp = self.ablate_suffix(clean, k, pb, fb, removed, scale, start)
+            yield pb, fb, ({k + 1: down} if down is not None else {}), logp
+
+    def _batch_slices(self, clean: "CleanPass", p_all, f_all, removed_all):
+        """Yield ``(prompt_idx, features, removed, start)`` per batch: in stored order with every
+        position (``start`` None) without suffix reuse, else sorted and cut to ``start:stop``."""
+        bs = self.config.batch_size
         if not self.suffix_reuse:
             for i in range(0, p_all.shape[0], bs):
-                pb, fb = p_all[i : i + bs], f_all[i : i + bs]
-                if self.general:
-                    yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed_all[i : i + bs], scale)
-                    continue
-                down, logp = self.ablate(clean, k, pb, fb, removed_all[i : i + bs], scale)
-                yield pb, fb, ({k + 1: down} if down is not None else {}), logp
+                yield p_all[i : i + bs], f_all[i : i + bs], removed_all[i : i + bs], None
             return
         n_pos = removed_all.shape[1]
         first = (removed_all != 0).to(torch.int32).argmax(1)  # first True per row (argmax takes no bools)
@@ -287,12 +296,7 @@ class Sweeper:
         for i in range(0, p_all.shape[0], bs):
             sel = order[i : i + bs]
             start, stop = first_h[i], max(read_h[i : i + bs]) + 1
-            pb, fb = p_all[sel], f_all[sel]
-            if self.general:
-                yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed_all[sel, start:stop], scale, start)
-                continue
-            down, logp = self.ablate_suffix(clean, k, pb, fb, removed_all[sel, start:stop], scale, start)
-            yield pb, fb, ({k + 1: down} if down is not None else {}), logp
+            yield p_all[sel], f_all[sel], removed_all[sel, start:stop], start
 
     def ablate_suffix(
         self,
