@@ -16,7 +16,7 @@ if [ "${1:-}" != "--cpu-smoke" ] && ! "$PY" -c "import torch, sys; sys.exit(0 if
   # A carried CPU venv cannot use the GPU: fall back to the machine's own python (its CUDA torch).
   PY=python3
 fi
-if ! "$PY" -c "import featuregraph.ingest.sweep, transformer_lens, sae_lens, duckdb" 2>/dev/null; then
+if ! "$PY" -P -c "import featuregraph.ingest.sweep, transformer_lens, duckdb" 2>/dev/null; then
   echo "gpu_check: installing featuregraph's compute side for $PY" >&2
   if [ -d .whl ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/fg-site .whl/*.whl
@@ -28,5 +28,11 @@ if ! "$PY" -c "import featuregraph.ingest.sweep, transformer_lens, sae_lens, duc
     PY=/tmp/fg-venv/bin/python
   fi
 fi
+if ! "$PY" -P -c "import wandb" 2>/dev/null; then
+  # sae_lens imports wandb for its training configs only; see benchmarks/gpu_env/wandb/__init__.py
+  echo "gpu_check: wandb missing, using the stand-in in benchmarks/gpu_env" >&2
+  export PYTHONPATH="$PWD/benchmarks/gpu_env${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$PY" -P -c "import featuregraph.ingest.sweep, sae_lens, duckdb" || { echo "gpu_check: featuregraph's compute side does not import" >&2; exit 1; }
 export PYTHONUNBUFFERED=1
 exec timeout 360 "$PY" benchmarks/gpu_check.py "$@"

@@ -2,6 +2,8 @@
 
     python benchmarks/query_bench.py                      # 100k prompts, ~52M edges
     python benchmarks/query_bench.py --prompts 1000       # quick check
+    python benchmarks/query_bench.py --spec demo --prompts 62000 --top 100 \
+        --supports 0.001,0.01,0.1 --memory-limit 6GB      # ~500M edges at the demo's density
 
 Steps: generate Parquet staging files (benchmarks/synthetic_graphs.py: Zipf-like feature
 popularity, planted recurring paths), bulk-load them into a fresh database (edges, prompts,
@@ -31,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from synthetic_graphs import GraphSpec, generate  # noqa: E402
+from synthetic_graphs import GraphSpec, demo_calibrated, generate  # noqa: E402
 
 BLOCK = 262_144  # DuckDB's block size
 TABLES = ("edges", "edge_summary_base", "edge_occurrences_base", "logit_effects", "prompts", "vocab")
@@ -65,7 +67,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def load(db_path: Path, staging: Path, spec: GraphSpec) -> dict:
+def load(db_path: Path, staging: Path, spec: GraphSpec, memory_limit: str | None = None) -> dict:
     """Bulk-load the staging files into a fresh database; seconds and rows per step."""
     from featuregraph.store.db import open_database
     from featuregraph.store.runs import create_run, finish_run
@@ -77,6 +79,8 @@ def load(db_path: Path, staging: Path, spec: GraphSpec) -> dict:
     logit_files = sorted(str(p) for p in (staging / "logit_effects").glob("*.parquet"))
     out: dict = {}
     with open_database(db_path) as db:
+        if memory_limit:
+            db.execute(f"SET memory_limit = '{memory_limit}'")  # a benchmark argument, not user input
         saes = [
             {"layer": layer, "site_kind": "resid", "hook_name": f"blocks.{layer}.hook_resid_pre", "d_in": 768,
              "d_sae": spec.d_sae, "architecture": "synthetic", "release": None, "sae_id": None, "path": None,
@@ -138,6 +142,8 @@ def _worker(kind: str, db_path: str, args: dict) -> dict:
     rows = 0
     extra: dict = {}
     with open_database(db_path, read_only=True) as db:
+        if args.get("memory_limit"):
+            db.execute(f"SET memory_limit = '{args['memory_limit']}'")  # a benchmark argument, not user input
         rng = random.Random(0)
         n_prompts = int(db.fetchall("SELECT count(*) FROM prompts")[0][0])
 
@@ -158,12 +164,11 @@ def _worker(kind: str, db_path: str, args: dict) -> dict:
             for feature in args["features"]:
                 twice(lambda f=feature: api.neighbourhood(db, f, top_edges=20, top_tokens=10))
         elif kind == "recurring":
-            frame = twice(
-                lambda: api.recurring_paths(db, n_edges=args["n_edges"], min_support=args["min_support"])
-            )
+            call = dict(n_edges=args["n_edges"], min_support=args["min_support"], top=args.get("top_k"))
+            frame = twice(lambda: api.recurring_paths(db, **call))
             for _ in range(args.get("repeat", 3) - 2):
                 start, cpu = time.perf_counter(), time.process_time()
-                api.recurring_paths(db, n_edges=args["n_edges"], min_support=args["min_support"])
+                api.recurring_paths(db, **call)
                 warm.append(time.perf_counter() - start)
                 warm_cpu.append(time.process_time() - cpu)
             rows = frame.height
@@ -248,6 +253,16 @@ def main() -> None:
     parser.add_argument(
         "--clean", action="store_true", help="delete the database and staging files at the end"
     )
+    parser.add_argument("--spec", choices=("default", "demo"), default="default",
+                        help="demo: synthetic_graphs.demo_calibrated (the demo database's density)")
+    parser.add_argument("--top", type=int, default=None, help="recurring paths: top-k (default: every chain)")
+    parser.add_argument("--supports", default=None,
+                        help="recurring-path supports as fractions of the prompts, e.g. 0.001,0.01,0.1")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit for load and queries")
+    parser.add_argument("--load-only", action="store_true", help="stop after generating and loading")
+    parser.add_argument("--writer", action="store_true", help="time the store writer also with --skip-load")
+    parser.add_argument("--writer-groups", type=int, default=4, help="groups of 16 prompts the writer times")
+    parser.add_argument("--skip-queries", action="store_true", help="time only the load and the writer")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -257,8 +272,11 @@ def main() -> None:
         return
 
     staging = args.staging or Path(str(args.db) + ".staging")
-    spec = GraphSpec(prompts=args.prompts, chunk=min(5_000, args.prompts))
-    report: dict = {"machine": machine(), "spec": spec.__dict__}
+    if args.spec == "demo":
+        spec = demo_calibrated(args.prompts, chunk=min(500, args.prompts))
+    else:
+        spec = GraphSpec(prompts=args.prompts, chunk=min(5_000, args.prompts))
+    report: dict = {"machine": machine(), "spec": spec.__dict__, "args": vars(args) | {"db": str(args.db)}}
     if args.reuse_staging and (staging / "planted.json").exists():
         gen = json.loads((staging / "planted.json").read_text())
         report["generate_s"] = None
@@ -279,13 +297,19 @@ def main() -> None:
 
     if not args.skip_load:
         print(f"loading {gen['edge_rows']:,} edges into {args.db} ...", file=sys.stderr)
-        report["load"] = load(args.db, staging, spec)
+        report["load"] = load(args.db, staging, spec, args.memory_limit)
         print(json.dumps(report["load"], indent=1), file=sys.stderr)
+        (args.db.parent / (args.db.name + ".load.json")).write_text(json.dumps(report, indent=1, default=str))
+    if args.load_only:
+        return
 
     n = args.prompts
     hubs = hub_features(args.db, 10)
     planted_nodes = [node for p in report["planted"] for node in p["nodes"][1:3]][:10]
-    supports = sorted({max(2, n // 100), max(2, n // 200), max(2, n // 1000)}, reverse=True)
+    if args.supports:
+        supports = sorted({max(2, round(n * float(f))) for f in args.supports.split(",")}, reverse=True)
+    else:
+        supports = sorted({max(2, n // 100), max(2, n // 200), max(2, n // 1000)}, reverse=True)
     jobs = [
         ("prompt_graph", {"n": 20}),
         ("neighbourhood", {"features": random_features(args.db, 20), "label": "random features"}),
@@ -293,10 +317,12 @@ def main() -> None:
         ("compare", {"n": 10}),
         ("path_prompts", {"paths": [" -> ".join(p["nodes"]) for p in report["planted"]]}),
     ]
-    jobs += [("recurring", {"n_edges": 3, "min_support": s, "repeat": 3}) for s in supports]
-    jobs += [("recurring", {"n_edges": 6, "min_support": supports[1], "repeat": 3, "top": 10})]
+    jobs += [("recurring", {"n_edges": 3, "min_support": s, "repeat": 3, "top_k": args.top}) for s in supports]
+    if args.spec == "default":  # the demo-calibrated paths are 3 edges long
+        jobs += [("recurring", {"n_edges": 6, "min_support": supports[1], "repeat": 3, "top": 10})]
     report["queries"] = []
-    for kind, wargs in jobs:
+    for kind, wargs in [] if args.skip_queries else jobs:
+        wargs["memory_limit"] = args.memory_limit
         print(f"timing {kind} {wargs if kind == 'recurring' else ''}", file=sys.stderr)
         res = run_worker(kind, args.db, wargs)
         res.update(
@@ -310,9 +336,9 @@ def main() -> None:
         report["queries"].append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "top"}), file=sys.stderr)
 
-    if not args.skip_load:
+    if not args.skip_load or args.writer:
         print("timing ingest through the store writer", file=sys.stderr)
-        report["writer"] = writer_ingest(args.db, spec, groups=4, group=16)
+        report["writer"] = writer_ingest(args.db, spec, groups=args.writer_groups, group=16, memory_limit=args.memory_limit)
         print(json.dumps(report["writer"]), file=sys.stderr)
     report["machine"]["load_avg_at_end"] = os.getloadavg()
     out = Path(str(args.db) + ".report.json")
@@ -335,9 +361,10 @@ def random_features(db_path: Path, k: int) -> list[str]:
     return [f"{layer}.{feature}" for layer, feature in sorted(rows)[:: max(1, len(rows) // k)][:k]]
 
 
-def writer_ingest(db_path: Path, spec: GraphSpec, groups: int, group: int) -> dict:
+def writer_ingest(db_path: Path, spec: GraphSpec, groups: int, group: int, memory_limit: str | None = None) -> dict:
     """Append ``groups`` x ``group`` new prompts through store.runs.write_prompt_results (the
-    ingest's own writer, which also updates edge_summary / edge_occurrences): seconds per group."""
+    ingest's own writer: edges and the summary's delta; automatic compaction as configured):
+    seconds per group, then the seconds of one compaction of the delta they left."""
     import numpy as np
     from synthetic_graphs import _chunk, _popularity, plant_paths
 
@@ -359,15 +386,26 @@ def writer_ingest(db_path: Path, spec: GraphSpec, groups: int, group: int) -> di
         tables["tokens"] = {"position": np.array([0], np.int16), "token_id": np.array([0], np.int32),
                             "token": np.array(["tok0"], object)}  # fmt: skip
         results.append(PromptResult(pid, f"synthetic prompt {pid}", "web", None, tables))
+    from featuregraph.store.summary import base_rows, delta_rows, fold_delta
+
     times = []
     with open_database(db_path) as db:
+        if memory_limit:
+            db.execute(f"SET memory_limit = '{memory_limit}'")  # a benchmark argument, not user input
+        stored = int(db.fetchone("SELECT count(*) FROM edges")[0])
         for g in range(groups):
             start = time.perf_counter()
             write_prompt_results(db, 1, results[g * group : (g + 1) * group])
             times.append(time.perf_counter() - start)
+        delta, base = delta_rows(db), base_rows(db)
+        start = time.perf_counter()
+        fold_delta(db)
+        fold_s = time.perf_counter() - start
     n_edges = int(edges.num_rows)
     return {"groups": groups, "prompts_per_group": group, "edge_rows": n_edges, "seconds": times,
-            "edge_rows_per_s": n_edges / sum(times)}  # fmt: skip
+            "edge_rows_per_s": n_edges / sum(times), "stored_edges_before": stored,
+            "commit_s_median": statistics.median(times), "fold_s": fold_s, "fold_delta_rows": delta,
+            "summary_base_rows": base, "load_avg": os.getloadavg()}  # fmt: skip
 
 
 def hub_features(db_path: Path, k: int) -> list[str]:
@@ -453,8 +491,12 @@ def markdown(r: dict) -> str:
     if "writer" in r:
         w = r["writer"]
         lines += ["", f"store writer (write_prompt_results, {w['prompts_per_group']} prompts per transaction, summary "
-                      f"kept up to date) into the loaded database: {w['edge_rows']:,} edge rows in "
+                      f"delta appended) into the loaded database: {w['edge_rows']:,} edge rows in "
                       f"{sum(w['seconds']):.1f} s = {w['edge_rows_per_s'] / 1e3:.0f} k edge rows/s"]  # fmt: skip
+        if "fold_s" in w:
+            lines.append(f"at {w['stored_edges_before'] / 1e6:.1f} M stored edges: commit median {w['commit_s_median']:.3f} s; "
+                         f"one compaction of its {w['fold_delta_rows']:,} delta rows into a {w['summary_base_rows'] / 1e6:.1f} M-row "
+                         f"summary base {w['fold_s']:.1f} s")  # fmt: skip
     m = r["machine"]
     lines += ["", f"1-minute load average: {m['load_avg_at_start'][0]:.1f} at start, "
                   f"{m.get('load_avg_at_end', [float('nan')])[0]:.1f} at end"]  # fmt: skip

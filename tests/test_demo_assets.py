@@ -297,3 +297,25 @@ def test_attention_saes(model, heldout_measured, manifest: dict[str, Any]) -> No
         want = recorded["metrics"][hook]
         assert stats[hook]["explained_variance"] == pytest.approx(want["explained_variance"], abs=EV_TOL), hook
         assert stats[hook]["mean_l0"] == pytest.approx(want["mean_l0"], rel=L0_REL_TOL), hook
+
+
+def test_every_asset_ships_in_a_wheel() -> None:
+    """pyproject's package-data globs must cover every committed asset: a non-editable install
+    (a wheel, or `pip install --target` on a GPU machine) carries only the files they match."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["featuregraph.demo"]
+    demo = root / "demo"
+    files = [p.relative_to(demo).as_posix() for p in (demo / "assets").rglob("*") if p.is_file()]
+    assert files
+    # setuptools' "*" does not cross a "/": compare level by level
+    def matched(rel: str) -> bool:
+        return any(
+            len(g.split("/")) == len(rel.split("/")) and all(fnmatch.fnmatch(a, b) for a, b in zip(rel.split("/"), g.split("/")))
+            for g in globs
+        )
+    missing = [f for f in files if not matched(f)]
+    assert not missing, f"assets a wheel would leave out: {missing}"
