@@ -20,12 +20,17 @@ snapshot when the ingest ends and the database itself is readable again.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import subprocess
 import time
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
+
+from featuregraph.store.writer import WriterNote, live_writer
 
 if TYPE_CHECKING:  # store.db imports this module to open snapshots
     from featuregraph.store.db import Database
@@ -71,50 +76,128 @@ def remove_snapshot(db_path: str | Path) -> None:
 
 
 class SnapshotPublisher:
-    """Publishes snapshots of a writer's database: :meth:`start`, then :meth:`after_commit`; the writer
-    calls :func:`remove_snapshot` once it has closed the database.
+    """Publishes snapshots of one writer's database file, across any number of connections to it
+    (the distributed merger opens the file for each merge): :meth:`start` once the writer holds the
+    file, :meth:`after_commit` after each of its commits. Made by :func:`writer_session`, which
+    announces the writer (:attr:`note`) and removes the snapshot when the writer is done.
 
     ``every_s``: the least seconds between two snapshots (default: ``FEATUREGRAPH_SNAPSHOT_EVERY``,
     else :data:`MIN_INTERVAL_S`; ``off`` or a database in memory: none at all).
     """
 
-    def __init__(self, db: Database, every_s: float | None = None):
-        self.db = db
-        self.enabled = db.path != ":memory:" and not db.read_only
+    def __init__(self, db_path: str | Path, note: WriterNote, every_s: float | None = None):
+        self.db_path = str(db_path)
+        self.note = note
+        self.enabled = self.db_path != ":memory:"
         if every_s is None:
-            raw = os.environ.get(SNAPSHOT_ENV, "")
-            if raw.strip().lower() == "off":
+            raw = os.environ.get(SNAPSHOT_ENV, "").strip().lower()
+            if raw == "off":
                 self.enabled = False
             try:
-                every_s = float(raw) if raw.strip() and raw.strip().lower() != "off" else MIN_INTERVAL_S
+                every_s = float(raw) if raw and raw != "off" else MIN_INTERVAL_S
             except ValueError:
                 every_s = MIN_INTERVAL_S
         self.every_s = every_s
         self.last = float("-inf")
         self.last_cost = 0.0
         self.published = 0
+        self.seconds = 0.0  # spent publishing, in all
 
-    def publish(self) -> None:
-        """Publish now (a failure to copy is logged, never raised)."""
+    def publish(self, db: Database) -> None:
+        """Publish now (``db``: the writer's open connection, between transactions; a failure to
+        copy is logged, never raised)."""
+        if not self.enabled or db.read_only:
+            return
         try:
-            self.last_cost = publish_snapshot(self.db)
+            self.last_cost = publish_snapshot(db)
         except (OSError, subprocess.CalledProcessError) as exc:  # a full disk must not fail the ingest
-            log.warning("could not publish a snapshot of %s: %s", self.db.path, exc)
+            log.warning("could not publish a snapshot of %s: %s", self.db_path, exc)
             return
         self.last = time.monotonic()
         self.published += 1
+        self.seconds += self.last_cost
 
-    def start(self) -> None:
-        if self.enabled:
-            self.publish()
+    def announce(self, **changes: Any) -> None:
+        """Add ``changes`` (run, progress) to the writer's note ``DB.writer.json`` and write it."""
+        if self.db_path != ":memory:":
+            self.note.update(**changes)
 
-    def after_commit(self) -> None:
+    def start(self, db: Database) -> None:
+        """The writer holds the file (``db``): announce it in ``DB.writer.json``, clear what a killed
+        writer left, publish the first snapshot."""
+        if self.db_path == ":memory:":
+            return
+        self.note.update()
+        _remove_leftover_copies(self.db_path)
+        self.publish(db)
+
+    def after_commit(self, db: Database) -> None:
         """Publish if the interval (and the copy-time budget) has passed since the last one."""
         if not self.enabled:
             return
         wait = max(self.every_s, self.last_cost / COPY_SHARE)
         if time.monotonic() - self.last >= wait:
-            self.publish()
+            self.publish(db)
 
 
-__all__ = ["SNAPSHOT_ENV", "SnapshotPublisher", "publish_snapshot", "remove_snapshot", "snapshot_path"]
+def _remove_leftover_copies(db_path: str) -> None:
+    """Temporary copies of a writer killed mid-copy (each as large as the database). Only the
+    writer holding the file publishes, so none of them is being renamed into place."""
+    target = snapshot_path(db_path)
+    for tmp in target.parent.glob(f"{glob.escape(target.name)}.*.tmp"):
+        if tmp.name != f"{target.name}.{os.getpid()}.tmp":
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def writer_session(db_path: str | Path, note_info: dict[str, Any], db: Database | None = None) -> Iterator[SnapshotPublisher]:
+    """A writer's session on ``db_path``: yields its :class:`SnapshotPublisher` (call
+    :meth:`~SnapshotPublisher.start` once the database is open and the writer holds it), whose
+    ``note`` announces the writer (``note_info``: what it is, how it holds the lock).
+
+    On the way out, however the block ends (an error too): closes ``db`` (a writer that keeps one
+    connection for the whole session passes it; one that reopens the file, like the distributed
+    merger, closes its own before leaving), then removes the snapshot, then the note, in that
+    order, so readers go back to the database itself once the writer lets go of it, and no snapshot
+    outlives its writer. (A writer killed with SIGKILL leaves both: readers ignore a snapshot whose
+    writer is gone, see :func:`current_snapshot`, and the next writer's :meth:`start` replaces it.)
+    """
+    snapshots = SnapshotPublisher(db_path, WriterNote(db_path, note_info))
+    if db is not None:
+        snapshots.announce()  # it holds the file already: say who does, before start()
+    try:
+        yield snapshots
+    finally:
+        try:
+            if db is not None:
+                db.close()
+        finally:
+            if snapshots.db_path != ":memory:":
+                remove_snapshot(db_path)
+            snapshots.note.remove()
+
+
+def current_snapshot(db_path: str | Path) -> tuple[Path, float] | None:
+    """The snapshot of ``db_path`` and its time (seconds since the epoch) if a writer that is still
+    alive published it during its session; None otherwise (no snapshot, or one left by a killed
+    writer: it may be far behind, and whoever holds the file now is not the writer that made it)."""
+    snap = snapshot_path(db_path)
+    try:
+        taken = snap.stat().st_mtime
+    except OSError:
+        return None
+    writer = live_writer(db_path)
+    if writer is None:
+        return None
+    try:
+        # The note's start is local time to the second: compare to the second.
+        since = datetime.fromisoformat(str(writer.get("since"))).timestamp()
+    except ValueError:
+        return None
+    return (snap, taken) if taken >= since - 1.0 else None
+
+
+__all__ = [
+    "SNAPSHOT_ENV", "SnapshotPublisher", "current_snapshot", "publish_snapshot", "remove_snapshot", "snapshot_path",
+    "writer_session",
+]

@@ -20,8 +20,9 @@ from featuregraph.store.snapshot import snapshot_path
 TESTS = Path(__file__).parent
 EDGES_PER_PROMPT = 7
 
-# A writer that holds the file like an ingest: one transaction per group of 3 prompts, a snapshot
-# after every commit (interval 0), a pause between commits, then waits to be told to stop.
+# A writer that holds the file like an ingest (in a writer session, as ingests are): one transaction per
+# group of 3 prompts, a snapshot after every commit (interval 0), a pause between commits, then waits to
+# be told to stop; leaving the session closes the database and removes the snapshot.
 WRITER = """
 import sys, time
 from pathlib import Path
@@ -29,23 +30,22 @@ sys.path.insert(0, sys.argv[2])
 from query_graphs import new_run, prompt_result
 from featuregraph.store.db import open_database
 from featuregraph.store.runs import write_prompt_results
-from featuregraph.store.snapshot import SnapshotPublisher, remove_snapshot
+from featuregraph.store.snapshot import writer_session
 path, groups = sys.argv[1], int(sys.argv[3])
 db = open_database(path)
-run = new_run(db)
-pub = SnapshotPublisher(db, every_s=0)
-pub.start()
-for g in range(groups):
-    prompts = range(3 * g, 3 * g + 3)
-    write_prompt_results(db, run, [prompt_result(p, [(0, p % 5, 1, k, 0.25 + k) for k in range({k})]) for p in prompts])
-    pub.after_commit()
-    Path(path + ".progress").write_text(str(g + 1))
-    time.sleep(0.15)
-pub.publish()  # the last commit too, whatever the copy-time budget said
-while not Path(path + ".stop").exists():
-    time.sleep(0.05)
-db.close()
-remove_snapshot(path)
+with writer_session(path, {"what": "test writer"}, db) as pub:
+    pub.every_s = 0
+    run = new_run(db)
+    pub.start(db)
+    for g in range(groups):
+        prompts = range(3 * g, 3 * g + 3)
+        write_prompt_results(db, run, [prompt_result(p, [(0, p % 5, 1, k, 0.25 + k) for k in range({k})]) for p in prompts])
+        pub.after_commit(db)
+        Path(path + ".progress").write_text(str(g + 1))
+        time.sleep(0.15)
+    pub.publish(db)  # the last commit too, whatever the copy-time budget said
+    while not Path(path + ".stop").exists():
+        time.sleep(0.05)
 """.replace("{k}", str(EDGES_PER_PROMPT))
 
 
