@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from featuregraph.errors import DatabaseLockedError
 from featuregraph.query.reader import open_reader
 from featuregraph.store.db import LOCK_WAIT_ENV, open_database
 from featuregraph.store.snapshot import snapshot_path
+from featuregraph.store.writer import writer_file
 
 TESTS = Path(__file__).parent
 EDGES_PER_PROMPT = 7
@@ -122,6 +125,51 @@ def test_without_a_snapshot_a_locked_database_is_reported_in_one_line(tmp_path, 
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(DatabaseLockedError):
             open_reader(path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# Holds the file as a writer would; announces itself in DB.writer.json unless told not to.
+HOLDER = """
+import sys, time, duckdb
+from featuregraph.store.writer import WriterNote
+con = duckdb.connect(sys.argv[1])
+if sys.argv[2] == "note":
+    WriterNote(sys.argv[1], {"what": "test writer"}).update()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("case", ["current", "writer_killed", "older_than_the_writer", "no_note"])
+def test_only_the_live_writers_own_snapshot_is_read(tmp_path, monkeypatch, case):
+    """A snapshot is read only if the writer that holds the file now published it: one left by a
+    writer killed with SIGKILL (it could not remove it) may be far behind the database."""
+    monkeypatch.setenv(LOCK_WAIT_ENV, "0")
+    path = tmp_path / "fg.duckdb"
+    with open_database(path):
+        pass
+    snap = snapshot_path(path)
+    shutil.copyfile(path, snap)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "none" if case == "no_note" else "note"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        if case == "writer_killed":  # the note names a process that is gone
+            note = json.loads(writer_file(path).read_text())
+            dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+            writer_file(path).write_text(json.dumps({**note, "pid": int(dead.stdout)}))
+        if case == "older_than_the_writer":
+            hour_ago = time.time() - 3600
+            os.utime(snap, (hour_ago, hour_ago))
+        if case == "current":
+            os.utime(snap)  # published during the writer's session
+            with open_reader(path) as db:
+                assert db.snapshot_time == snap.stat().st_mtime
+        else:
+            with pytest.raises(DatabaseLockedError):
+                open_reader(path)
     finally:
         holder.kill()
         holder.wait()
