@@ -3,8 +3,9 @@
 DuckDB (2.0 included) lets one process write a database file and refuses every other process,
 readers included, while it does: a ``read_only`` connection or ``ATTACH ... (READ_ONLY)`` from
 another process fails with "Could not set lock on file" (tested in tests/test_snapshots.py; see
-DuckDB's "Concurrency" documentation). So a writer that holds the file for a whole ingest
-publishes copies of it beside it, ``DB.snapshot``: after a ``CHECKPOINT`` between two
+DuckDB's "Concurrency" documentation). So a writer (an ingest, which holds the file for its whole
+run; the distributed merger, which holds it while it merges; ``import-graph``) publishes copies
+of it beside it, ``DB.snapshot``: after a ``CHECKPOINT`` between two
 transactions the file holds exactly the committed state, and a copy of it is a consistent,
 complete database. The copy is written to a temporary name and renamed into place, so a
 reader opens either the previous snapshot or the new one, never a half-written file; a reader
@@ -14,8 +15,10 @@ A reader that finds the database locked opens the newest snapshot at once
 (``store.db.connect``), and knows it did (``Database.snapshot_time``). Copying costs time in
 proportion to the file, so :class:`SnapshotPublisher` publishes at the start of an ingest, then
 after a commit at most every :data:`MIN_INTERVAL_S` seconds and never more often than
-:data:`COPY_SHARE` of the elapsed time allows (copy time x 1/COPY_SHARE), and removes the
-snapshot when the ingest ends and the database itself is readable again.
+:data:`COPY_SHARE` of the elapsed time allows (copy time x 1/COPY_SHARE). Every writer runs in one
+:func:`writer_session`, which removes the snapshot when the writer is done with the file,
+finished or failed, and readers take a snapshot only from the live writer that published it
+(:func:`current_snapshot`).
 """
 
 from __future__ import annotations
