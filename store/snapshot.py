@@ -105,6 +105,7 @@ class SnapshotPublisher:
         self.last_cost = 0.0
         self.published = 0
         self.seconds = 0.0  # spent publishing, in all
+        self.started = False  # the writer held the file: the snapshot there is this session's
 
     def publish(self, db: Database) -> None:
         """Publish now (``db``: the writer's open connection, between transactions; a failure to
@@ -130,6 +131,7 @@ class SnapshotPublisher:
         writer left, publish the first snapshot."""
         if self.db_path == ":memory:":
             return
+        self.started = True
         self.note.update()
         _remove_leftover_copies(self.db_path)
         self.publish(db)
@@ -175,7 +177,7 @@ def writer_session(db_path: str | Path, note_info: dict[str, Any], db: Database 
             if db is not None:
                 db.close()
         finally:
-            if snapshots.db_path != ":memory:":
+            if snapshots.started:  # not another writer's, when this one never got the file
                 remove_snapshot(db_path)
             snapshots.note.remove()
 

@@ -17,7 +17,7 @@ import pytest
 from featuregraph.errors import DatabaseLockedError
 from featuregraph.query.reader import open_reader
 from featuregraph.store.db import LOCK_WAIT_ENV, open_database
-from featuregraph.store.snapshot import snapshot_path
+from featuregraph.store.snapshot import snapshot_path, writer_session
 from featuregraph.store.writer import writer_file
 
 TESTS = Path(__file__).parent
@@ -173,3 +173,21 @@ def test_only_the_live_writers_own_snapshot_is_read(tmp_path, monkeypatch, case)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_writer_session_removes_its_snapshot_and_note_on_error_and_never_anothers(tmp_path):
+    path = tmp_path / "fg.duckdb"
+    db = open_database(path)
+    with pytest.raises(RuntimeError), writer_session(path, {"what": "test writer"}, db) as snapshots:
+        snapshots.start(db)
+        assert snapshot_path(path).exists() and writer_file(path).exists()
+        raise RuntimeError("the ingest failed")
+    assert not snapshot_path(path).exists() and not writer_file(path).exists()
+    with pytest.raises(Exception):
+        db.execute("SELECT 1")  # closed by the session
+    # A session that never got the file (a distributed driver that gave up waiting for the lock)
+    # leaves the snapshot of the writer that has it alone.
+    snapshot_path(path).write_bytes(b"another writer's snapshot")
+    with pytest.raises(DatabaseLockedError), writer_session(path, {"what": "test writer"}):
+        raise DatabaseLockedError("locked")
+    assert snapshot_path(path).read_bytes() == b"another writer's snapshot"
