@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from featuregraph.errors import DatabaseLockedError
+from featuregraph.errors import DatabaseError, DatabaseLockedError
 from featuregraph.query.reader import open_reader
 from featuregraph.store.db import LOCK_WAIT_ENV, open_database
 from featuregraph.store.snapshot import snapshot_path, writer_session
@@ -183,7 +183,7 @@ def test_a_writer_session_removes_its_snapshot_and_note_on_error_and_never_anoth
         assert snapshot_path(path).exists() and writer_file(path).exists()
         raise RuntimeError("the ingest failed")
     assert not snapshot_path(path).exists() and not writer_file(path).exists()
-    with pytest.raises(Exception):
+    with pytest.raises(DatabaseError, match="closed"):
         db.execute("SELECT 1")  # closed by the session
     # A session that never got the file (a distributed driver that gave up waiting for the lock)
     # leaves the snapshot of the writer that has it alone.
