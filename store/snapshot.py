@@ -29,7 +29,6 @@ import os
 import subprocess
 import time
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -167,7 +166,8 @@ def writer_session(db_path: str | Path, note_info: dict[str, Any], db: Database 
     outlives its writer. (A writer killed with SIGKILL leaves both: readers ignore a snapshot whose
     writer is gone, see :func:`current_snapshot`, and the next writer's :meth:`start` replaces it.)
     """
-    snapshots = SnapshotPublisher(db_path, WriterNote(db_path, note_info))
+    # The session's start in seconds since the epoch: readers on any host and time zone compare it.
+    snapshots = SnapshotPublisher(db_path, WriterNote(db_path, {**note_info, "session_start": time.time()}))
     if db is not None:
         snapshots.announce()  # it holds the file already: say who does, before start()
     try:
@@ -194,12 +194,10 @@ def current_snapshot(db_path: str | Path) -> tuple[Path, float] | None:
     writer = live_writer(db_path)
     if writer is None:
         return None
-    try:
-        # The note's start is local time to the second: compare to the second.
-        since = datetime.fromisoformat(str(writer.get("since"))).timestamp()
-    except ValueError:
-        return None
-    return (snap, taken) if taken >= since - 1.0 else None
+    since = writer.get("session_start")
+    if not isinstance(since, (int, float)):
+        return None  # not a writer session's note: its snapshot is not this writer's
+    return (snap, taken) if taken >= since - 1.0 else None  # a second of slack for coarse file times
 
 
 __all__ = [

@@ -130,15 +130,17 @@ def test_without_a_snapshot_a_locked_database_is_reported_in_one_line(tmp_path, 
         holder.wait()
 
 
-# Holds the file as a writer would; announces itself in DB.writer.json unless told not to.
+# Holds the file as a writer would, in a writer session that announces itself in DB.writer.json
+# unless told not to.
 HOLDER = """
 import sys, time, duckdb
-from featuregraph.store.writer import WriterNote
+from featuregraph.store.snapshot import writer_session
 con = duckdb.connect(sys.argv[1])
-if sys.argv[2] == "note":
-    WriterNote(sys.argv[1], {"what": "test writer"}).update()
-print("ready", flush=True)
-time.sleep(60)
+with writer_session(sys.argv[1], {"what": "test writer"}) as session:
+    if sys.argv[2] == "note":
+        session.announce()
+    print("ready", flush=True)
+    time.sleep(60)
 """
 
 
