@@ -15,10 +15,12 @@ A reader that finds the database locked opens the newest snapshot at once
 (``store.db.connect``), and knows it did (``Database.snapshot_time``). Copying costs time in
 proportion to the file, so :class:`SnapshotPublisher` publishes at the start of an ingest, then
 after a commit at most every :data:`MIN_INTERVAL_S` seconds and never more often than
-:data:`COPY_SHARE` of the elapsed time allows (copy time x 1/COPY_SHARE). Every writer runs in one
-:func:`writer_session`, which removes the snapshot when the writer is done with the file,
-finished or failed, and readers take a snapshot only from the live writer that published it
-(:func:`current_snapshot`).
+:data:`COPY_SHARE` of the elapsed time allows: the copies so far plus the next (estimated at the
+last one's cost) must fit in that share of the time since the writer started, so only the start's
+copy, and a copy slower than the one before by its difference, can take the total past it. Every
+writer runs in one :func:`writer_session`, which removes the snapshot when the writer is done
+with the file, finished or failed, and readers take a snapshot only from the live writer that
+published it (:func:`current_snapshot`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_ENV = "FEATUREGRAPH_SNAPSHOT_EVERY"  # seconds between snapshots; "off": none
 MIN_INTERVAL_S = 30.0
 COPY_SHARE = 0.1  # at most this share of an ingest's time goes to copying snapshots
+_clock = time.monotonic  # the publisher's clock (tests run it faster)
 
 
 def snapshot_path(db_path: str | Path) -> Path:
@@ -105,6 +108,7 @@ class SnapshotPublisher:
         self.published = 0
         self.seconds = 0.0  # spent publishing, in all
         self.started = False  # the writer held the file: the snapshot there is this session's
+        self.started_at = _clock()
 
     def publish(self, db: Database) -> None:
         """Publish now (``db``: the writer's open connection, between transactions; a failure to
@@ -116,7 +120,7 @@ class SnapshotPublisher:
         except (OSError, subprocess.CalledProcessError) as exc:  # a full disk must not fail the ingest
             log.warning("could not publish a snapshot of %s: %s", self.db_path, exc)
             return
-        self.last = time.monotonic()
+        self.last = _clock()
         self.published += 1
         self.seconds += self.last_cost
 
@@ -131,16 +135,22 @@ class SnapshotPublisher:
         if self.db_path == ":memory:":
             return
         self.started = True
+        self.started_at = _clock()
         self.note.update()
         _remove_leftover_copies(self.db_path)
         self.publish(db)
 
     def after_commit(self, db: Database) -> None:
-        """Publish if the interval (and the copy-time budget) has passed since the last one."""
+        """Publish if the interval has passed since the last snapshot and the copy-time budget allows."""
         if not self.enabled:
             return
-        wait = max(self.every_s, self.last_cost / COPY_SHARE)
-        if time.monotonic() - self.last >= wait:
+        now = _clock()
+        if now - self.last < self.every_s:
+            return
+        # A budget over the whole session, the start's copy included (a wait of ten copy times after
+        # each copy overshot it whenever a copy took longer than the one before): the copies so far
+        # plus the next, estimated at the last one's cost, within COPY_SHARE of the time since start.
+        if self.seconds + self.last_cost <= COPY_SHARE * (now - self.started_at):
             self.publish(db)
 
 

@@ -193,3 +193,41 @@ def test_a_writer_session_removes_its_snapshot_and_note_on_error_and_never_anoth
     with pytest.raises(DatabaseLockedError), writer_session(path, {"what": "test writer"}):
         raise DatabaseLockedError("locked")
     assert snapshot_path(path).read_bytes() == b"another writer's snapshot"
+
+
+@pytest.mark.parametrize("costs", ["constant", "growing", "noisy"])
+def test_snapshot_copies_stay_within_a_tenth_of_a_long_ingest(monkeypatch, costs):
+    """The copy-time budget holds over the whole ingest, the start's copy included, even when each
+    copy takes longer than the one before (a growing database, a busier disk); a fake clock."""
+    import random
+
+    from featuregraph.store import snapshot
+
+    clock = [0.0]
+    rng = random.Random(0)
+    spent = []
+
+    def fake_publish(db):
+        n = len(spent)
+        cost = {"constant": 5.0, "growing": 5.0 + 0.05 * n, "noisy": rng.uniform(2.0, 8.0)}[costs]
+        clock[0] += cost
+        spent.append(cost)
+        return cost
+
+    monkeypatch.setattr(snapshot, "_clock", lambda: clock[0])
+    monkeypatch.setattr(snapshot, "publish_snapshot", fake_publish)
+    db = type("FakeDb", (), {"read_only": False, "path": "unused.duckdb"})()
+    pub = snapshot.SnapshotPublisher("unused.duckdb", note=None, every_s=0)
+    pub.started, pub.started_at = True, clock[0]
+    pub.publish(db)  # the start's copy
+    worst = 0.0
+    while clock[0] < 3600:
+        clock[0] += 1.0  # a commit a second
+        pub.after_commit(db)
+        if clock[0] > 200:  # some 40 copy times in: the start's copy is paid back by then
+            worst = max(worst, sum(spent) / clock[0])
+    assert sum(spent) == pytest.approx(pub.seconds)
+    slack = {"constant": 0.0, "growing": 0.05, "noisy": 6.0}[costs]  # one copy's excess over its estimate
+    assert sum(spent) <= snapshot.COPY_SHARE * clock[0] + slack
+    assert worst <= snapshot.COPY_SHARE + slack / 200
+    assert sum(spent) >= 0.8 * snapshot.COPY_SHARE * clock[0]  # and it does publish, near the share
