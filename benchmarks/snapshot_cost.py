@@ -29,10 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import pyarrow.parquet as pq  # noqa: E402
 from query_bench import RUN_ROW  # noqa: E402
 from synthetic_graphs import demo_calibrated, generate  # noqa: E402
-from write_scaling import EDGES_PER_PROMPT, INSERT_EDGES, _results  # noqa: E402
+from write_scaling import EDGES_PER_PROMPT, _results, load_until  # noqa: E402
 
 
 def _simulated_ingest(db_path: Path, results: list, first_id: int, args, every_s: float | None) -> dict:
@@ -80,7 +79,6 @@ def main() -> None:
     from featuregraph.store.db import open_database
     from featuregraph.store.runs import create_run, write_prompt_results
     from featuregraph.store.snapshot import publish_snapshot, remove_snapshot
-    from featuregraph.store.summary import rebuild_summary
 
     sizes = [int(float(s) * 1e6) for s in args.sizes.split(",")]
     work = Path(args.dir)
@@ -95,23 +93,14 @@ def main() -> None:
     results = _results([parts[-1]])  # committed through the writer; the rest is bulk-loaded
     next_id = 10_000_000  # above every bulk-loaded prompt id
     db_path = work / "bench.duckdb"
-    stored, next_part = 0, 0
+    next_part = 0
     for size in sizes:
         with open_database(db_path) as db:
             db.execute("SET memory_limit = '4GB'")
             if not db.fetchone("SELECT count(*) FROM runs")[0]:
                 create_run(db, "snapshot-cost", RUN_ROW | {"n_prompts": total}, [], [])
-            batch = []
-            while stored < size and next_part < len(parts) - 1:
-                batch.append(parts[next_part])
-                stored += pq.ParquetFile(parts[next_part]).metadata.num_rows
-                next_part += 1
-            t = time.perf_counter()
-            if batch:
-                db.execute(INSERT_EDGES, {"files": batch})
-            rebuild_summary(db)
-            db.execute("CHECKPOINT")
-            load_s = time.perf_counter() - t
+            stored = int(db.fetchone("SELECT count(*) FROM edges")[0])
+            next_part, load_s = load_until(db, parts[:-1], next_part, stored, size)
             publish = []
             for _ in range(args.repeats):
                 group = [dataclasses.replace(r, prompt_id=next_id + i) for i, r in enumerate(results[: args.group])]
