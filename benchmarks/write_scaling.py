@@ -62,6 +62,24 @@ def _results(files: list[str]) -> list:
     return out
 
 
+def load_until(db, parts: list[str], next_part: int, stored: int, size: int) -> tuple[int, float]:
+    """Bulk-load staging ``parts`` from ``next_part`` on until ``size`` edges are stored (``stored``
+    now), then rebuild the summary base and checkpoint. Returns the next part and the seconds."""
+    from featuregraph.store.summary import rebuild_summary
+
+    batch = []
+    while stored < size and next_part < len(parts):
+        batch.append(parts[next_part])
+        stored += pq.ParquetFile(parts[next_part]).metadata.num_rows
+        next_part += 1
+    start = time.perf_counter()
+    if batch:
+        db.execute(INSERT_EDGES, {"files": batch})
+    rebuild_summary(db)
+    db.execute("CHECKPOINT")
+    return next_part, time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10,30,100", help="stored edges (millions) to measure at")
@@ -76,7 +94,7 @@ def main() -> None:
     os.environ["FEATUREGRAPH_COMPACT_ROWS"] = "0"  # compactions only where timed
     from featuregraph.store.db import open_database
     from featuregraph.store.runs import create_run, write_prompt_results
-    from featuregraph.store.summary import delta_rows, fold_delta, rebuild_summary
+    from featuregraph.store.summary import delta_rows, fold_delta
 
     sizes = [int(float(s) * 1e6) for s in args.sizes.split(",")]
     work = Path(args.dir)
@@ -105,17 +123,7 @@ def main() -> None:
         measure_parts = parts[-len(sizes):]
         load_parts = parts[: -len(sizes)]
         for size, mpart in zip(sizes, measure_parts, strict=True):
-            batch = []
-            while stored < size and next_part < len(load_parts):
-                batch.append(load_parts[next_part])
-                stored += pq.ParquetFile(load_parts[next_part]).metadata.num_rows
-                next_part += 1
-            start = time.perf_counter()
-            if batch:
-                db.execute(INSERT_EDGES, {"files": batch})
-            rebuild_summary(db)
-            db.execute("CHECKPOINT")
-            load_s = time.perf_counter() - start
+            next_part, load_s = load_until(db, load_parts, next_part, stored, size)
             stored_now = int(db.fetchone("SELECT count(*) FROM edges")[0])
             # used blocks, not the file: blocks freed by a rebuild stay in the file for reuse
             size_bytes = int(db.fetchone(USED_BYTES)[0])

@@ -16,7 +16,9 @@ its CPU for the tokenizer and the run's identity, find or create the run), then:
    seconds it opens the database, loads the finished shards in one transaction through the
    same insert path as the single-process ingest, closes the database and deletes the
    shards. Between merges it holds no lock, so ``featuregraph info``, ``sql`` and the
-   dashboard can read (readers wait for a merge to finish; see store.db.connect).
+   dashboard read the database itself; during a merge they read the snapshot the merger
+   publishes as the single-process ingest does (store/snapshot.py: at the start, then after
+   a merge at most every 30 s and 10% of the time), without waiting.
 
 Crash safety: a worker killed mid-group loses that group only: the driver starts a new
 worker and hands the group out again. A driver (merger) killed at any point, or the whole
@@ -61,7 +63,7 @@ from featuregraph.ingest.shards import (
 from featuregraph.ingest.sweep import PromptInput
 from featuregraph.store.db import open_database
 from featuregraph.store.runs import finish_run
-from featuregraph.store.writer import WriterNote
+from featuregraph.store.snapshot import SnapshotPublisher, writer_session
 
 log = logging.getLogger(__name__)
 
@@ -315,9 +317,11 @@ def ingest_distributed(
         if on_event:
             on_event("workers", pool.pids())
         run_dir = run_shard_dir(shard_dir or default_shard_root(db_path), prep.key)
-        with driver_lock(run_dir):
+        what = {"what": f"featuregraph ingest --workers {pool.n} (distributed)", "n_prompts": len(prep.prompts.inputs),
+                "holds_lock": "only while merging a batch of shards"}  # fmt: skip
+        with driver_lock(run_dir), writer_session(db_path, what) as snapshots:
             return _drive(db_path, prep, config, pool, run_dir, infos[0]["device"], commit_every, commit_seconds,
-                          prompts_per_forward, progress, on_event, ship_shards)  # fmt: skip
+                          prompts_per_forward, progress, on_event, ship_shards, snapshots)  # fmt: skip
     finally:
         if own_pool and pool is not None:
             pool.shutdown()
@@ -328,21 +332,22 @@ def ingest_distributed(
 def _drive(
     db_path, prep: PreparedRun, config: RunConfig, pool: WorkerPool, run_dir: Path, device: str,
     commit_every: int, commit_seconds: float, prompts_per_forward: int, progress: bool, on_event, ship: bool,
+    snapshots: SnapshotPublisher,
 ) -> IngestSummary:  # fmt: skip
     ray = import_ray()
     inputs = prep.prompts.inputs
     clean_stale(run_dir)  # no worker of this run is writing yet: any temporary folder is a leftover
-    what = f"featuregraph ingest --workers {pool.n} (distributed)"
-    note = WriterNote(db_path, {"what": what, "holds_lock": "only while merging a batch of shards", "n_prompts": len(inputs)})
     with open_database(db_path, wait_s=FINAL_MERGE_LOCK_WAIT_S) as db:
         run_id, done, resumed = open_run(db, prep, config, device)
+        snapshots.start(db)  # readers read the snapshots while a merge holds the file
         leftovers = complete_shards(run_dir)
         if leftovers:  # an earlier attempt's shards: they hold valid results of this very run
             merged = merge_shards(db, run_id, prep.key, leftovers)
+            snapshots.after_commit(db)
             done.update(merged.prompt_ids)
             log.info("merged %d shards left by an earlier attempt: prompts %s", len(leftovers), merged.prompt_ids)
         discard_shards(leftovers)
-    note.update(run_id=run_id, merged=len(done))
+    snapshots.announce(run_id=run_id, merged=len(done))
 
     jobs: deque[GroupJob] = deque()
     for index, group in enumerate(_groups(inputs, prompts_per_forward)):
@@ -375,11 +380,12 @@ def _drive(
             raise
         try:
             result = merge_shards(db, run_id, prep.key, shards)
+            snapshots.after_commit(db)
         finally:
             db.close()
         discard_shards(shards)
         merged_total += len(result.prompt_ids)
-        note.update(merged=merged_total)
+        snapshots.announce(merged=merged_total)
         log.info("merged %d shards: prompts %s", len(shards), result.prompt_ids)
         bar.update(len(result.prompt_ids))
         if on_event:
@@ -437,8 +443,6 @@ def _drive(
             if status == "complete":
                 raise
             # A failed run stays 'running' in the database; re-running the command resumes it.
-        finally:
-            note.remove()
     return IngestSummary(
         run_id, str(db_path), len(inputs), n_todo, time.perf_counter() - start, resumed, len(prep.prompts.errors)
     )

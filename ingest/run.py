@@ -47,8 +47,7 @@ from featuregraph.store.runs import (
     resume_run,
     write_prompt_results,
 )  # fmt: skip
-from featuregraph.store.snapshot import SnapshotPublisher, remove_snapshot
-from featuregraph.store.writer import WriterNote
+from featuregraph.store.snapshot import writer_session
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +207,11 @@ def ingest(
     sweeper = Sweeper(loaded.model, loaded.sites, config.sweep, loaded.prepend_bos)
 
     db = open_database(db_path)
-    note = WriterNote(db_path, {"what": "featuregraph ingest (single process)", "holds_lock": "for its whole run"})
-    if str(db_path) != ":memory:":
-        note.update()
-    try:
+    # Readers read its snapshots while this ingest holds the file; they go when it is closed.
+    with writer_session(db_path, {"what": "featuregraph ingest (single process)", "holds_lock": "for its whole run"}, db) as snapshots:
         run_id, done, resumed = open_run(db, prep, config, loaded.device)
-        note.update(run_id=run_id)
-        snapshots = SnapshotPublisher(db)  # readers read these while this ingest holds the file
-        snapshots.start()
+        snapshots.announce(run_id=run_id)
+        snapshots.start(db)
         # Groups are formed over the whole prompt list and committed whole, so a resumed
         # run batches every remaining prompt exactly as an uninterrupted run would have.
         groups = [[p for p in g if p.prompt_id not in done] for g in _groups(inputs, prompts_per_forward)]
@@ -228,7 +224,7 @@ def ingest(
 
         def write(batch: list) -> None:
             write_prompt_results(db, run_id, batch)
-            snapshots.after_commit()  # on the thread that owns the connection
+            snapshots.after_commit(db)  # on the thread that owns the connection
             ids = [r.prompt_id for r in batch]
             log.info("committed prompts %s", ids)
             if on_commit:
@@ -266,10 +262,6 @@ def ingest(
         return IngestSummary(
             run_id, str(db_path), len(inputs), len(todo), time.perf_counter() - start, resumed, len(prep.prompts.errors)
         )
-    finally:
-        db.close()
-        remove_snapshot(db_path)  # after the close: readers open the database itself again
-        note.remove()
 
 
 def _groups(prompts: list, size: int) -> list[list]:

@@ -1,10 +1,11 @@
 """Opening a database for the dashboard: read-only, for one interaction, and a cache key.
 
-:func:`open_reader` opens the database in the SQL sandbox; while a single-process ingest holds
-the lock it opens the ingest's newest snapshot at once (store/snapshot.py; the connection's
-``snapshot_time`` says so), and only a writer that publishes none (a distributed merge) makes it
-wait and then raise :class:`~featuregraph.errors.DatabaseLockedError` (the dashboard says an
-ingest is writing); :func:`database_stamp` changes whenever the file does.
+:func:`open_reader` opens the database in the SQL sandbox; while an ingest (single-process or a
+distributed merge) holds the lock it opens the ingest's newest snapshot at once
+(store/snapshot.py; the connection's ``snapshot_time`` says so), and only a writer that
+publishes none (``featuregraph optimize``, say) makes it wait and then raise
+:class:`~featuregraph.errors.DatabaseLockedError` (the dashboard says an ingest is writing);
+:func:`database_stamp` changes whenever the file does.
 """
 
 from __future__ import annotations

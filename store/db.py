@@ -347,15 +347,14 @@ def connect(
 
 
 def _open_snapshot(target: str, sandboxed: bool) -> Database | None:
-    """The writer's published snapshot of ``target``, open read-only, or None if there is none."""
-    from featuregraph.store.snapshot import snapshot_path
+    """The live writer's published snapshot of ``target``, open read-only, or None if there is none."""
+    from featuregraph.store.snapshot import current_snapshot
 
-    snap = snapshot_path(target)
-    try:
-        # Taken before the open: a snapshot published in between is only newer than this time.
-        taken = snap.stat().st_mtime
-    except OSError:
+    # Its time is taken before the open: a snapshot published in between is only newer.
+    found = current_snapshot(target)
+    if found is None:
         return None
+    snap, taken = found
     opener = partial(_open_sandboxed, str(snap), target) if sandboxed else partial(_open_plain, str(snap), True)
     try:
         con = opener()

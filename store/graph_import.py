@@ -32,9 +32,8 @@ from featuregraph.store.db import Database, open_database
 from featuregraph.store.graph_model import GraphFile, validation_reason
 from featuregraph.store.graph_rows import GraphRows, graph_rows
 from featuregraph.store.runs import create_run, find_run, finish_run, insert_prompt_tables, now, prompt_tables
-from featuregraph.store.snapshot import SnapshotPublisher, remove_snapshot
+from featuregraph.store.snapshot import writer_session
 from featuregraph.store.tables import table
-from featuregraph.store.writer import WriterNote
 
 STORED_HASHES = "SELECT content_sha256 FROM graphs"
 NEXT_PROMPT_ID = "SELECT coalesce(max(prompt_id) + 1, 0) FROM prompts WHERE run_id = ?"
@@ -225,12 +224,9 @@ def import_graphs(
     if on_start:
         on_start(len(files))
     db = open_database(db_path)
-    note = WriterNote(db_path, {"what": "featuregraph import-graph", "holds_lock": "for its whole run"})
-    if str(db_path) != ":memory:":
-        note.update()
-    try:
-        snapshots = SnapshotPublisher(db)  # readers read these while the import holds the file
-        snapshots.start()
+    # Readers read its snapshots while the import holds the file; they go when it is closed.
+    with writer_session(db_path, {"what": "featuregraph import-graph", "holds_lock": "for its whole run"}, db) as snapshots:
+        snapshots.start(db)
         seen = {r[0] for r in db.fetchall(STORED_HASHES)}
         next_id: dict[int, int] = {}
         run_of: dict[tuple[str, str], int] = {}
@@ -259,7 +255,7 @@ def import_graphs(
             summary.n_edges += len(rows.projection.tables["edges"]["weight"])
             if len(batch) >= batch_size:
                 _write_batch(db, batch)
-                snapshots.after_commit()
+                snapshots.after_commit(db)
                 summary.n_imported += len(batch)
                 batch = []
         if batch:
@@ -268,10 +264,6 @@ def import_graphs(
         for run_id in summary.runs:
             db.execute(RUN_COUNT, [run_id, run_id])
             finish_run(db, run_id, "complete")
-    finally:
-        db.close()
-        remove_snapshot(db_path)  # after the close: readers open the database itself again
-        note.remove()
     summary.seconds = time.perf_counter() - start
     return summary
 

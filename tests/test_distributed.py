@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -184,18 +185,30 @@ def _merged_prompts(db: Path) -> int:
     ],
 )
 def test_merger_killed_with_sigkill_then_rerun_gives_the_same_database(
-    tiny_assets, prompts, reference, pool, ray_address, tmp_path, crash_at
+    tiny_assets, prompts, reference, pool, ray_address, tmp_path, crash_at, monkeypatch
 ):
+    from featuregraph.query.reader import open_reader
+    from featuregraph.store.snapshot import snapshot_path
+
     db = tmp_path / "dist.duckdb"
     run = subprocess.run(_cli(tiny_assets, prompts, db, "--workers", "1", "--ray-address", ray_address),
                          env=env(FEATUREGRAPH_CRASH_AT=crash_at), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     assert 0 < _merged_prompts(db) < N_SWEPT, "the kill must land mid-run"
+    # The killed merger's snapshot (published at its start) stays, and a copy cut short by a kill
+    # would too; a reader takes the database itself, not a snapshot whose writer is gone.
+    assert snapshot_path(db).exists()
+    cut_short = Path(f"{snapshot_path(db)}.999999.tmp")
+    cut_short.write_bytes(b"part of a copy")
+    monkeypatch.setenv("FEATUREGRAPH_LOCK_WAIT", "0")
+    with open_reader(db) as r:
+        assert r.snapshot_time is None and r.fetchone("SELECT count(*) FROM prompts")[0] == _merged_prompts(db)
     # Re-running the same command (here in-process, with warm workers) resumes and completes.
     summary = distributed(db, prompts, tiny_assets, pool)
     assert summary.resumed
     assert_same_database(content(db), reference)
     assert not list((tmp_path / "dist.duckdb.shards").rglob("*.shard"))
+    assert not snapshot_path(db).exists() and not cut_short.exists()
 
 
 @requires_ray
@@ -267,6 +280,79 @@ def test_readers_work_while_a_distributed_ingest_runs(tiny_assets, prompts, refe
     seen = reads()
     assert not [r for r in seen if "error" in r], seen
     assert any(0 < r.get("done", 0) < N_SWEPT for r in seen), "a read must land mid-ingest"
+    assert_same_database(content(db), reference)
+
+
+# Another process's reader, on request: featuregraph's reader (the dashboard's and the query API's
+# sandboxed open) with no lock wait at all, so a reader that had to wait fails at once.
+SNAPSHOT_READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from featuregraph.query.reader import open_reader
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        try:
+            with open_reader(sys.argv[1]) as db:
+                out = {"took": time.perf_counter() - start, "snapshot": db.snapshot_time is not None,
+                       "prompts": [r[0] for r in db.fetchall("SELECT prompt_id FROM prompts ORDER BY 1")],
+                       "edges": db.fetchall("SELECT prompt_id, up_layer, up_feature, down_layer, down_feature, weight FROM edges ORDER BY ALL"),
+                       "summary": db.fetchall("SELECT up_layer, up_feature, down_layer, down_feature, sign, n FROM edge_summary ORDER BY ALL")}
+        except Exception as exc:
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(out), flush=True)
+    """
+)
+
+
+@requires_ray
+def test_a_reader_during_a_distributed_merge_reads_its_snapshot_at_once(tiny_assets, prompts, reference, pool, tmp_path, monkeypatch):
+    from featuregraph.ingest import shards
+    from featuregraph.store import snapshot
+    from featuregraph.store.writer import writer_file
+
+    monkeypatch.setenv(snapshot.SNAPSHOT_ENV, "0")  # a snapshot after every merge,
+    monkeypatch.setattr(snapshot, "COPY_SHARE", 1e9)  # whatever the copies cost
+    db = tmp_path / "dist.duckdb"
+    reader = subprocess.Popen([sys.executable, "-c", SNAPSHOT_READER, str(db)], env=env(FEATUREGRAPH_LOCK_WAIT="0"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert reader.stdout.readline().strip() == "ready"
+
+    def read() -> dict:
+        reader.stdin.write("read\n")
+        reader.stdin.flush()
+        return json.loads(reader.stdout.readline())
+
+    merged: list[int] = []
+    seen: list[dict] = []
+    real_insert = shards.insert_prompt_tables
+
+    def insert_then_read(*args, **kw):
+        # Mid-merge: the merger holds the file, its transaction written but not committed.
+        real_insert(*args, **kw)
+        seen.append({**read(), "merged_before": sorted(merged)})
+
+    monkeypatch.setattr(shards, "insert_prompt_tables", insert_then_read)
+    try:
+        distributed(db, prompts, tiny_assets, pool, on_event=lambda kind, v: merged.extend(v) if kind == "merged" else None)
+        after = read()
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=60)
+    assert len(seen) >= 3, "several merges, each read during its transaction"
+    for got in seen:
+        assert "error" not in got, got
+        assert got["snapshot"] and got["took"] < 5.0  # the snapshot, at once (a lock wait would have raised)
+        # exactly the prompts of the merges committed before this one, each with all its edges
+        assert got["prompts"] == got["merged_before"]
+        assert [tuple(e) for e in got["edges"]] == [e for e in reference["edges"] if e[0] in set(got["prompts"])]
+        # edge_summary agrees with the edges of the same snapshot (brute-force count per signed edge)
+        counts = Counter((e[1], e[2], e[3], e[4], -1 if e[5] < 0 else 1) for e in got["edges"])
+        assert sorted((*k, n) for k, n in counts.items()) == [tuple(r) for r in got["summary"]]
+    assert seen[0]["prompts"] == [] and seen[-1]["prompts"]  # the start's snapshot, then the merges'
+    # After the run: no snapshot, no writer note; the reader opens the database itself.
+    assert not snapshot.snapshot_path(db).exists() and not writer_file(db).exists()
+    assert not after.get("error") and not after["snapshot"] and len(after["prompts"]) == N_SWEPT
     assert_same_database(content(db), reference)
 
 
