@@ -33,7 +33,9 @@ sys.path.insert(0, sys.argv[2])
 from query_graphs import new_run, prompt_result
 from featuregraph.store.db import open_database
 from featuregraph.store.runs import write_prompt_results
+import featuregraph.store.snapshot as snapshot
 from featuregraph.store.snapshot import writer_session
+snapshot.COPY_SHARE = 1.0  # publish after every commit: the copy-time budget has its own (fake-clock) test
 path, groups = sys.argv[1], int(sys.argv[3])
 db = open_database(path)
 with writer_session(path, {"what": "test writer"}, db) as pub:
