@@ -33,6 +33,8 @@ from featuregraph.ingest import cost
 from featuregraph.ingest.suffix import keys_values, supports_suffix
 
 LOW_DTYPES = ("bfloat16", "float16", "float32")
+#: The run dtypes that mean delta mode where it is supported (float32 and float64 runs are plain).
+DELTA_DTYPES = ("bfloat16", "float16")
 #: SAE classes whose encode is ``act(process_sae_in(x) @ W_enc + b_enc)`` with the activations below.
 _SAE_CLASSES = ("StandardSAE", "TopKSAE", "JumpReLUSAE")
 
@@ -265,29 +267,35 @@ def with_delta(sweeper: Any, dtype: str) -> Any:
 
 
 
+def load_dtype(dtype: str) -> str:
+    """The dtype a run asking for ``dtype`` loads its model and SAEs in: float32 for bfloat16/float16
+    (delta mode keeps the clean pass in float32; :func:`make_sweeper` casts down a run it cannot serve)."""
+    return "float32" if dtype in DELTA_DTYPES else dtype
+
+
 def run_precision(model: Any, sites: list, sweep_config: Any, prepend_bos: bool, dtype: str) -> str:
     """The recorded precision of a run asking for ``dtype`` (see :func:`make_sweeper`), without building it."""
     from featuregraph.ingest.sweep import Sweeper
 
-    if dtype == "float32":
-        return "float32"
+    if dtype not in DELTA_DTYPES:
+        return dtype
     return precision_label(dtype, unsupported(Sweeper(model, sites, sweep_config, prepend_bos)) is None)
 
 
 def make_sweeper(model: Any, sites: list, sweep_config: Any, prepend_bos: bool, dtype: str) -> tuple[Any, str]:
-    """The sweeper of a run asking for ``dtype``, given its float32 model and SAEs, and the run's
+    """The sweeper of a run asking for ``dtype``, given its model and SAEs loaded in :func:`load_dtype`, and the run's
     recorded precision: ``float32``; ``delta-<dtype>`` where delta mode supports the run; else
     ``<dtype>`` with the model and SAEs cast to it (every forward pass in low precision)."""
     from featuregraph.ingest.precision import cast
     from featuregraph.ingest.sweep import Sweeper
 
     sweeper = Sweeper(model, sites, sweep_config, prepend_bos)
-    if dtype == "float32":
-        return sweeper, "float32"
+    if dtype not in DELTA_DTYPES:
+        return sweeper, dtype
     if unsupported(sweeper) is None:
         return with_delta(sweeper, dtype), precision_label(dtype, True)
     low_model, low_sites = cast(model, sites, dtype)
     return Sweeper(low_model, low_sites, sweep_config, prepend_bos), precision_label(dtype, False)
 
 
-__all__ = ["DeltaPass", "LOW_DTYPES", "make_sweeper", "precision_label", "run_precision", "sae_activate", "sae_pre", "unsupported", "with_delta"]
+__all__ = ["DELTA_DTYPES", "DeltaPass", "LOW_DTYPES", "load_dtype", "make_sweeper", "precision_label", "run_precision", "sae_activate", "sae_pre", "unsupported", "with_delta"]

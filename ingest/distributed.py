@@ -105,12 +105,12 @@ class SweepWorker:
     def __init__(self, config: RunConfig, threads: int, driver_node: str):
         import torch
 
-        from featuregraph.ingest.delta import make_sweeper
+        from featuregraph.ingest.delta import load_dtype, make_sweeper
         from featuregraph.ingest.loading import load_all
 
         torch.set_num_threads(threads)
-        # float32 whatever the dtype, as ingest/run.py prepare_run: make_sweeper picks delta mode or casts down.
-        self.loaded = load_all(config.model, config.saes, config.device, "float32", config.prepend_bos)
+        # As ingest/run.py prepare_run: make_sweeper picks delta mode or casts down.
+        self.loaded = load_all(config.model, config.saes, config.device, load_dtype(config.dtype), config.prepend_bos)
         self.sweeper, _ = make_sweeper(self.loaded.model, self.loaded.sites, config.sweep, self.loaded.prepend_bos, config.dtype)
         self.same_node = _node_id() == driver_node
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 import featuregraph
 from featuregraph.ingest.config import RunConfig
-from featuregraph.ingest.delta import make_sweeper, run_precision
+from featuregraph.ingest.delta import load_dtype, make_sweeper, run_precision
 from featuregraph.ingest.loading import Loaded, load_all
 from featuregraph.ingest.prompts import (
     PreparedPrompts,
@@ -112,9 +112,9 @@ def prepare_run(
     """Read, load and tokenize (``device``: where to load the model, default the config's)."""
     source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
     raw = read_prompts(prompts, bad_prompts) if isinstance(prompts, (str, Path)) else list(prompts)
-    # Loaded in float32 whatever the dtype: low-precision delta mode keeps the clean pass in float32,
-    # and a run it cannot serve is cast down when its sweeper is made (ingest/delta.py).
-    loaded = load_all(config.model, config.saes, device or config.device, "float32", config.prepend_bos)
+    # A bfloat16/float16 run loads in float32: delta mode keeps the clean pass in float32, and a run
+    # it cannot serve is cast down when its sweeper is made (ingest/delta.py).
+    loaded = load_all(config.model, config.saes, device or config.device, load_dtype(config.dtype), config.prepend_bos)
     edge_targets(loaded.sites, config.sweep.edge_target)  # a named target must be one of the sites
     precision = run_precision(loaded.model, loaded.sites, config.sweep, loaded.prepend_bos, config.dtype)
     prepared = prepare_prompts(
