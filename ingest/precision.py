@@ -24,7 +24,7 @@ from featuregraph.ingest.loading import SaeSite
 #: overlap per ablation. The maxima are reported, not bounded: a downstream feature at its JumpReLU
 #: threshold or top-k boundary can flip under any rounding, so single edges can be far off.
 TOLERANCE = {
-    "bfloat16": {"edge_rel_median": 0.02, "logit_rel_median": 0.02, "top32_overlap_mean": 0.95},
+    "bfloat16": {"edge_rel_median": 0.02, "logit_rel_median": 0.02, "top32_overlap_mean": 0.97},
     "float16": {"edge_rel_median": 0.003, "logit_rel_median": 0.003, "top32_overlap_mean": 0.98},
 }
 #: The same for "full" low precision (every forward pass in the dtype: runs delta mode cannot serve),

@@ -108,7 +108,9 @@ def test_the_recorded_config_says_which_precision_ran(tiny_assets, tmp_path):
     from helpers import tiny_config
 
     from featuregraph.ingest.config import RunConfig
+    from featuregraph.ingest.reload import load_run
     from featuregraph.ingest.run import ingest
+    from featuregraph.store.db import open_database
 
     prompts = ["The quick brown fox", "When Mary and John went"]
     for dtype, precision in [("bfloat16", "delta-bfloat16"), ("float32", "float32")]:
@@ -119,6 +121,9 @@ def test_the_recorded_config_says_which_precision_ran(tiny_assets, tmp_path):
             stored, version, col = con.execute("SELECT config, config_version, dtype FROM runs").fetchone()
         stored = upgrade_config(json.loads(stored), version)
         assert (stored["precision"], stored["dtype"], col) == (precision, dtype, dtype)
+        # Experiments reload the run as it was loaded (float32 for delta mode): its SAE hashes match.
+        with open_database(db) as handle:
+            assert next(load_run(handle, 1).loaded.model.parameters()).dtype == torch.float32
     # Older layouts computed every pass in their dtype.
     assert upgrade_config({"dtype": "bfloat16", "sweep": {}}, 4)["precision"] == "bfloat16"
 
