@@ -2,7 +2,7 @@
 
     python benchmarks/precision_bench.py demo --prompts 16
     python benchmarks/precision_bench.py gpt2-shaped --prompts 1 --tokens 15 --sample 64
-    python benchmarks/precision_bench.py gpt2-shaped --device cuda --prompts 4 --tokens 15 --modes delta full
+    python benchmarks/precision_bench.py gpt2-shaped --device cuda --prompts 8 --tokens 15 --batch-size 1024 --modes delta full
 
 ``--modes``: ``delta`` (what ``--dtype`` runs where supported: float32 clean pass, linear maps of the
 ablation's difference in the low dtype; ingest/delta.py) and/or ``full`` (every forward pass in the
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--sample", type=int, default=1, help="ablate 1 in N features (same ones in every dtype)")
     ap.add_argument("--modes", nargs="+", default=["delta"], choices=["delta", "full"])
+    ap.add_argument("--batch-size", type=int, default=SweepConfig().batch_size, help="ablations per forward (a GPU wants ~1024)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,7 +50,7 @@ def main() -> None:
         model, sites = build(shape, args.device)
         toks = syn.random_tokens(args.prompts, args.tokens + 1, shape["d_vocab"], bos=0, seed=7)
         prompts = [PromptInput(i, "", toks[i].tolist()) for i in range(args.prompts)]
-    config = SweepConfig()
+    config = SweepConfig(batch_size=args.batch_size)
     ref, ref_s = timed(lambda: SampledSweeper(model, sites, config, True, every=args.sample), prompts, args.device)
     for dtype in args.dtypes:
         for mode in args.modes:
@@ -60,7 +61,7 @@ def main() -> None:
                 low, low_s = timed(lambda m=low_model, s=low_sites: SampledSweeper(m, s, config, True, every=args.sample), prompts, args.device)
                 del low_model, low_sites
             m = compare(ref, low)
-            line = json.dumps({"shape": args.shape, "dtype": dtype, "mode": mode, "prompts": len(prompts), "sample_1_in": args.sample,
+            line = json.dumps({"shape": args.shape, "dtype": dtype, "mode": mode, "prompts": len(prompts), "sample_1_in": args.sample, "batch_size": args.batch_size,
                                "device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
                                **{k: round(v, 5) for k, v in m.items()}, "outside_tolerance": within_tolerance(m, dtype, mode),
                                "float32_s": round(ref_s, 2), "low_s": round(low_s, 2),
