@@ -134,27 +134,35 @@ def _raw(texts):
     return [RawPrompt(text=t, line=i + 1) for i, t in enumerate(texts)]
 
 
-def _as_topk(site, k: int, rescale: bool):
-    """``site`` with a TopK SAE of the same weights (k active features; optionally scaled by decoder norm)."""
+
+def _converted(site, kind: str):
+    """``site`` with a TopK (k=3, optionally scaled by decoder norm) or JumpReLU SAE of the same weights."""
     from dataclasses import replace
 
+    from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
     from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
     old = site.sae
-    cfg = TopKSAEConfig(d_in=old.cfg.d_in, d_sae=old.cfg.d_sae, k=k, rescale_acts_by_decoder_norm=rescale, metadata=old.cfg.metadata)
-    sae = TopKSAE(cfg)
-    sae.load_state_dict(old.state_dict())
+    shape = dict(d_in=old.cfg.d_in, d_sae=old.cfg.d_sae, metadata=old.cfg.metadata)
+    if kind == "jumprelu":
+        sae = JumpReLUSAE(JumpReLUSAEConfig(**shape))
+    else:
+        sae = TopKSAE(TopKSAEConfig(**shape, k=3, rescale_acts_by_decoder_norm=kind == "topk-rescaled"))
+    sae.load_state_dict({**sae.state_dict(), **old.state_dict()})
     with torch.no_grad():
         sae.W_dec.mul_(torch.linspace(0.5, 1.5, old.cfg.d_sae)[:, None])  # norms that differ, so rescaling matters
+        if kind == "jumprelu":
+            sae.threshold.fill_(0.05)
+            sae.b_enc.add_(0.05)  # so that features still fire above the threshold
     return replace(site, sae=sae)
 
 
-@pytest.mark.parametrize("rescale", [False, True])
-def test_delta_mode_with_topk_saes_matches_the_reference(model_and_sites, rescale):
+@pytest.mark.parametrize("kind", ["topk", "topk-rescaled", "jumprelu"])
+def test_delta_mode_with_topk_and_jumprelu_saes_matches_the_reference(model_and_sites, kind):
     model, sites = model_and_sites
-    topk = [_as_topk(s, k=3, rescale=rescale) for s in sites]
-    sweeper = with_delta(Sweeper(model, topk, SweepConfig(batch_size=8, **DENSE), True), "float32")
+    converted = [_converted(s, kind) for s in sites]
+    sweeper = with_delta(Sweeper(model, converted, SweepConfig(batch_size=8, **DENSE), True), "float32")
     for p in _prompts([7, 12], seed=21):
         result = sweeper.sweep(p)
         assert result.n_ablations > 0
-        _compare(result, reference_sweep(model, topk, p.token_ids, 0.0, prepend_bos=True), topk)
+        _compare(result, reference_sweep(model, converted, p.token_ids, 0.0, prepend_bos=True), converted)
