@@ -173,9 +173,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def stored(self, too_long: str, bad_prompts: str) -> dict[str, Any]:
-        """What ``runs.config`` holds for a run created with these prompt policies."""
-        return {**self.to_dict(), "ingest": {"too_long": too_long, "bad_prompts": bad_prompts}}
+    def stored(self, too_long: str, bad_prompts: str, precision: str | None = None) -> dict[str, Any]:
+        """What ``runs.config`` holds for a run created with these prompt policies; ``precision`` is
+        what its sweep computed in (``float32``, ``delta-bfloat16``, ...; ingest/delta.py), default ``dtype``."""
+        ingest = {"too_long": too_long, "bad_prompts": bad_prompts}
+        return {**self.to_dict(), "ingest": ingest, "precision": precision or self.dtype}
 
     @classmethod
     def from_stored(cls, raw: dict[str, Any]) -> "RunConfig":

@@ -107,12 +107,13 @@ class SweepWorker:
     def __init__(self, config: RunConfig, threads: int, driver_node: str):
         import torch
 
+        from featuregraph.ingest.delta import load_dtype, make_sweeper
         from featuregraph.ingest.loading import load_all
-        from featuregraph.ingest.sweep import Sweeper
 
         torch.set_num_threads(threads)
-        self.loaded = load_all(config.model, config.saes, config.device, config.dtype, config.prepend_bos)
-        self.sweeper = Sweeper(self.loaded.model, self.loaded.sites, config.sweep, self.loaded.prepend_bos)
+        # As ingest/run.py prepare_run: make_sweeper picks delta mode or casts down.
+        self.loaded = load_all(config.model, config.saes, config.device, load_dtype(config.dtype), config.prepend_bos)
+        self.sweeper, _ = make_sweeper(self.loaded.model, self.loaded.sites, config.sweep, self.loaded.prepend_bos, config.dtype)
         self.same_node = _node_id() == driver_node
 
     def info(self) -> dict[str, Any]:

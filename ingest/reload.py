@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from featuregraph.errors import InputError, LoadError
 from featuregraph.ingest.config import RunConfig, SweepConfig
+from featuregraph.ingest.delta import load_dtype
 from featuregraph.ingest.loading import Loaded, load_all
 from featuregraph.ingest.sweep import Sweeper
 from featuregraph.store.db import Database
@@ -70,8 +71,13 @@ def stored_run_config(db: Database, run_id: int) -> RunConfig:
 
 def load_run(db: Database, run_id: int, device: str | None = None) -> RunContext:
     """Load run ``run_id``'s model and SAEs as recorded, checking the SAE weights are unchanged."""
-    config = stored_run_config(db, run_id)
-    loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
+    raw, version = db.fetchone(RUN_CONFIG, [run_id])
+    raw = upgrade_config(raw, int(version))
+    config = RunConfig.from_stored(raw)
+    # A delta-mode run (ingest/delta.py) loaded, hashed and swept its clean pass in float32; an older
+    # low-precision run ("precision" = its dtype) in that dtype. Reload as it did, so the hashes match.
+    dtype = config.dtype if raw["precision"] == config.dtype else load_dtype(config.dtype)
+    loaded = load_all(config.model, config.saes, device or config.device, dtype, config.prepend_bos)
     stored = dict(db.fetchall(RUN_SAES, [run_id]))
     for site in loaded.sites:
         if stored.get(site.hook_name) != site.provenance["sha256"]:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 import featuregraph
 from featuregraph.ingest.config import RunConfig
+from featuregraph.ingest.delta import load_dtype, make_sweeper, run_precision
 from featuregraph.ingest.loading import Loaded, load_all
 from featuregraph.ingest.prompts import (
     PreparedPrompts,
@@ -34,7 +35,6 @@ from featuregraph.ingest.prompts import (
 )
 from featuregraph.ingest.pruning import prune_results
 from featuregraph.ingest.sites import edge_targets
-from featuregraph.ingest.sweep import Sweeper
 from featuregraph.ingest.writer_thread import WriterThread
 from featuregraph.store.db import Database, open_database
 from featuregraph.store.ingest_errors import record_ingest_errors
@@ -98,6 +98,7 @@ class PreparedRun:
     key: str
     too_long: str = "reject"
     bad_prompts: str = "error"
+    precision: str = "float32"  # what the sweep computes in (ingest/delta.py ``make_sweeper``)
 
 
 def prepare_run(
@@ -110,13 +111,16 @@ def prepare_run(
     """Read, load and tokenize (``device``: where to load the model, default the config's)."""
     source = str(prompts) if isinstance(prompts, (str, Path)) else "<list>"
     raw = read_prompts(prompts, bad_prompts) if isinstance(prompts, (str, Path)) else list(prompts)
-    loaded = load_all(config.model, config.saes, device or config.device, config.dtype, config.prepend_bos)
+    # A bfloat16/float16 run loads in float32: delta mode keeps the clean pass in float32, and a run
+    # it cannot serve is cast down when its sweeper is made (ingest/delta.py).
+    loaded = load_all(config.model, config.saes, device or config.device, load_dtype(config.dtype), config.prepend_bos)
     edge_targets(loaded.sites, config.sweep.edge_target)  # a named target must be one of the sites
+    precision = run_precision(loaded.model, loaded.sites, config.sweep, loaded.prepend_bos, config.dtype)
     prepared = prepare_prompts(
         loaded.model, raw, loaded.prepend_bos, source, bad_prompts, too_long, config.sweep.read_position
     )
     key = run_key(loaded, config, prompts_sha256(raw), too_long)
-    return PreparedRun(source, loaded, prepared, key, too_long, bad_prompts)
+    return PreparedRun(source, loaded, prepared, key, too_long, bad_prompts, precision)
 
 
 def open_run(db: Database, prep: PreparedRun, config: RunConfig, device: str) -> tuple[int, set[int], bool]:
@@ -163,7 +167,7 @@ def _run_row(prep: PreparedRun, config: RunConfig) -> dict:
         "n_prompts": len(prep.prompts.inputs),
         "prepend_bos": loaded.prepend_bos,
         "device": loaded.device,
-        "config": config.stored(prep.too_long, prep.bad_prompts),
+        "config": config.stored(prep.too_long, prep.bad_prompts, prep.precision),
         "featuregraph_version": featuregraph.__version__,
         "torch_version": torch.__version__,
         "sae_lens_version": pkg_version("sae-lens"),
@@ -204,7 +208,7 @@ def ingest(
     """
     prep = prepare_run(prompts, config, bad_prompts, too_long)
     loaded, inputs = prep.loaded, prep.prompts.inputs
-    sweeper = Sweeper(loaded.model, loaded.sites, config.sweep, loaded.prepend_bos)
+    sweeper, _ = make_sweeper(loaded.model, loaded.sites, config.sweep, loaded.prepend_bos, config.dtype)
 
     db = open_database(db_path)
     # Readers read its snapshots while this ingest holds the file; they go when it is closed.

@@ -99,6 +99,7 @@ class Sweeper:
         self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg)
         self.shape = cost.Shape.of(model.cfg)
         self.flops = 0  # floating-point operations of the matrix products run so far (cost model)
+        self.delta: Any = None  # low-precision delta mode (ingest/delta.py ``with_delta``), else None
 
     # -- pieces of the forward pass -------------------------------------------------
 
@@ -276,6 +277,8 @@ class Sweeper:
                 continue
             if start is None:
                 down, logp = self.ablate(clean, k, pb, fb, removed, scale)
+            elif self.delta is not None:
+                down, logp = self.delta.ablate(self, clean, k, pb, fb, removed, scale, start)
             else:
                 down, logp = self.ablate_suffix(clean, k, pb, fb, removed, scale, start)
             yield pb, fb, ({k + 1: down} if down is not None else {}), logp

@@ -19,6 +19,10 @@ Layouts:
 4. Layout 3 plus ``sweep.edge_target`` (``each-kind`` for every older run: they had residual
    SAEs only, where it means the next residual site, as they did).
 
+5. Layout 4 plus ``precision``: what the sweep computed in, ``float32``, ``delta-bfloat16`` /
+   ``delta-float16`` (low-precision delta mode, ingest/delta.py) or ``bfloat16`` / ``float16`` (every
+   forward pass in that dtype). Older runs computed in their ``dtype`` throughout.
+
 Every layout keeps ``$.sweep.*`` and ``$.dtype`` where the generated columns of ``runs`` read
 them; a layout that moves them needs a migration that changes those columns.
 """
@@ -31,7 +35,7 @@ from typing import Any, Callable
 
 from featuregraph.errors import DatabaseError
 
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 
 # What an ingest did before it recorded its prompt policies: the CLI's defaults then and now.
 V1_INGEST_DEFAULTS = {"too_long": "reject", "bad_prompts": "error"}
@@ -56,8 +60,13 @@ def _v3_to_v4(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _v4_to_v5(config: dict[str, Any]) -> dict[str, Any]:
+    config["precision"] = config.get("dtype", "float32")
+    return config
+
+
 # version -> the function that turns a config of that version into the next one.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def upgrade_config(config: dict[str, Any] | str, version: int) -> dict[str, Any]:
