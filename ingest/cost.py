@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from featuregraph.ingest.grouping import plan_batches
-
 
 @dataclass(frozen=True)
 class Shape:
@@ -110,18 +108,16 @@ def _suffix_blocks(s: Shape, layer: int, rows: int, start: int, stop: int, n_cha
 def planned_flops(sweeper: Any, prompts: list) -> int:
     """What ``sweeper.sweep_many(prompts)`` will count in ``sweeper.flops``, from the clean pass alone.
 
-    Mirrors the sweep's batching (ingest/sweep.py ``_ablation_batches``) without running an
+    Uses the sweep's own batching (``Sweeper.suffix_plan``, ingest/grouping.py) without running an
     ablation, so the cost of a big model's prompt can be known before (or instead of) sweeping it.
     """
-    import torch
-
     if sweeper.general:  # its counts mirror the fast path's batching and reads only
         raise ValueError("planned_flops covers residual-only sweeps on the fast path")
     before = sweeper.flops
     clean = sweeper.clean_pass(prompts)
     total = sweeper.flops - before
     sweeper.flops = before
-    s, bs, n_sites = sweeper.shape, sweeper.config.batch_size, len(sweeper.sites)
+    s, n_sites = sweeper.shape, len(sweeper.sites)
     for k, site in enumerate(sweeper.sites):
         nxt = sweeper.sites[k + 1].d_sae if k + 1 < n_sites else None
         acts = site.sae.encode(clean.resid[site.layer])
@@ -131,14 +127,10 @@ def planned_flops(sweeper: Any, prompts: list) -> int:
         if pairs.shape[0] == 0:
             continue
         removed = masked[pairs[:, 0], :, pairs[:, 1]] != 0
-        read = clean.read[pairs[:, 0]]
         if not sweeper.suffix_reuse:
             total += pairs.shape[0] * full_ablation_flops(s, site.layer, removed.shape[1], nxt)
             continue
-        first = removed.to(torch.int32).argmax(1)
-        order = torch.argsort(first * (removed.shape[1] + 1) + read, stable=True)
-        per_row = [t[order].tolist() for t in (first, read, pairs[:, 0], removed.sum(1))]
-        for batch in plan_batches(*per_row, bs, sweeper.max_padding):
+        for batch in sweeper.suffix_plan(clean, pairs[:, 0], removed)[1]:
             rows = batch.hi - batch.lo
             total += _suffix_blocks(s, site.layer, rows, batch.start, batch.stop, batch.n_changed)
             total += rows * (unembed_flops(s, 1) + (encode_flops(s, 1, nxt) if nxt else 0))

@@ -293,15 +293,21 @@ class Sweeper:
             for i in range(0, p_all.shape[0], bs):
                 yield p_all[i : i + bs], f_all[i : i + bs], removed_all[i : i + bs], None, None
             return
+        order, plans = self.suffix_plan(clean, p_all, removed_all)
+        for plan in plans:
+            sel = order[plan.lo : plan.hi]
+            yield p_all[sel], f_all[sel], removed_all[sel, plan.start : plan.stop], plan.start, plan
+
+    def suffix_plan(self, clean: "CleanPass", p_all, removed_all) -> tuple[torch.Tensor, list[SuffixBatch]]:
+        """A site's ablations (prompt ``p_all``, removed activations ``removed_all`` [pairs, pos]) sorted
+        by (first ablated position, read position, prompt): the order, and its batches."""
         n_pos = removed_all.shape[1]
         active = removed_all != 0
         first = active.to(torch.int32).argmax(1)  # first True per row (argmax takes no bools)
         read = clean.read[p_all]
         order = torch.argsort(first * (n_pos + 1) + read, stable=True)  # stable: prompt order within ties
         per_row = torch.stack([first, read, p_all, active.sum(1)])[:, order].tolist()  # one host sync per site
-        for plan in plan_batches(*per_row, bs, self.max_padding):
-            sel = order[plan.lo : plan.hi]
-            yield p_all[sel], f_all[sel], removed_all[sel, plan.start : plan.stop], plan.start, plan
+        return order, plan_batches(*per_row, self.config.batch_size, self.max_padding)
 
     def ablate_suffix(
         self,
