@@ -334,8 +334,7 @@ class Sweeper:
         s = removed.shape[1]
         if plan is None:
             plan = SuffixBatch(0, removed.shape[0], start, start + s, int((removed != 0).sum()), None)
-        # nonzero_static: a size known on the host, so no device sync
-        changed = torch.nonzero_static(removed != 0, size=plan.n_changed).unbind(1)
+        changed = _nonzero(removed != 0, plan.n_changed).unbind(1)
         x = clean.resid[site.layer][prompt_idx, start : start + s]
         x = x + scale * removed[:, :, None] * site.sae.W_dec[features][:, None, :]
         rows = torch.arange(prompt_idx.shape[0], device=self.device)
@@ -468,6 +467,15 @@ class Sweeper:
                 out["logit"].append((site.layer, pb, fb, idx, dlogp.gather(-1, idx), dprob.gather(-1, idx)))
 
         return prompt_results(prompts, clean.lengths, clean_logp, clean_p, device_columns(out, cfg.edge_floor), cfg.top_next_k)
+
+
+def _nonzero(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """``mask.nonzero()`` [n, dims] for a count ``n`` known on the host: no device sync where the
+    device has ``nonzero_static`` (CUDA since torch 2.6), else the plain (syncing) one."""
+    try:
+        return torch.nonzero_static(mask, size=n)
+    except (NotImplementedError, RuntimeError):
+        return mask.nonzero()
 
 
 class _Rows:
