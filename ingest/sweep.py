@@ -99,6 +99,7 @@ class Sweeper:
         self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg)
         self.weights = [BlockWeights.of(b) for b in model.blocks] if self.suffix_reuse else []
         self.max_padding = MAX_PADDING  # batch grouping (ingest/grouping.py)
+        self._unembed_t: torch.Tensor | None = None
         self.shape = cost.Shape.of(model.cfg)
         self.flops = 0  # floating-point operations of the matrix products run so far (cost model)
 
@@ -115,7 +116,9 @@ class Sweeper:
         x = resid_read[:, None, :]
         if self.model.cfg.normalization_type is not None:
             x = self.model.ln_final(x)
-        logits = self.model.unembed(x)[:, 0, :].float()
+        if self._unembed_t is None:  # [d_vocab, d_model] once: the module's addmm transposed W_U on every call
+            self._unembed_t = self.model.unembed.W_U.T.contiguous()
+        logits = torch.nn.functional.linear(x[:, 0, :], self._unembed_t, self.model.unembed.b_U).float()
         cap = getattr(self.model.cfg, "output_logits_soft_cap", -1.0) or -1.0
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
