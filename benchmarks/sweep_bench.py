@@ -2,8 +2,10 @@
 
     python benchmarks/sweep_bench.py tiny                      # the tiny test model
     python benchmarks/sweep_bench.py gpt2-shaped --prompts 2   # 12 layers, d_model 768, 24576-wide SAEs
-    python benchmarks/sweep_bench.py gpt2-shaped --ab --prompts 1 --tokens 15 --no-reference
-        # suffix reuse off then on, back to back: wall time and cost-model FLOPs of each
+    python benchmarks/sweep_bench.py gpt2-shaped --ab --prompts 1 --tokens 15 --batches 2 --threads 2
+        # suffix reuse off then on, back to back, on every 2nd suffix batch of the whole prompt
+        # (A on the same rows): wall time and cost-model FLOPs of each, the subset's FLOP ratio
+        # next to the whole prompt's (planned_flops)
     python benchmarks/sweep_bench.py demo --ab --prompts 32 --no-reference   # the bundled demo model
 
 Both use random weights: speed depends on shapes and on how many features are active,
@@ -27,6 +29,7 @@ from featuregraph.ingest import synthetic as syn
 from featuregraph.ingest.config import SweepConfig
 from featuregraph.ingest.loading import SaeSite, residual_layer
 from featuregraph.ingest.reference import reference_sweep
+from featuregraph.ingest.suffix import BlockWeights, block_suffix
 from featuregraph.ingest.sweep import PromptInput, Sweeper
 
 SHAPES = {
@@ -81,6 +84,48 @@ def time_sweep(sweeper: Sweeper, prompts: list[PromptInput], group: int, device:
     return {"s": round(seconds, 3), "ablations": n_ablations, "flops": sweeper.flops - flops0}
 
 
+class BatchSampleSweeper(Sweeper):
+    """Sweeps only every ``every``-th suffix batch of the whole prompt group (ingest/grouping.py's plan,
+    counted over all sites), the middle one of each run of ``every``; without suffix reuse the same rows
+    with every position recomputed. Whole batches keep the suffix grouping as dense as the unsampled
+    sweep's, so the subset's FLOP ratio is the prompt's (ab_run prints both). ``fused_full``: the full
+    recompute runs through the suffix path's fused blocks (ingest/suffix.py) instead of the model's."""
+
+    def __init__(self, *a, every: int = 1, fused_full: bool = False, **kw):
+        super().__init__(*a, **kw)
+        self.every, self.seen = every, 0
+        if fused_full:
+            self.weights = [BlockWeights.of(b) for b in self.model.blocks]
+        self.fused_full = fused_full
+
+    def _batch_slices(self, clean, p_all, f_all, removed_all):
+        order, plans = self.suffix_plan(clean, p_all, removed_all)
+        kept = []
+        for plan in plans:
+            self.seen += 1
+            if self.seen % self.every == self.every // 2:
+                kept.append(plan)
+        if self.suffix_reuse:
+            for plan in kept:
+                sel = order[plan.lo : plan.hi]
+                yield p_all[sel], f_all[sel], removed_all[sel, plan.start : plan.stop], plan.start, plan
+            return
+        if kept:
+            sel = torch.cat([order[plan.lo : plan.hi] for plan in kept])
+            for i in range(0, sel.shape[0], self.config.batch_size):
+                rows = sel[i : i + self.config.batch_size]
+                yield p_all[rows], f_all[rows], removed_all[rows], None, None
+
+    def _blocks(self, resid, start, stop):
+        if not self.fused_full:
+            return super()._blocks(resid, start, stop)
+        cfg = self.model.cfg
+        empty = resid.new_zeros(1, 0, cfg.n_heads, cfg.d_head)
+        for layer in range(start, stop):
+            resid = block_suffix(self.model.blocks[layer], self.weights[layer], resid, empty, empty, fused=True)
+        return resid
+
+
 class SampledSweeper(Sweeper):
     """Ablates only a fixed random subset of each SAE's features (1 in ``every``): an unbiased sample
     of a prompt's ablations, for timing big models on slow machines. Same subset in A and B."""
@@ -96,29 +141,58 @@ class SampledSweeper(Sweeper):
 
 def ab_run(model, sites, prompts, args) -> dict:
     """Suffix reuse off (A) then on (B) on the same prompts, back to back, with the load average around them.
-    With ``--sample N`` only 1 in N features are ablated; per-prompt figures are scaled back by N."""
+    ``--sample N``: only 1 in N features are ablated, per-prompt figures scaled back by N. ``--batches N``:
+    every N-th suffix batch (A on the same rows); per-prompt figures scaled by the whole prompt's
+    planned FLOPs over the subset's, and both FLOP ratios printed. ``--fused-baseline`` adds A', the
+    full recompute through the suffix path's fused blocks (how much of B's gain is kernels, not reuse)."""
+    from featuregraph.ingest.cost import planned_flops
+
     config = SweepConfig(batch_size=args.batch_size)
+    group = args.prompts_per_forward
     load_before = os.getloadavg()
-    kw = {"every": args.sample}
-    a = time_sweep(SampledSweeper(model, sites, config, True, suffix_reuse=False, **kw), prompts, args.prompts_per_forward, args.device)
-    b = time_sweep(SampledSweeper(model, sites, config, True, **kw), prompts, args.prompts_per_forward, args.device)
-    n = len(prompts) / args.sample  # sampled ablations stand for 1/sample of the prompt
-    return {
+    if args.batches > 1:
+        runs = {"A": dict(suffix_reuse=False), "B": {}}
+        if args.fused_baseline:
+            runs["A_fused"] = dict(suffix_reuse=False, fused_full=True)
+        timed = {k: time_sweep(BatchSampleSweeper(model, sites, config, True, every=args.batches, **kw), prompts, group, args.device)
+                 for k, kw in runs.items()}  # fmt: skip
+        plan = {}
+        for key, reuse in (("A", False), ("B", True)):
+            sw = Sweeper(model, sites, config, True, suffix_reuse=reuse)
+            plan[key] = sum(planned_flops(sw, prompts[i : i + group]) for i in range(0, len(prompts), group))
+        plan["A_fused"] = plan["A"]
+        scale = {k: plan[k] / timed[k]["flops"] for k in timed}  # subset -> whole prompt group
+        n = len(prompts)
+    else:
+        kw = {"every": args.sample}
+        timed = {"A": time_sweep(SampledSweeper(model, sites, config, True, suffix_reuse=False, **kw), prompts, group, args.device),
+                 "B": time_sweep(SampledSweeper(model, sites, config, True, **kw), prompts, group, args.device)}  # fmt: skip
+        scale, n = {"A": 1.0, "B": 1.0}, len(prompts) / args.sample  # sampled ablations stand for 1/sample of the prompt
+    a, b = timed["A"], timed["B"]
+    out = {
         "prompts": len(prompts),
         "sample_1_in": args.sample,
+        "batches_1_in": args.batches,
         "tokens_per_prompt": sum(len(p.token_ids) for p in prompts) / len(prompts),
-        "ablations_per_prompt": a["ablations"] / n,
-        "full_s_per_prompt": a["s"] / n,
-        "suffix_s_per_prompt": b["s"] / n,
-        "wall_ratio": round(a["s"] / b["s"], 3),
-        "full_gflop_per_prompt": round(a["flops"] / n / 1e9, 3),
-        "suffix_gflop_per_prompt": round(b["flops"] / n / 1e9, 3),
-        "flop_ratio": round(a["flops"] / b["flops"], 3),
+        "ablations_per_prompt": round(a["ablations"] / (len(prompts) if args.batches > 1 else n), 1),
+        "full_s_per_prompt": round(a["s"] * scale["A"] / n, 3),
+        "suffix_s_per_prompt": round(b["s"] * scale["B"] / n, 3),
+        "wall_ratio_subset": round(a["s"] / b["s"], 3),
+        "wall_ratio_per_prompt": round(a["s"] * scale["A"] / (b["s"] * scale["B"]), 3),
+        "full_gflop_per_prompt": round(a["flops"] * scale["A"] / n / 1e9, 3),
+        "suffix_gflop_per_prompt": round(b["flops"] * scale["B"] / n / 1e9, 3),
+        "flop_ratio_subset": round(a["flops"] / b["flops"], 3),
+        "flop_ratio_prompt": round(a["flops"] * scale["A"] / (b["flops"] * scale["B"]), 3),
         "full_gflop_per_s": round(a["flops"] / a["s"] / 1e9, 2),
         "suffix_gflop_per_s": round(b["flops"] / b["s"] / 1e9, 2),
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
     }
+    if "A_fused" in timed:
+        af = timed["A_fused"]
+        out.update(full_fused_s_per_prompt=round(af["s"] * scale["A_fused"] / n, 3),
+                   wall_ratio_fused_baseline=round(af["s"] * scale["A_fused"] / (b["s"] * scale["B"]), 3),
+                   full_fused_gflop_per_s=round(af["flops"] / af["s"] / 1e9, 2))  # fmt: skip
+    out.update(load_before=[round(x, 2) for x in load_before], load_after=[round(x, 2) for x in os.getloadavg()])
+    return out
 
 
 def main() -> None:
@@ -127,6 +201,8 @@ def main() -> None:
     ap.add_argument("--ab", action="store_true", help="suffix reuse off, then on: FLOPs and wall time of each")
     ap.add_argument("--plan", action="store_true", help="cost-model FLOPs per prompt, off and on, without sweeping")
     ap.add_argument("--sample", type=int, default=1, help="with --ab: ablate 1 in N features (estimates per prompt)")
+    ap.add_argument("--batches", type=int, default=1, help="with --ab: time every N-th suffix batch (A on the same rows)")
+    ap.add_argument("--fused-baseline", action="store_true", help="with --ab --batches: also A through the fused blocks")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=8, help="tokens per prompt after BOS")
     ap.add_argument("--batch-size", type=int, default=64)

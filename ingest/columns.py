@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from featuregraph.store.models import PromptResult
 from featuregraph.store.tables import numpy_columns, value_columns
 
 TABLES = ("activations", "ablations", "edges", "logit_effects")
@@ -97,3 +98,24 @@ def split(cols: dict[str, np.ndarray], n_prompts: int) -> list[dict[str, np.ndar
         sel = order[cuts[i] : cuts[i + 1]]
         out.append({name: col[sel] for name, col in cols.items()})
     return out
+
+
+def prompt_results(prompts: list, lengths: list[int], clean_logp, clean_p, columns: dict, top_next_k: int) -> list:
+    """Each prompt's :class:`~featuregraph.store.models.PromptResult`: its tokens, clean top next tokens
+    and its rows of the sweep's device ``columns`` (:func:`device_columns`), copied to the host once."""
+    top = clean_p.topk(min(top_next_k, clean_p.shape[-1]), -1)
+    tables = {name: split(cols, len(prompts)) for name, cols in host_tables(columns).items()}
+    top_ids, top_p = to_host(top.indices), to_host(top.values)
+    top_logp = to_host(clean_logp.gather(-1, top.indices))
+    results = []
+    for i, p in enumerate(prompts):
+        tokens = {"position": np.arange(lengths[i]), "token_id": p.token_ids, "token": p.tokens or [str(t) for t in p.token_ids]}
+        top_next = {"rank": np.arange(1, top_ids.shape[1] + 1), "token_id": top_ids[i], "prob": top_p[i], "logp": top_logp[i]}
+        results.append(
+            PromptResult(
+                prompt_id=p.prompt_id, text=p.text, tag=p.tag, metadata=p.metadata,
+                tables={"tokens": numpy_columns("tokens", tokens), "top_next_tokens": numpy_columns("top_next_tokens", top_next),
+                        **{name: cols[i] for name, cols in tables.items()}},
+            )
+        )  # fmt: skip
+    return results

@@ -21,18 +21,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from featuregraph.errors import InputError
 from featuregraph.ingest import cost, mixed
-from featuregraph.ingest.columns import device_columns, host_tables, split, to_host
+from featuregraph.ingest.columns import device_columns, prompt_results
 from featuregraph.ingest.config import SweepConfig
+from featuregraph.ingest.grouping import MAX_PADDING, SuffixBatch, plan_batches
 from featuregraph.ingest.loading import SaeSite
 from featuregraph.ingest.sites import edge_targets
-from featuregraph.ingest.suffix import block_suffix, keys_values, supports_suffix
+from featuregraph.ingest.suffix import BlockWeights, block_suffix, qkv, supports_suffix
 from featuregraph.store.models import PromptResult
-from featuregraph.store.tables import numpy_columns
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,7 @@ class CleanPass:
     read_mask: torch.Tensor  # [prompts, pos]: the read position only
     real_mask: torch.Tensor  # [prompts, pos]: not padding
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # clean keys/values per block (suffix reuse)
+    q: dict[int, torch.Tensor] | None = None  # clean queries per block (suffix reuse, the ablated block)
     inputs: list[torch.Tensor] | None = None  # general path: each site's clean input at every position
 
 
@@ -97,6 +97,9 @@ class Sweeper:
         nexts = [[k + 1] if k + 1 < len(sites) else [] for k in range(len(sites))]
         self.general = any(s.site_kind != "resid" for s in sites) or self.targets != nexts
         self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg)
+        self.weights = [BlockWeights.of(b) for b in model.blocks] if self.suffix_reuse else []
+        self.max_padding = MAX_PADDING  # batch grouping (ingest/grouping.py)
+        self._unembed_t: torch.Tensor | None = None
         self.shape = cost.Shape.of(model.cfg)
         self.flops = 0  # floating-point operations of the matrix products run so far (cost model)
         self.delta: Any = None  # low-precision delta mode (ingest/delta.py ``with_delta``), else None
@@ -114,7 +117,9 @@ class Sweeper:
         x = resid_read[:, None, :]
         if self.model.cfg.normalization_type is not None:
             x = self.model.ln_final(x)
-        logits = self.model.unembed(x)[:, 0, :].float()
+        if self._unembed_t is None:  # [d_vocab, d_model] once: the module's addmm transposed W_U on every call
+            self._unembed_t = self.model.unembed.W_U.T.contiguous()
+        logits = torch.nn.functional.linear(x[:, 0, :], self._unembed_t, self.model.unembed.b_U).float()
         cap = getattr(self.model.cfg, "output_logits_soft_cap", -1.0) or -1.0
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
@@ -170,9 +175,10 @@ class Sweeper:
             resid = self.clean_residuals(tokens.to(dev))
         logp = torch.log_softmax(self._logits(resid[self.n_layers][rows, read]), -1)
         pos = torch.arange(n_pos, device=dev)[None]
-        kv = None
+        kv = qs = None
         if self.suffix_reuse:
-            kv = {L: keys_values(self.model.blocks[L], resid[L]) for L in range(self.n_layers)}
+            cached = {L: qkv(self.model.blocks[L], self.weights[L], resid[L]) for L in range(self.n_layers)}
+            kv, qs = {L: t[1:] for L, t in cached.items()}, {L: t[0] for L, t in cached.items()}
         sh, n = self.shape, len(prompts)
         self.flops += cost.clean_flops(sh, n, n_pos, [s.d_sae for s in self.sites], kv is not None)
         return CleanPass(
@@ -189,6 +195,7 @@ class Sweeper:
             read_mask=pos == read[:, None],
             real_mask=pos < torch.tensor(lengths, device=dev)[:, None],
             kv=kv,
+            q=qs,
             inputs=inputs,
         )
 
@@ -271,7 +278,7 @@ class Sweeper:
         feature starts later see their clean residual there, unchanged).
         """
         scale = self.config.coefficient - 1.0
-        for pb, fb, removed, start in self._batch_slices(clean, p_all, f_all, removed_all):
+        for pb, fb, removed, start, plan in self._batch_slices(clean, p_all, f_all, removed_all):
             if self.general:
                 yield pb, fb, *mixed.ablate_general(self, clean, k, pb, fb, removed, scale, start)
                 continue
@@ -280,26 +287,33 @@ class Sweeper:
             elif self.delta is not None:
                 down, logp = self.delta.ablate(self, clean, k, pb, fb, removed, scale, start)
             else:
-                down, logp = self.ablate_suffix(clean, k, pb, fb, removed, scale, start)
+                down, logp = self.ablate_suffix(clean, k, pb, fb, removed, scale, start, plan)
             yield pb, fb, ({k + 1: down} if down is not None else {}), logp
 
     def _batch_slices(self, clean: "CleanPass", p_all, f_all, removed_all):
-        """Yield ``(prompt_idx, features, removed, start)`` per batch: in stored order with every
-        position (``start`` None) without suffix reuse, else sorted and cut to ``start:stop``."""
+        """Yield ``(prompt_idx, features, removed, start, plan)`` per batch: in stored order with every
+        position (``start`` and ``plan`` None) without suffix reuse, else sorted and cut to
+        ``start:stop`` as ingest/grouping.py plans (``plan``: its :class:`SuffixBatch`)."""
         bs = self.config.batch_size
         if not self.suffix_reuse:
             for i in range(0, p_all.shape[0], bs):
-                yield p_all[i : i + bs], f_all[i : i + bs], removed_all[i : i + bs], None
+                yield p_all[i : i + bs], f_all[i : i + bs], removed_all[i : i + bs], None, None
             return
+        order, plans = self.suffix_plan(clean, p_all, removed_all)
+        for plan in plans:
+            sel = order[plan.lo : plan.hi]
+            yield p_all[sel], f_all[sel], removed_all[sel, plan.start : plan.stop], plan.start, plan
+
+    def suffix_plan(self, clean: "CleanPass", p_all, removed_all) -> tuple[torch.Tensor, list[SuffixBatch]]:
+        """A site's ablations (prompt ``p_all``, removed activations ``removed_all`` [pairs, pos]) sorted
+        by (first ablated position, read position, prompt): the order, and its batches."""
         n_pos = removed_all.shape[1]
-        first = (removed_all != 0).to(torch.int32).argmax(1)  # first True per row (argmax takes no bools)
+        active = removed_all != 0
+        first = active.to(torch.int32).argmax(1)  # first True per row (argmax takes no bools)
         read = clean.read[p_all]
-        order = torch.argsort(first * (n_pos + 1) + read, stable=True)
-        first_h, read_h = first[order].tolist(), read[order].tolist()  # one host sync per site
-        for i in range(0, p_all.shape[0], bs):
-            sel = order[i : i + bs]
-            start, stop = first_h[i], max(read_h[i : i + bs]) + 1
-            yield p_all[sel], f_all[sel], removed_all[sel, start:stop], start
+        order = torch.argsort(first * (n_pos + 1) + read, stable=True)  # stable: prompt order within ties
+        per_row = torch.stack([first, read, p_all, active.sum(1)])[:, order].tolist()  # one host sync per site
+        return order, plan_batches(*per_row, self.config.batch_size, self.max_padding)
 
     def ablate_suffix(
         self,
@@ -310,44 +324,64 @@ class Sweeper:
         removed: torch.Tensor,
         scale: float,
         start: int,
+        plan: SuffixBatch | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """:meth:`ablate` for positions ``start..start + removed.shape[1] - 1`` only.
 
         ``removed`` [batch, s] is the activation removed at those positions; nothing may be
         removed before ``start`` and every row's read position must lie in the suffix. Blocks
-        attend over the clean pass's keys and values for positions ``< start``; the last block
-        computes the read position only. Same results as :meth:`ablate` (float rounding aside).
+        attend over the clean pass's keys and values for positions ``< start``; in the ablated
+        block only positions with a nonzero ``removed`` get new queries, keys and values; the last
+        block computes the read position only. ``plan`` (from the grouping) saves counting the
+        changed positions on the device. Same results as :meth:`ablate` (float rounding aside).
         """
         site = self.sites[k]
         nxt = self.sites[k + 1] if k + 1 < len(self.sites) else None
         s = removed.shape[1]
+        if plan is None:
+            plan = SuffixBatch(0, removed.shape[0], start, start + s, int((removed != 0).sum()), None)
+        changed = _nonzero(removed != 0, plan.n_changed).unbind(1)
         x = clean.resid[site.layer][prompt_idx, start : start + s]
         x = x + scale * removed[:, :, None] * site.sae.W_dec[features][:, None, :]
         rows = torch.arange(prompt_idx.shape[0], device=self.device)
         at = clean.read[prompt_idx] - start  # each row's read position within x
         stop_down = min(nxt.layer, self.n_layers) if nxt is not None else self.n_layers
-        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, site.layer, stop_down)
+        kw = dict(shared=plan.prompt, fused=True)
+        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, site.layer, stop_down, changed=changed, **kw)
         down = None
         if nxt is not None:
             down = nxt.sae.encode(x[rows, at])
             self.flops += cost.encode_flops(self.shape, prompt_idx.shape[0], nxt.d_sae)
-        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, stop_down, self.n_layers)
+        x, at = self.suffix_blocks(clean, prompt_idx, x, start, at, stop_down, self.n_layers, **kw)
         self.flops += cost.unembed_flops(self.shape, prompt_idx.shape[0])
         return down, torch.log_softmax(self._logits(x[rows, at]), -1)
 
     def suffix_blocks(
-        self, clean: "CleanPass", prompt_idx: torch.Tensor, x: torch.Tensor, start: int, at: torch.Tensor, first: int, stop: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, clean: "CleanPass", prompt_idx: torch.Tensor, x: torch.Tensor, start: int, at: torch.Tensor, first: int,
+        stop: int, changed: tuple[torch.Tensor, torch.Tensor] | None = None, shared: int | None = None, fused: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Blocks ``first..stop-1`` on the suffix ``x`` [batch, s, d_model] (absolute positions from
         ``start``) over the clean prefix's keys and values; ``at`` is each row's read position in
         ``x``. The last block of the model computes the read position only: then ``x`` comes back
-        with one position and ``at`` zero."""
+        with one position and ``at`` zero.
+
+        ``changed`` (row and position indices into ``x``): ``x`` equals the clean residual elsewhere,
+        so block ``first`` reuses the clean queries, keys and values there. ``shared``: the one
+        prompt every row comes from (its prefix is then shared, not gathered per row); ``fused``:
+        single-kernel norms and MLP (no hooks inside them fire)."""
         sh, b, s = self.shape, prompt_idx.shape[0], x.shape[1]
         for layer in range(first, stop):
-            past_k, past_v = (t[prompt_idx, :start] for t in clean.kv[layer])
+            kv = clean.kv[layer]
+            past_k, past_v = (t[shared : shared + 1, :start] if shared is not None else t[prompt_idx, :start] for t in kv)
             last = layer == self.n_layers - 1
-            x = block_suffix(self.model.blocks[layer], x, start, past_k, past_v, query_at=at if last else None)
-            self.flops += b * cost.block_flops(sh, n_q=1 if last else s, n_new=s, n_keys=start + s)
+            reuse = None
+            if changed is not None and layer == first:
+                reuse = (*(t[prompt_idx, start : start + s] for t in (clean.q[layer], *kv)), changed)
+                self.flops += cost.ablated_block_flops(sh, b, 1 if last else s, start + s, changed[0].shape[0])
+            else:
+                self.flops += b * cost.block_flops(sh, n_q=1 if last else s, n_new=s, n_keys=start + s)
+            blk, w = self.model.blocks[layer], self.weights[layer]
+            x = block_suffix(blk, w, x, past_k, past_v, query_at=at if last else None, reuse=reuse, fused=fused)
             if last:
                 at = torch.zeros_like(at)
         return x, at
@@ -438,36 +472,16 @@ class Sweeper:
                 idx = torch.cat([dprob.topk(kk, -1).indices, (-dprob).topk(kk, -1).indices], -1)
                 out["logit"].append((site.layer, pb, fb, idx, dlogp.gather(-1, idx), dprob.gather(-1, idx)))
 
-        lengths = clean.lengths
-        top = clean_p.topk(min(cfg.top_next_k, clean_p.shape[-1]), -1)
-        tables = {name: split(cols, len(prompts)) for name, cols in host_tables(device_columns(out, cfg.edge_floor)).items()}
-        top_ids, top_p = to_host(top.indices), to_host(top.values)
-        top_logp = to_host(clean_logp.gather(-1, top.indices))
-        results = []
-        for i, p in enumerate(prompts):
-            results.append(
-                PromptResult(
-                    prompt_id=p.prompt_id,
-                    text=p.text,
-                    tag=p.tag,
-                    metadata=p.metadata,
-                    tables={
-                        "tokens": numpy_columns("tokens", {
-                            "position": np.arange(lengths[i]),
-                            "token_id": p.token_ids,
-                            "token": p.tokens or [str(t) for t in p.token_ids],
-                        }),
-                        "top_next_tokens": numpy_columns("top_next_tokens", {
-                            "rank": np.arange(1, top_ids.shape[1] + 1),
-                            "token_id": top_ids[i],
-                            "prob": top_p[i],
-                            "logp": top_logp[i],
-                        }),
-                        **{name: cols[i] for name, cols in tables.items()},
-                    },
-                )
-            )
-        return results
+        return prompt_results(prompts, clean.lengths, clean_logp, clean_p, device_columns(out, cfg.edge_floor), cfg.top_next_k)
+
+
+def _nonzero(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """``mask.nonzero()`` [n, dims] for a count ``n`` known on the host: no device sync where the
+    device has ``nonzero_static`` (CUDA since torch 2.6), else the plain (syncing) one."""
+    try:
+        return torch.nonzero_static(mask, size=n)
+    except (NotImplementedError, RuntimeError):
+        return mask.nonzero()
 
 
 class _Rows:

@@ -38,14 +38,19 @@ def _prompts(lengths, seed):
     return [PromptInput(i, f"p{i}", [0] + torch.randint(1, D_VOCAB, (n,), generator=g).tolist()) for i, n in enumerate(lengths)]
 
 
-def _first_positions(result, n_layers: int) -> dict[tuple[int, int], int]:
-    """Each ablated feature's first ablatable active position, from the stored activations."""
+def _active_positions(result, n_layers: int) -> dict[tuple[int, int], list[int]]:
+    """Each ablated feature's ablatable active positions, ascending, from the stored activations."""
     acts, read = result.tables["activations"], result.n_tokens - 1
-    first: dict[tuple[int, int], int] = {}
+    out: dict[tuple[int, int], list[int]] = {}
     for layer, pos, feat in zip(acts["layer"].tolist(), acts["position"].tolist(), acts["feature"].tolist(), strict=False):
-        if pos >= 1 and (layer != n_layers or pos == read):
-            first[(layer, feat)] = min(first.get((layer, feat), pos), pos)
-    return first
+        if 1 <= pos <= read and (layer != n_layers or pos == read):
+            out.setdefault((layer, feat), []).append(pos)
+    return {key: sorted(v) for key, v in out.items()}
+
+
+def _first_positions(result, n_layers: int) -> dict[tuple[int, int], int]:
+    """Each ablated feature's first ablatable active position."""
+    return {key: v[0] for key, v in _active_positions(result, n_layers).items()}
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 10_000])
@@ -79,11 +84,12 @@ def test_suffix_batches_are_sorted_dense_and_cover_their_rows(model_and_sites, m
     calls = []
     real = sweeper.ablate_suffix
 
-    def spy(clean, k, prompt_idx, features, removed, scale, start):
+    def spy(clean, k, prompt_idx, features, removed, scale, start, plan=None):
         calls.append((k, prompt_idx.tolist(), features.tolist(), removed.shape[1], start))
-        return real(clean, k, prompt_idx, features, removed, scale, start)
+        return real(clean, k, prompt_idx, features, removed, scale, start, plan)
 
     monkeypatch.setattr(sweeper, "ablate_suffix", spy)
+    sweeper.max_padding = 1.0  # plain full batches (the padding rule has its own test below)
     results = sweeper.sweep_many(prompts)
     firsts = [_first_positions(r, model.cfg.n_layers) for r in results]
     reads = [len(p.token_ids) - 1 for p in prompts]
@@ -115,9 +121,12 @@ def test_suffix_reuse_on_and_off_agree_and_cost_less(model_and_sites):
             ma, mb = _keyed(a.tables[table], values), _keyed(b.tables[table], values)
             if not values:
                 assert ma.keys() == mb.keys()
-            for key in ma.keys() | mb.keys():  # an entry kept by one and not the other is ~0 in it
+            for key in ma.keys() | mb.keys():
                 va, vb = ma.get(key, (0.0,) * len(values)), mb.get(key, (0.0,) * len(values))
-                assert max((abs(x - y) for x, y in zip(va, vb, strict=False)), default=0.0) <= 1e-5, (table, key, va, vb)
+                if key in ma and key in mb:
+                    assert max((abs(x - y) for x, y in zip(va, vb, strict=False)), default=0.0) <= 1e-5, (table, key, va, vb)
+                else:  # kept by one run only: a near-tie of the ranked value (weight, or dprob) at ~0
+                    assert abs(va[-1] - vb[-1]) <= 1e-5, (table, key, va, vb)
     assert off.flops > 1.5 * on.flops
 
 
@@ -151,8 +160,8 @@ def test_per_ablation_cost_formulas_add_up(model_and_sites):
     want = cost.clean_flops(sh, 1, n, [s.d_sae for s in sites], True)
     want += sum(cost.encode_flops(sh, n, s.d_sae) for s in sites)
     width = {s.layer: (sites[i + 1].d_sae if i + 1 < len(sites) else None) for i, s in enumerate(sites)}
-    for (layer, _f), first in _first_positions(result, model.cfg.n_layers).items():
-        want += cost.suffix_ablation_flops(sh, layer, first, n - 1, width[layer])
+    for (layer, _f), active in _active_positions(result, model.cfg.n_layers).items():
+        want += cost.suffix_ablation_flops(sh, layer, active[0], n - 1, width[layer], n_changed=len(active))
     assert sweeper.flops == want
 
 
