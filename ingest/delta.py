@@ -26,11 +26,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformer_lens.utilities.attention import simple_attn_linear as _linear_heads
 
 from featuregraph.errors import InputError
 from featuregraph.ingest import cost
-from featuregraph.ingest.suffix import keys_values, supports_suffix
+from featuregraph.ingest.suffix import supports_suffix
 
 LOW_DTYPES = ("bfloat16", "float16", "float32")
 #: The run dtypes that mean delta mode where it is supported (float32 and float64 runs are plain).
@@ -169,8 +168,8 @@ class DeltaPass:
             x = clean.resid[layer]
             n_pos = x.shape[1]
             h1 = block.ln1(x)
-            k, v = clean.kv[layer] if clean.kv is not None else keys_values(block, x)
-            q = _linear_heads(h1, block.attn.W_Q, block.attn.b_Q)
+            k, v = clean.kv[layer]  # delta mode runs only with suffix reuse, which caches them
+            q = clean.q[layer]
             allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).tril()[None, None]
             z = _attend(block.attn, q, k, v, allowed)
             mid = x + (F.linear(z.flatten(-2), block.attn.W_O.reshape(-1, block.attn.W_O.shape[-1]).T, block.attn.b_O))
@@ -191,7 +190,9 @@ class DeltaPass:
 
     def ablate(self, sw: Any, clean: Any, k: int, prompt_idx, features, removed, scale, start: int):
         """:meth:`Sweeper.ablate_suffix` in delta mode: same arguments, same results (float
-        rounding of the linear maps in the low dtype aside), same FLOPs by the cost model."""
+        rounding of the linear maps in the low dtype aside). FLOPs: the suffix path's, except that the
+        ablated block recomputes every suffix position (the float32 path reuses the clean queries,
+        keys and values where the feature was inactive; not done here yet)."""
         c = self.cache(sw, clean)
         site = sw.sites[k]
         nxt = sw.sites[k + 1] if k + 1 < len(sw.sites) else None

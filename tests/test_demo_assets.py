@@ -314,7 +314,7 @@ def test_every_asset_ships_in_a_wheel() -> None:
     # setuptools' "*" does not cross a "/": compare level by level
     def matched(rel: str) -> bool:
         return any(
-            len(g.split("/")) == len(rel.split("/")) and all(fnmatch.fnmatch(a, b) for a, b in zip(rel.split("/"), g.split("/")))
+            len(g.split("/")) == len(rel.split("/")) and all(fnmatch.fnmatch(a, b) for a, b in zip(rel.split("/"), g.split("/"), strict=True))
             for g in globs
         )
     missing = [f for f in files if not matched(f)]
