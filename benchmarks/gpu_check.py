@@ -4,7 +4,7 @@
     benchmarks/gpu_check.sh --cpu-smoke   # CI-sized, on the CPU (tests/test_gpu_check.py)
 
 Rows: the GPT-2-small-shaped sweep (random weights, 12 layers, 13 SAEs x 24,576, ~50 active
-features per token) at 16 and 64 tokens in float32 and bfloat16 (prompts/s, ablations/s,
+features per token) at 16 and 64 tokens in float32, bfloat16 (every pass) and delta-bfloat16 (prompts/s, ablations/s,
 cost-model TFLOP/s against the GPU's peak, peak GPU memory); sweep alone against end-to-end
 ingest into DuckDB (the writer thread); the bundled demo model. Each row runs for a time budget
 after a warm-up; rows that would pass the overall deadline are printed as skipped.
@@ -26,6 +26,7 @@ from sweep_bench import SHAPES, build, load_demo  # noqa: E402
 
 from featuregraph.ingest import synthetic as syn  # noqa: E402
 from featuregraph.ingest.config import SweepConfig  # noqa: E402
+from featuregraph.ingest.delta import with_delta  # noqa: E402
 from featuregraph.ingest.precision import cast  # noqa: E402
 from featuregraph.ingest.sweep import PromptInput, Sweeper  # noqa: E402
 from featuregraph.ingest.writer_thread import WriterThread  # noqa: E402
@@ -46,7 +47,7 @@ def peak_tflops(device: str, dtype: str) -> float | None:
     name = torch.cuda.get_device_name()
     for frag, (bf16, fp32) in PEAKS.items():
         if frag in name:
-            return bf16 if dtype in ("bfloat16", "float16") else fp32
+            return bf16 if dtype.removeprefix("delta-") in ("bfloat16", "float16") else fp32
     return None
 
 
@@ -103,16 +104,19 @@ def main() -> None:
     header = "| run | tokens | dtype | prompts/s | ablations/s | GFLOP/prompt | TFLOP/s | % of peak | peak GPU GiB |"
     low = {}
     for tokens in lengths:
-        for dtype in ("float32", "bfloat16"):
+        for dtype in ("float32", "bfloat16", "delta-bfloat16"):
             name = f"gpt2-shaped sweep{' (smoke)' if smoke else ''}"
             if time.perf_counter() - t_start > args.deadline:
                 rows.append(f"| {name} | {tokens} | {dtype} | skipped (deadline) | | | | | |")
                 continue
             if dtype not in low:
-                low[dtype] = (model, sites) if dtype == "float32" else cast(model, sites, dtype)
+                # delta mode: the float32 model, linear maps on the ablation's difference in bf16 (ingest/delta.py)
+                low[dtype] = (model, sites) if dtype in ("float32", "delta-bfloat16") else cast(model, sites, dtype)
             m, s = low[dtype]
             batch = (1024 if tokens <= 16 else 256) if device.startswith("cuda") else 64
             sweeper = Sweeper(m, s, SweepConfig(batch_size=batch), True)
+            if dtype == "delta-bfloat16":
+                sweeper = with_delta(sweeper, "bfloat16")
             group = 1 if smoke else (8 if tokens <= 16 else 2)
             r = timed(sweeper, prompts_of(n_prompts + group, tokens, shape["d_vocab"], seed=tokens), group, budget, device)
             peak = peak_tflops(device, dtype)

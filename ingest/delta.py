@@ -265,9 +265,6 @@ def with_delta(sweeper: Any, dtype: str) -> Any:
     return sweeper
 
 
-
-
-
 def load_dtype(dtype: str) -> str:
     """The dtype a run asking for ``dtype`` loads its model and SAEs in: float32 for bfloat16/float16
     (delta mode keeps the clean pass in float32; :func:`make_sweeper` casts down a run it cannot serve)."""
