@@ -98,7 +98,9 @@ class Sweeper:
         self.general = any(s.site_kind != "resid" for s in sites) or self.targets != nexts
         self.suffix_reuse = suffix_reuse and supports_suffix(model.cfg)
         self.weights = [BlockWeights.of(b) for b in model.blocks] if self.suffix_reuse else []
-        self.max_padding = MAX_PADDING  # batch grouping (ingest/grouping.py)
+        # batch grouping (ingest/grouping.py): on a GPU a launch costs more than padding (the 2% rule
+        # took the demo from 120 to 10 prompts/s on an H200: hundreds of tiny batches), so full batches
+        self.max_padding = MAX_PADDING if self.device.type == "cpu" else 1.0
         self._unembed_t: torch.Tensor | None = None
         self.shape = cost.Shape.of(model.cfg)
         self.flops = 0  # floating-point operations of the matrix products run so far (cost model)
