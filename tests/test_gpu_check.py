@@ -20,7 +20,7 @@ def test_gpu_check_cpu_smoke_prints_the_table():
     rows = [r for r in table[2:] if r.startswith("|")]
     sweeps = [r for r in rows if r.startswith("| gpt2-shaped sweep")]
     assert [tuple(c.strip() for c in r.split("|")[2:4]) for r in sweeps] == [
-        ("6", "float32"), ("6", "bfloat16"), ("12", "float32"), ("12", "bfloat16")
+        (n, dtype) for n in ("6", "12") for dtype in ("float32", "bfloat16", "delta-bfloat16")
     ]
     for r in sweeps:
         prompts_s, abl_s, gflop = (float(c) for c in r.split("|")[4:7])
