@@ -159,7 +159,7 @@ class RunConfig:
     saes: tuple[SaeSpec, ...]
     sweep: SweepConfig = field(default_factory=SweepConfig)
     device: str = setting("auto", f"{', '.join(DEVICES)} or cuda:N.")
-    dtype: str = setting("float32", "Model and SAE dtype.", choices=DTYPES)
+    dtype: str = setting("float32", "Arithmetic dtype. bfloat16/float16 run in delta mode where supported (float32 clean pass, low-precision linear maps on each ablation's difference; docs/sweep.md#precision), else every pass in that dtype.", choices=DTYPES)
     prepend_bos: bool | None = setting(None, "Prepend a BOS token (default: as the SAEs' metadata says).")
 
     def __post_init__(self) -> None:
