@@ -276,7 +276,7 @@ def main() -> None:
         spec = demo_calibrated(args.prompts, chunk=min(500, args.prompts))
     else:
         spec = GraphSpec(prompts=args.prompts, chunk=min(5_000, args.prompts))
-    report: dict = {"machine": machine(), "spec": spec.__dict__, "args": vars(args) | {"db": str(args.db)}}
+    report: dict = {"machine": machine(), "spec": spec.__dict__, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     if args.reuse_staging and (staging / "planted.json").exists():
         gen = json.loads((staging / "planted.json").read_text())
         report["generate_s"] = None
@@ -299,7 +299,7 @@ def main() -> None:
         print(f"loading {gen['edge_rows']:,} edges into {args.db} ...", file=sys.stderr)
         report["load"] = load(args.db, staging, spec, args.memory_limit)
         print(json.dumps(report["load"], indent=1), file=sys.stderr)
-        (args.db.parent / (args.db.name + ".load.json")).write_text(json.dumps(report, indent=1, default=str))
+        (args.db.parent / (args.db.name + ".load.json")).write_text(json.dumps(report, indent=1))
     if args.load_only:
         return
 
@@ -366,28 +366,17 @@ def writer_ingest(db_path: Path, spec: GraphSpec, groups: int, group: int, memor
     ingest's own writer: edges and the summary's delta; automatic compaction as configured):
     seconds per group, then the seconds of one compaction of the delta they left."""
     import numpy as np
-    from synthetic_graphs import _chunk, _popularity, plant_paths
+    from synthetic_graphs import _chunk, _popularity, plant_paths, prompt_results
 
     from featuregraph.store.db import open_database
-    from featuregraph.store.models import PROMPT_TABLES, PromptResult
     from featuregraph.store.runs import write_prompt_results
+    from featuregraph.store.summary import base_rows, delta_rows, fold_delta
 
     rng = np.random.default_rng(spec.seed + 1)
     perm = np.stack([rng.permutation(spec.d_sae) for _ in range(spec.layers)])
     paths = plant_paths(spec, rng, perm)
-    first = spec.prompts
-    edges, _, _ = _chunk(spec, rng, _popularity(spec), perm, paths, first, groups * group)
-    cols = {c: edges.column(c).to_numpy() for c in edges.column_names}
-    empty = {name: {c: np.empty(0, t) for c, t in spec_.items()} for name, spec_ in PROMPT_TABLES.items()}
-    results = []
-    for pid in range(first, first + groups * group):
-        mask = cols["prompt_id"] == pid
-        tables = dict(empty, edges={c: cols[c][mask] for c in PROMPT_TABLES["edges"]})
-        tables["tokens"] = {"position": np.array([0], np.int16), "token_id": np.array([0], np.int32),
-                            "token": np.array(["tok0"], object)}  # fmt: skip
-        results.append(PromptResult(pid, f"synthetic prompt {pid}", "web", None, tables))
-    from featuregraph.store.summary import base_rows, delta_rows, fold_delta
-
+    edges, _, _ = _chunk(spec, rng, _popularity(spec), perm, paths, spec.prompts, groups * group)
+    results = prompt_results(edges)  # prompt ids from spec.prompts on: new to the loaded database
     times = []
     with open_database(db_path) as db:
         if memory_limit:

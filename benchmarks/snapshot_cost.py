@@ -29,9 +29,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import pyarrow.parquet as pq  # noqa: E402
 from query_bench import RUN_ROW  # noqa: E402
-from synthetic_graphs import demo_calibrated, generate  # noqa: E402
-from write_scaling import EDGES_PER_PROMPT, _results, load_until  # noqa: E402
+from synthetic_graphs import demo_calibrated, generate, prompt_results  # noqa: E402
+from write_scaling import EDGES_PER_PROMPT, load_until  # noqa: E402
 
 
 def _simulated_ingest(db_path: Path, results: list, first_id: int, args, every_s: float | None) -> dict:
@@ -90,7 +91,7 @@ def main() -> None:
     generate(work / "staging", demo_calibrated(total, chunk=chunk))
     print(json.dumps({"generate_s": time.perf_counter() - t0, "load": os.getloadavg()[0]}), flush=True)
     parts = sorted(str(p) for p in (work / "staging" / "edges").glob("*.parquet"))
-    results = _results([parts[-1]])  # committed through the writer; the rest is bulk-loaded
+    results = prompt_results(pq.read_table([parts[-1]]))  # committed through the writer; the rest is bulk-loaded
     next_id = 10_000_000  # above every bulk-loaded prompt id
     db_path = work / "bench.duckdb"
     next_part = 0

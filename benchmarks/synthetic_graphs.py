@@ -245,3 +245,23 @@ def generate(out: str | Path, spec: GraphSpec) -> Generated:
     pq.write_table(pa.concat_tables(prompt_parts), out / "prompts.parquet")
     (out / "planted.json").write_text(gen.to_json())
     return gen
+
+
+def prompt_results(table: pa.Table) -> list:
+    """The ingest's PromptResults (edges only, one token each) of the prompts in an edge ``table``,
+    in prompt order: what the benchmarks commit through ``store.runs.write_prompt_results``."""
+    from featuregraph.store.models import PROMPT_TABLES, PromptResult
+
+    cols = {c: table.column(c).to_numpy() for c in table.column_names}
+    empty = {name: {c: np.empty(0, t) for c, t in spec.items()} for name, spec in PROMPT_TABLES.items()}
+    out = []
+    order = np.argsort(cols["prompt_id"], kind="stable")
+    ids, starts = np.unique(cols["prompt_id"][order], return_index=True)
+    bounds = list(starts) + [len(order)]
+    for i, pid in enumerate(ids):
+        rows = order[bounds[i] : bounds[i + 1]]
+        tables = dict(empty, edges={c: cols[c][rows] for c in PROMPT_TABLES["edges"]})
+        tables["tokens"] = {"position": np.array([0], np.int16), "token_id": np.array([0], np.int32),
+                            "token": np.array(["tok0"], object)}  # fmt: skip
+        out.append(PromptResult(int(pid), f"synthetic prompt {pid}", "web", None, tables))
+    return out

@@ -31,35 +31,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from query_bench import RUN_ROW  # noqa: E402
-from synthetic_graphs import demo_calibrated, generate  # noqa: E402
+from synthetic_graphs import demo_calibrated, generate, prompt_results  # noqa: E402
 
 INSERT_EDGES = "INSERT INTO edges SELECT * FROM read_parquet($files)"
 RAW_LOAD = "CREATE OR REPLACE TEMP TABLE __raw AS SELECT * FROM read_parquet($files)"
 USED_BYTES = "SELECT used_blocks * block_size FROM pragma_database_size()"
 EDGES_PER_PROMPT = 8_300  # about what demo_calibrated gives
-
-
-def _results(files: list[str]) -> list:
-    """PromptResults (edges only, one token) of the prompts in ``files``."""
-    from featuregraph.store.models import PROMPT_TABLES, PromptResult
-
-    table = pq.read_table(files)
-    cols = {c: table.column(c).to_numpy() for c in table.column_names}
-    empty = {name: {c: np.empty(0, t) for c, t in spec.items()} for name, spec in PROMPT_TABLES.items()}
-    out = []
-    order = np.argsort(cols["prompt_id"], kind="stable")
-    ids, starts = np.unique(cols["prompt_id"][order], return_index=True)
-    bounds = list(starts) + [len(order)]
-    for i, pid in enumerate(ids):
-        rows = order[bounds[i] : bounds[i + 1]]
-        tables = dict(empty, edges={c: cols[c][rows] for c in PROMPT_TABLES["edges"]})
-        tables["tokens"] = {"position": np.array([0], np.int16), "token_id": np.array([0], np.int32),
-                            "token": np.array(["tok0"], object)}  # fmt: skip
-        out.append(PromptResult(int(pid), f"synthetic prompt {pid}", "web", None, tables))
-    return out
 
 
 def load_until(db, parts: list[str], next_part: int, stored: int, size: int) -> tuple[int, float]:
@@ -127,7 +106,7 @@ def main() -> None:
             stored_now = int(db.fetchone("SELECT count(*) FROM edges")[0])
             # used blocks, not the file: blocks freed by a rebuild stay in the file for reuse
             size_bytes = int(db.fetchone(USED_BYTES)[0])
-            results = _results([mpart])
+            results = prompt_results(pq.read_table([mpart]))
             group_rows, commit_s = [], []
             for g in range(args.groups):
                 chunk_r = results[g * args.group : (g + 1) * args.group]
