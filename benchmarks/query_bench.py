@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 from synthetic_graphs import GraphSpec, demo_calibrated, generate  # noqa: E402
 
 BLOCK = 262_144  # DuckDB's block size
-TABLES = ("edges", "edge_summary_base", "edge_occurrences_base", "logit_effects", "prompts", "vocab")
+TABLES = ("edges", "edge_summary_base", "edge_occurrences_base", "chain_pairs_base", "logit_effects", "prompts", "vocab")
 
 RUN_ROW = {
     "model": "synthetic", "model_source": "path", "model_sha256": None,

@@ -27,6 +27,7 @@ import os
 import numpy as np
 import pyarrow as pa
 
+from featuregraph.store.chain_pairs import rebuild_all_pairs
 from featuregraph.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ SELECT run_id, prompt_id, up_layer, up_feature, down_layer, down_feature, fg_sig
 FROM {_NEW_EDGES_VIEW}
 """
 DELTA_ROWS = "SELECT count(*) FROM edge_delta"
+DELTA_RUNS = "SELECT DISTINCT run_id FROM edge_delta ORDER BY run_id"
 
 # The delta aggregated per signed edge, next to what the base held before.
 STAGE_NEW_SUMMARY = f"""
@@ -207,6 +209,7 @@ def compact_threshold(base: int = 0) -> int:
 
 
 def _fold_statements(db: Database) -> None:
+    runs = [int(r[0]) for r in db.fetchall(DELTA_RUNS)]
     db.execute(STAGE_NEW_SUMMARY)
     db.execute(BACKFILL_OCCURRENCES)
     db.execute(APPEND_OCCURRENCES)
@@ -214,6 +217,7 @@ def _fold_statements(db: Database) -> None:
     db.execute(INSERT_SUMMARY)
     db.execute(DROP_STAGING)
     db.execute(EMPTY_DELTA, {"run_id": None})
+    rebuild_all_pairs(db, runs)
 
 
 def fold_delta(db: Database) -> int:
@@ -253,6 +257,7 @@ def rebuild_summary(db: Database, run_id: int | None = None) -> None:
         db.execute(EMPTY_DELTA, params)
         db.execute(BUILD_SUMMARY, params)
         db.execute(BUILD_OCCURRENCES, params)
+        rebuild_all_pairs(db, None if run_id is None else [run_id])
 
 
 __all__ = [

@@ -184,6 +184,17 @@ TABLES: tuple[Table, ...] = (
         **PROMPT_KEY, up_layer=SMALLINT, up_feature=INTEGER, down_layer=SMALLINT, down_feature=INTEGER,
         sign=TINYINT, weight=FLOAT, ablation_max_abs=FLOAT,
     ),  # fmt: skip
+    # -- 0017_chain_pairs: the pair index of recurring paths (store/chain_pairs.py) ----------
+    _table(
+        "chain_pairs_base", "summary",
+        **RUN_KEY, n=INTEGER, a_layer=SMALLINT, a_feature=INTEGER, b_layer=SMALLINT, b_feature=INTEGER,
+        c_layer=SMALLINT, c_feature=INTEGER, ab_sign=TINYINT, bc_sign=TINYINT, prompt_id=INTEGER,
+        ab_weight=FLOAT, bc_weight=FLOAT, ab_ablation_max_abs=FLOAT.null, bc_ablation_max_abs=FLOAT.null,
+    ),  # fmt: skip
+    _table(
+        "chain_pair_floors", "summary",
+        **RUN_KEY, floor=INTEGER.null, pairs=BIGINT, pair_rows=BIGINT, base_prompts=INTEGER, built_at=TIMESTAMP,
+    ),  # fmt: skip
     # -- 0005_experiments -------------------------------------------------------------------
     _table(
         "experiments", "experiment",

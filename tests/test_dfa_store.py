@@ -135,7 +135,9 @@ def test_migration_0015_upgrades_an_older_database(tmp_path):
         }  # 15 and every later one
         after = all_rows(db)
         assert {t: after[t] for t in before} == before  # nothing existing changes
-        assert {t: rows for t, rows in after.items() if t not in before} == {"dfa_features": [], "dfa_parts": []}
+        assert {t: rows for t, rows in after.items() if t not in before and t.startswith("dfa_")} == {
+            "dfa_features": [], "dfa_parts": []
+        }
         db.execute(
             "INSERT INTO dfa_parts VALUES (1, 0, 1, 268435459, 'dfa', 'head_source', 2, 1, NULL, NULL, 0.25)"
         )

@@ -208,4 +208,12 @@ def test_optimize_keeps_every_answer(swept, tmp_path):
             api.recurring_paths(db, 2, 2).select("path", "signs", "support").rows(),
             api.prompt_graph(db, 5).select("up", "down", "weight").sort("up", "down").rows(),
         )
+        # the pair index answers after optimize, ties included, as the full search did before
+        assert db.fetchone("SELECT fg_pair_index_usable(2, NULL)")[0]
+        graph: dict[int, tuple[None, list]] = {}
+        for _, p, *edge in raw_edges(db):
+            graph.setdefault(p, (None, []))[1].append(tuple(edge))
+        want = expected_chains(graph, 2, 2)
+        for top in (1, 3, 10, None):
+            assert got_chains(api.recurring_paths(db, 2, 2, top=top)) == top_chains(want, top)
     assert before == after

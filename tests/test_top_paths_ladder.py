@@ -129,6 +129,7 @@ def test_migration_0016_upgrades_a_database_at_0015(tmp_path):
     con.close()
     with open_database(path) as db:
         assert db.fetchone("SELECT max(version) FROM schema_migrations")[0] >= 16
-        assert all_rows(db) == before
+        after = all_rows(db)
+        assert {t: after[t] for t in before} == before  # later migrations may add tables
         want = expected_chains(graph, 2, 2)
         check_rows(api.recurring_paths(db, 2, 2, top=7), want, top_chains(want, 7))

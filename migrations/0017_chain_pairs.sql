@@ -1,0 +1,218 @@
+-- featuregraph schema, step 17: a pair index, so that top-k recurring paths do not enumerate
+-- every chain of the candidate edges at low support.
+--
+-- A chain of K >= 2 edges occurs in a prompt only where each of its consecutive pairs of edges
+-- (a -> b, b -> c: a 2-chain) does, so its support is at most the smallest support of its
+-- pairs. On wide, hub-heavy data most pairs of candidate edges co-occur in a handful of
+-- prompts: the level-wise search (0011/0016) spent nearly all its time counting those, at
+-- every call. The pair index counts them once per compaction instead:
+--
+-- - chain_pair_floors: per run, `floor`: every 2-chain seen in at least `floor` prompts of the
+--   summary base is in the index (floor >= 2; store/chain_pairs.py chooses it from the run's
+--   prompts and a size budget);
+-- - chain_pairs_base: one row per (2-chain, prompt of the base in which it occurs), for those
+--   2-chains, with n (the 2-chain's prompts in the base), both weights and both ablations'
+--   largest |weight|. Sorted by (run_id, n DESC), so "2-chains in at least S prompts" is a
+--   prefix.
+--
+-- Both are derived from edge_summary_base / edge_occurrences_base and rebuilt with them, in the
+-- same transaction (a rebuild or a compaction), so they always describe the same prompts.
+--
+-- A search at support S for a run may use the index when S >= floor + D, where D bounds the
+-- prompts of the run in the delta (written since the last compaction; a chain's support is
+-- its base part plus its delta part): then any chain with a pair outside the index has support
+-- <= (floor - 1) + D < S. The candidate edges are then those of the indexed 2-chains with
+-- n >= S - D, their occurrences those rows plus the run's delta rows: the same level-wise
+-- search (fg_chains_in) over far fewer rows gives the same chains, supports and weights.
+-- Otherwise (no index for a run in scope, or S too low) the search reads edge_summary and
+-- edge_occurrences as before. recurring_paths keeps its parameters, columns, ladder, ranking
+-- and ties: only fg_path_candidates and fg_candidate_occurrences choose the source.
+
+CREATE TABLE chain_pairs_base (
+    run_id       INTEGER NOT NULL,
+    n            INTEGER NOT NULL,   -- prompts of the base in which the 2-chain occurs
+    a_layer      SMALLINT NOT NULL,  -- the 2-chain a -> b -> c
+    a_feature    INTEGER NOT NULL,
+    b_layer      SMALLINT NOT NULL,
+    b_feature    INTEGER NOT NULL,
+    c_layer      SMALLINT NOT NULL,
+    c_feature    INTEGER NOT NULL,
+    ab_sign      TINYINT NOT NULL,
+    bc_sign      TINYINT NOT NULL,
+    prompt_id    INTEGER NOT NULL,
+    ab_weight    REAL NOT NULL,
+    bc_weight    REAL NOT NULL,
+    ab_ablation_max_abs REAL,       -- the largest |weight| of each edge's ablation in that prompt
+    bc_ablation_max_abs REAL
+);
+
+CREATE TABLE chain_pair_floors (
+    run_id     INTEGER NOT NULL,
+    floor      INTEGER,             -- every 2-chain in >= floor prompts of the base is indexed;
+                                    -- NULL: the run has rows in the base but no index yet
+    pairs      BIGINT NOT NULL,     -- 2-chains indexed
+    pair_rows  BIGINT NOT NULL,     -- their rows in chain_pairs_base
+    base_prompts INTEGER NOT NULL,  -- the run's prompts in the base when it was built
+    built_at   TIMESTAMP NOT NULL
+);
+
+-- Runs already in the base when this migration runs have no index until their next compaction
+-- (or `featuregraph optimize`); a run with no row here has nothing in the base.
+INSERT INTO chain_pair_floors
+SELECT run_id, NULL, 0, 0, 0, now() FROM (SELECT DISTINCT run_id FROM edge_summary_base);
+
+-- Per run with rows in the delta: an upper bound on its prompts there (their id span: no
+-- count(DISTINCT) over a delta that may hold tens of millions of rows).
+CREATE MACRO fg_delta_prompt_bound(run) AS TABLE
+SELECT run_id, max(prompt_id) - min(prompt_id) + 1 AS prompts
+FROM edge_delta
+WHERE run IS NULL OR run_id = run
+GROUP BY run_id;
+
+-- Per run in scope: the lowest support at which the pair index answers exactly, and the delta
+-- bound D. NULL: it cannot (the run has rows in the base but no index).
+CREATE MACRO fg_pair_index_reach(run) AS TABLE
+SELECT r.run_id,
+       -- no row: nothing of the run in the base (new since the last compaction), nothing to index
+       CASE WHEN f.run_id IS NULL THEN 1 ELSE f.floor END + coalesce(d.prompts, 0) AS lowest,
+       coalesce(d.prompts, 0) AS delta_prompts
+FROM runs r
+LEFT JOIN chain_pair_floors f ON f.run_id = r.run_id
+LEFT JOIN fg_delta_prompt_bound(run) d ON d.run_id = r.run_id
+WHERE run IS NULL OR r.run_id = run;
+
+-- true when a search at `threshold` over `run` (NULL: every run) may read the pair index.
+CREATE MACRO fg_pair_index_usable(threshold, run) AS (
+    SELECT coalesce(bool_and(lowest IS NOT NULL AND threshold >= lowest), false)
+    FROM fg_pair_index_reach(run)
+);
+
+-- The candidate edges of a search at `threshold`, as in 0016 (numbered eid, ends as node
+-- numbers up_node / dest, n), plus from_index and pair_at_least. From the pair index when
+-- fg_pair_index_usable: the edges of the indexed 2-chains with n >= threshold - D, and as n an
+-- upper bound on the support of any chain through the edge (its largest 2-chain n, plus D),
+-- which is all the search uses n for. Otherwise the signed edges with n >= threshold
+-- (fg_path_edges), from_index false.
+CREATE OR REPLACE MACRO fg_path_candidates(threshold, run, min_layer, max_layer) AS TABLE
+WITH
+gate AS MATERIALIZED (SELECT fg_pair_index_usable(threshold, run) AS use_index),
+reach AS MATERIALIZED (
+    SELECT run_id, delta_prompts, threshold - delta_prompts AS pair_at_least
+    FROM fg_pair_index_reach(run) WHERE (SELECT use_index FROM gate)
+),
+pairs AS MATERIALIZED (
+    SELECT p.run_id, p.n, p.a_layer, p.a_feature, p.b_layer, p.b_feature, p.c_layer, p.c_feature,
+           p.ab_sign, p.bc_sign, r.delta_prompts, r.pair_at_least
+    FROM chain_pairs_base p JOIN reach r ON r.run_id = p.run_id
+    WHERE p.n >= r.pair_at_least
+),
+indexed AS (
+    SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
+           max(n) + max(delta_prompts) AS n, max(pair_at_least) AS pair_at_least
+    FROM (SELECT run_id, a_layer AS up_layer, a_feature AS up_feature, b_layer AS down_layer,
+                 b_feature AS down_feature, ab_sign AS sign, n, delta_prompts, pair_at_least FROM pairs
+          UNION ALL
+          SELECT run_id, b_layer, b_feature, c_layer, c_feature, bc_sign, n, delta_prompts, pair_at_least FROM pairs)
+    WHERE (min_layer IS NULL OR up_layer >= min_layer) AND (max_layer IS NULL OR down_layer <= max_layer)
+    GROUP BY ALL
+),
+useful AS MATERIALIZED (
+    SELECT f.*, row_number() OVER () AS eid
+    FROM (SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, true AS from_index, pair_at_least
+          FROM indexed
+          UNION ALL
+          SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, false, CAST(NULL AS BIGINT)
+          FROM fg_path_edges(CASE WHEN NOT (SELECT use_index FROM gate) THEN threshold END, run, min_layer,
+                             max_layer)) f
+),
+nodes AS MATERIALIZED (
+    SELECT run_id, layer, feature, row_number() OVER () AS node
+    FROM (SELECT run_id, up_layer AS layer, up_feature AS feature FROM useful
+          UNION SELECT run_id, down_layer, down_feature FROM useful)
+)
+SELECT u.run_id, u.up_layer, u.up_feature, u.down_layer, u.down_feature, u.sign, u.n, u.eid,
+       nu.node AS up_node, nd.node AS dest, u.from_index, u.pair_at_least
+FROM useful u
+JOIN nodes nu ON nu.run_id = u.run_id AND nu.layer = u.up_layer AND nu.feature = u.up_feature
+JOIN nodes nd ON nd.run_id = u.run_id AND nd.layer = u.down_layer AND nd.feature = u.down_feature;
+
+-- The strength filters on occurrence rows (the relation named `rows`: run_id, up_layer,
+-- up_feature, weight, ablation_max_abs and any other columns, passed through): `strong`, with
+-- p-values only when max_p asks for them (the ASOF join sorts). One body for the edge and the
+-- pair-index occurrences.
+CREATE MACRO fg_scored(rows, run, min_weight, min_rel_weight, max_p, experiment) AS TABLE
+WITH
+scored AS (
+    SELECT r.*, CAST(NULL AS DOUBLE) AS p_value FROM query_table(rows) r WHERE max_p IS NULL
+    UNION ALL
+    SELECT r.*, (1 + nn.n_ge) / (1 + nn.n_samples) AS p_value
+    FROM query_table(rows) r
+    ASOF LEFT JOIN fg_edge_nulls(run, max_p, experiment) nn
+      ON nn.run_id = r.run_id AND nn.layer = r.up_layer AND nn.feature = r.up_feature AND abs(r.weight) <= nn.value
+    WHERE max_p IS NOT NULL
+)
+SELECT * EXCLUDE (ablation_max_abs, p_value),
+       fg_strong(weight, ablation_max_abs, p_value, min_weight, min_rel_weight, max_p) AS strong
+FROM scored;
+
+-- As in 0016 (same parameters and columns), on fg_scored. (The semi join on the keys' runs
+-- comes first so that no keys, as when the pair index serves every candidate, read nothing: the
+-- planner may otherwise build the join on the occurrences and scan them all.)
+CREATE OR REPLACE MACRO fg_occurrences_of(keys, run, prompt_tag, min_weight, min_rel_weight, max_p, experiment) AS TABLE
+WITH
+__fg_key_rows AS (
+    SELECT k.*, o.prompt_id, o.weight, o.ablation_max_abs
+    FROM edge_occurrences o
+    SEMI JOIN (SELECT DISTINCT run_id FROM query_table(keys)) g ON g.run_id = o.run_id
+    JOIN query_table(keys) k
+      ON k.run_id = o.run_id AND k.up_layer = o.up_layer AND k.up_feature = o.up_feature
+     AND k.down_layer = o.down_layer AND k.down_feature = o.down_feature AND k.sign = o.sign
+    WHERE (prompt_tag IS NULL OR (o.run_id, o.prompt_id) IN (
+            SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
+)
+SELECT * FROM fg_scored('__fg_key_rows', run, min_weight, min_rel_weight, max_p, experiment);
+
+-- The occurrences the search needs of the candidates in the relation named `cands`
+-- (fg_path_candidates), one row per occurrence, in the columns fg_chains_in reads. Candidates
+-- from the index: the edges' occurrences in the prompts of their indexed 2-chains with
+-- n >= pair_at_least (every base prompt in which a chain that can reach the threshold occurs),
+-- and all their rows in the delta. The others: every occurrence (edge_occurrences).
+CREATE OR REPLACE MACRO fg_candidate_occurrences(cands, run, prompt_tag, min_weight, min_rel_weight, max_p,
+                                                 experiment) AS TABLE
+WITH
+__fg_full_keys AS (SELECT * FROM query_table(cands) WHERE NOT from_index),
+__fg_index_keys AS MATERIALIZED (SELECT * FROM query_table(cands) WHERE from_index),
+__fg_pair_rows AS (
+    SELECT p.* FROM chain_pairs_base p
+    JOIN (SELECT run_id, max(pair_at_least) AS at_least FROM __fg_index_keys GROUP BY run_id) r
+      ON r.run_id = p.run_id
+    WHERE p.n >= r.at_least
+),
+__fg_index_rows AS (
+    SELECT k.*, o.prompt_id, o.weight, o.ablation_max_abs
+    FROM (SELECT DISTINCT * FROM (
+              SELECT run_id, a_layer AS up_layer, a_feature AS up_feature, b_layer AS down_layer,
+                     b_feature AS down_feature, ab_sign AS sign, prompt_id, ab_weight AS weight,
+                     ab_ablation_max_abs AS ablation_max_abs
+              FROM __fg_pair_rows
+              UNION ALL
+              SELECT run_id, b_layer, b_feature, c_layer, c_feature, bc_sign, prompt_id, bc_weight,
+                     bc_ablation_max_abs
+              FROM __fg_pair_rows
+              UNION ALL
+              SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
+                     ablation_max_abs
+              FROM edge_delta WHERE run_id IN (SELECT run_id FROM __fg_index_keys))) o
+    JOIN __fg_index_keys k
+      ON k.run_id = o.run_id AND k.up_layer = o.up_layer AND k.up_feature = o.up_feature
+     AND k.down_layer = o.down_layer AND k.down_feature = o.down_feature AND k.sign = o.sign
+    WHERE (prompt_tag IS NULL OR (o.run_id, o.prompt_id) IN (
+            SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
+),
+__fg_all AS (
+    SELECT * FROM fg_occurrences_of('__fg_full_keys', run, prompt_tag, min_weight, min_rel_weight, max_p, experiment)
+    UNION ALL BY NAME
+    SELECT * FROM fg_scored('__fg_index_rows', run, min_weight, min_rel_weight, max_p, experiment)
+)
+SELECT (CAST(run_id AS BIGINT) << 32) + prompt_id AS rp, up_node, dest, eid, n, sign, weight, strong
+FROM __fg_all;
