@@ -18,14 +18,15 @@
 -- Both are derived from edge_summary_base / edge_occurrences_base and rebuilt with them, in the
 -- same transaction (a rebuild or a compaction), so they always describe the same prompts.
 --
--- A search at support S for a run may use the index when S >= floor + D, where D bounds the
--- prompts of the run in the delta (written since the last compaction; a chain's support is
--- its base part plus its delta part): then any chain with a pair outside the index has support
--- <= (floor - 1) + D < S. The candidate edges are then those of the indexed 2-chains with
--- n >= S - D, their occurrences those rows plus the run's delta rows: the same level-wise
--- search (fg_chains_in) over far fewer rows gives the same chains, supports and weights.
--- Otherwise (no index for a run in scope, or S too low) the search reads edge_summary and
--- edge_occurrences as before. recurring_paths keeps its parameters, columns, ladder, ranking
+-- A search at support S >= floor may use the index. A chain's support is its base part plus
+-- its delta part (prompts written since the last compaction; at most D of them): a chain that
+-- reaches S has each 2-chain either indexed with n >= S - D, or outside the index (base part
+-- <= floor - 1) and then in >= S - floor + 1 prompts of the delta. The candidate edges are the
+-- edges of those indexed 2-chains, with their occurrences from the index and the delta, plus
+-- the delta's edges in >= S - floor + 1 of its prompts, with all their occurrences (none after
+-- a compaction): the same level-wise search (fg_chains_in) over far fewer rows gives the same
+-- chains, supports and weights. Otherwise (no index for a run in scope, or S < floor) the
+-- search reads edge_summary and edge_occurrences as before. recurring_paths keeps its parameters, columns, ladder, ranking
 -- and ties: only fg_path_candidates and fg_candidate_occurrences choose the source.
 
 CREATE TABLE chain_pairs_base (
@@ -69,12 +70,12 @@ FROM edge_delta
 WHERE run IS NULL OR run_id = run
 GROUP BY run_id;
 
--- Per run in scope: the lowest support at which the pair index answers exactly, and the delta
--- bound D. NULL: it cannot (the run has rows in the base but no index).
+-- Per run in scope: its floor (the lowest support at which the pair index answers exactly;
+-- NULL: it cannot, the run has rows in the base but no index) and the delta bound D.
 CREATE MACRO fg_pair_index_reach(run) AS TABLE
 SELECT r.run_id,
        -- no row: nothing of the run in the base (new since the last compaction), nothing to index
-       CASE WHEN f.run_id IS NULL THEN 1 ELSE f.floor END + coalesce(d.prompts, 0) AS lowest,
+       CASE WHEN f.run_id IS NULL THEN 1 ELSE f.floor END AS floor,
        coalesce(d.prompts, 0) AS delta_prompts
 FROM runs r
 LEFT JOIN chain_pair_floors f ON f.run_id = r.run_id
@@ -83,42 +84,63 @@ WHERE run IS NULL OR r.run_id = run;
 
 -- true when a search at `threshold` over `run` (NULL: every run) may read the pair index.
 CREATE MACRO fg_pair_index_usable(threshold, run) AS (
-    SELECT coalesce(bool_and(lowest IS NOT NULL AND threshold >= lowest), false)
+    SELECT coalesce(bool_and(floor IS NOT NULL AND threshold >= floor), false)
     FROM fg_pair_index_reach(run)
 );
 
 -- The candidate edges of a search at `threshold`, as in 0016 (numbered eid, ends as node
--- numbers up_node / dest, n), plus from_index and pair_at_least. From the pair index when
--- fg_pair_index_usable: the edges of the indexed 2-chains with n >= threshold - D, and as n an
--- upper bound on the support of any chain through the edge (its largest 2-chain n, plus D),
--- which is all the search uses n for. Otherwise the signed edges with n >= threshold
--- (fg_path_edges), from_index false.
+-- numbers up_node / dest, n), plus from_index and pair_at_least. When fg_pair_index_usable
+-- (S: threshold, F: the run's floor, D: its delta bound), a chain that reaches S is made of
+-- 2-chains that are either indexed with n >= S - D, or outside the index (n <= F - 1 in the
+-- base) and then in >= S - F + 1 prompts of the delta, as both their edges are. So the
+-- candidates are the edges of those indexed 2-chains (from_index: their occurrences come from
+-- the index and the delta) and the delta's edges in >= S - F + 1 of its prompts (from_index
+-- false: every occurrence, from edge_occurrences; on a compacted database there are none).
+-- n is an upper bound on the support of any chain through the edge, which is all the search
+-- uses it for: a base part of at most max(largest indexed n, S - 1), and a delta part of at
+-- most the edge's delta count (or, where that was not counted, min(D, S - F)).
+-- Otherwise the signed edges with n >= threshold (fg_path_edges), from_index false.
 CREATE OR REPLACE MACRO fg_path_candidates(threshold, run, min_layer, max_layer) AS TABLE
 WITH
 gate AS MATERIALIZED (SELECT fg_pair_index_usable(threshold, run) AS use_index),
 reach AS MATERIALIZED (
-    SELECT run_id, delta_prompts, threshold - delta_prompts AS pair_at_least
+    SELECT run_id, delta_prompts, threshold - delta_prompts AS pair_at_least,
+           threshold - floor + 1 AS delta_at_least
     FROM fg_pair_index_reach(run) WHERE (SELECT use_index FROM gate)
 ),
 pairs AS MATERIALIZED (
     SELECT p.run_id, p.n, p.a_layer, p.a_feature, p.b_layer, p.b_feature, p.c_layer, p.c_feature,
-           p.ab_sign, p.bc_sign, r.delta_prompts, r.pair_at_least
+           p.ab_sign, p.bc_sign
     FROM chain_pairs_base p JOIN reach r ON r.run_id = p.run_id
     WHERE p.n >= r.pair_at_least
 ),
+in_pairs AS (
+    SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, max(n) AS pair_n
+    FROM (SELECT run_id, a_layer AS up_layer, a_feature AS up_feature, b_layer AS down_layer,
+                 b_feature AS down_feature, ab_sign AS sign, n FROM pairs
+          UNION ALL
+          SELECT run_id, b_layer, b_feature, c_layer, c_feature, bc_sign, n FROM pairs)
+    GROUP BY ALL
+),
+in_delta AS (
+    SELECT d.run_id, d.up_layer, d.up_feature, d.down_layer, d.down_feature, d.sign, count(*) AS delta_n
+    FROM edge_delta d JOIN reach r ON r.run_id = d.run_id
+    GROUP BY ALL
+    HAVING count(*) >= any_value(r.delta_at_least)
+),
 indexed AS (
     SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
-           max(n) + max(delta_prompts) AS n, max(pair_at_least) AS pair_at_least
-    FROM (SELECT run_id, a_layer AS up_layer, a_feature AS up_feature, b_layer AS down_layer,
-                 b_feature AS down_feature, ab_sign AS sign, n, delta_prompts, pair_at_least FROM pairs
-          UNION ALL
-          SELECT run_id, b_layer, b_feature, c_layer, c_feature, bc_sign, n, delta_prompts, pair_at_least FROM pairs)
+           greatest(coalesce(i.pair_n, 0), threshold - 1)
+               + coalesce(d.delta_n, least(r.delta_prompts, r.delta_at_least - 1)) AS n,
+           d.run_id IS NULL AS from_index, r.pair_at_least
+    FROM in_pairs i
+    FULL JOIN in_delta d USING (run_id, up_layer, up_feature, down_layer, down_feature, sign)
+    JOIN reach r USING (run_id)
     WHERE (min_layer IS NULL OR up_layer >= min_layer) AND (max_layer IS NULL OR down_layer <= max_layer)
-    GROUP BY ALL
 ),
 useful AS MATERIALIZED (
     SELECT f.*, row_number() OVER () AS eid
-    FROM (SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, true AS from_index, pair_at_least
+    FROM (SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, from_index, pair_at_least
           FROM indexed
           UNION ALL
           SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, false, CAST(NULL AS BIGINT)
