@@ -122,9 +122,11 @@ in_pairs AS (
           SELECT run_id, b_layer, b_feature, c_layer, c_feature, bc_sign, n FROM pairs)
     GROUP BY ALL
 ),
+-- (only runs whose delta has as many prompts as the count needs: else no aggregation)
 in_delta AS (
     SELECT d.run_id, d.up_layer, d.up_feature, d.down_layer, d.down_feature, d.sign, count(*) AS delta_n
-    FROM edge_delta d JOIN reach r ON r.run_id = d.run_id
+    FROM edge_delta d
+    JOIN (SELECT * FROM reach WHERE delta_at_least <= delta_prompts) r ON r.run_id = d.run_id
     GROUP BY ALL
     HAVING count(*) >= any_value(r.delta_at_least)
 ),
@@ -210,6 +212,8 @@ __fg_pair_rows AS (
       ON r.run_id = p.run_id
     WHERE p.n >= r.at_least
 ),
+-- (the index's rows repeat an edge's occurrence once per indexed 2-chain through it; the
+-- delta's rows are joined with the keys before anything else touches them)
 __fg_index_rows AS (
     SELECT k.*, o.prompt_id, o.weight, o.ablation_max_abs
     FROM (SELECT DISTINCT * FROM (
@@ -220,15 +224,19 @@ __fg_index_rows AS (
               UNION ALL
               SELECT run_id, b_layer, b_feature, c_layer, c_feature, bc_sign, prompt_id, bc_weight,
                      bc_ablation_max_abs
-              FROM __fg_pair_rows
-              UNION ALL
-              SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, prompt_id, weight,
-                     ablation_max_abs
-              FROM edge_delta WHERE run_id IN (SELECT run_id FROM __fg_index_keys))) o
+              FROM __fg_pair_rows)) o
     JOIN __fg_index_keys k
       ON k.run_id = o.run_id AND k.up_layer = o.up_layer AND k.up_feature = o.up_feature
      AND k.down_layer = o.down_layer AND k.down_feature = o.down_feature AND k.sign = o.sign
     WHERE (prompt_tag IS NULL OR (o.run_id, o.prompt_id) IN (
+            SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
+    UNION ALL
+    SELECT k.*, d.prompt_id, d.weight, d.ablation_max_abs
+    FROM edge_delta d
+    JOIN __fg_index_keys k
+      ON k.run_id = d.run_id AND k.up_layer = d.up_layer AND k.up_feature = d.up_feature
+     AND k.down_layer = d.down_layer AND k.down_feature = d.down_feature AND k.sign = d.sign
+    WHERE (prompt_tag IS NULL OR (d.run_id, d.prompt_id) IN (
             SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
 ),
 __fg_all AS (
@@ -238,3 +246,173 @@ __fg_all AS (
 )
 SELECT (CAST(run_id AS BIGINT) << 32) + prompt_id AS rp, up_node, dest, eid, n, sign, weight, strong
 FROM __fg_all;
+
+-- Recurring paths across prompts ---------------------------------------------------------------
+-- As in 0016 (same parameters, columns, ladder, ranking and ties), with a step 0 from the pair
+-- index: on dense data the index's floor is raised by its size budget above the supports asked
+-- for, and the 100th chain's support is usually far above it, so the top N come from the index
+-- without reading edge_occurrences at all.
+CREATE OR REPLACE MACRO recurring_paths(n_edges := 3, min_support := 2, run := NULL, min_layer := NULL,
+                                        max_layer := NULL, sign_pattern := NULL, min_weight := 0,
+                                        prompt_tag := NULL, min_rel_weight := 0, max_p := NULL,
+                                        experiment := NULL, top := NULL, rank_by := 'support') AS TABLE
+WITH
+-- step 0: with top := N ranked by support, when the pair index covers every run in scope but
+-- min_support is below its floor, the search first runs at the floor (the highest of the runs
+-- in scope) from the index alone. If N chains reach it they are the answer: every chain with
+-- that support or more is among them, so no chain below the floor can displace one.
+__fg_rp0_at AS MATERIALIZED (
+    SELECT CASE WHEN top IS NOT NULL AND rank_by = 'support' AND fg_pair_index_usable(f.floor, run)
+                     AND f.floor > greatest(min_support, 2) THEN f.floor END AS threshold
+    FROM (SELECT max(floor) AS floor FROM fg_pair_index_reach(run)) f
+),
+__fg_rp0_cands AS MATERIALIZED (
+    SELECT * FROM fg_path_candidates((SELECT threshold FROM __fg_rp0_at), run, min_layer, max_layer)
+),
+__fg_rp0_occs AS MATERIALIZED (
+    SELECT * FROM fg_candidate_occurrences('__fg_rp0_cands', run, prompt_tag, min_weight, min_rel_weight, max_p,
+                                           experiment)
+),
+found0 AS MATERIALIZED (
+    SELECT 0 AS level, *
+    FROM fg_chains_in('__fg_rp0_cands', '__fg_rp0_occs', (SELECT threshold FROM __fg_rp0_at), n_edges, sign_pattern)
+),
+d0 AS MATERIALIZED (SELECT coalesce((SELECT count(*) FROM found0) >= top, false) AS done),
+-- otherwise the candidate edges at the lowest threshold any step can use, and their
+-- occurrences: read once (none when step 0 answered)
+__fg_rp_cands AS MATERIALIZED (
+    SELECT * FROM fg_path_candidates(CASE WHEN NOT (SELECT done FROM d0) THEN greatest(min_support, 2) END, run,
+                                     min_layer, max_layer)
+),
+__fg_rp_occs AS MATERIALIZED (
+    SELECT * FROM fg_candidate_occurrences('__fg_rp_cands', run, prompt_tag, min_weight, min_rel_weight, max_p,
+                                           experiment)
+),
+checked AS MATERIALIZED (
+    SELECT CASE WHEN NOT n_edges BETWEEN 2 AND 6 THEN error('n_edges must be between 2 and 6, got ' || n_edges)
+                WHEN rank_by NOT IN ('support', 'strength')
+                    THEN error('rank_by must be ''support'' or ''strength'', got ' || coalesce(rank_by, 'NULL'))
+                WHEN top < 1 THEN error('top must be >= 1, got ' || top)
+                ELSE greatest(min_support, 2) END AS floor_support,
+           top IS NOT NULL AND rank_by = 'support' AS descend,
+           (SELECT max(n) FROM __fg_rp_cands WHERE top IS NOT NULL) AS max_n
+),
+plan AS MATERIALIZED (
+    SELECT floor_support, descend, greatest(coalesce(max_n, 0), floor_support) AS upper,
+           greatest(2.0, pow(greatest(coalesce(max_n, 0), floor_support) / floor_support, 1.0 / 6)) AS factor
+    FROM checked
+),
+t1 AS MATERIALIZED (
+    SELECT CASE WHEN descend THEN greatest(floor_support, floor(upper / factor)) END AS threshold FROM plan
+),
+g1 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t1 t, fg_chain_bound_in('__fg_rp_cands', (SELECT threshold FROM t1), n_edges, sign_pattern) b
+),
+found1 AS MATERIALIZED (
+    SELECT 1 AS level, *
+    FROM fg_chains_in('__fg_rp_cands', '__fg_rp_occs', (SELECT threshold FROM g1), n_edges, sign_pattern)
+),
+d1 AS MATERIALIZED (
+    SELECT false OR ((SELECT threshold FROM g1) IS NOT NULL AND (SELECT count(*) FROM found1) >= top) AS done
+),
+t2 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d1) AND (SELECT threshold FROM t1) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 2))) END AS threshold FROM plan
+),
+g2 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t2 t, fg_chain_bound_in('__fg_rp_cands', (SELECT threshold FROM t2), n_edges, sign_pattern) b
+),
+found2 AS MATERIALIZED (
+    SELECT 2 AS level, *
+    FROM fg_chains_in('__fg_rp_cands', '__fg_rp_occs', (SELECT threshold FROM g2), n_edges, sign_pattern)
+),
+d2 AS MATERIALIZED (
+    SELECT (SELECT done FROM d1) OR ((SELECT threshold FROM g2) IS NOT NULL AND (SELECT count(*) FROM found2) >= top) AS done
+),
+t3 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d2) AND (SELECT threshold FROM t2) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 3))) END AS threshold FROM plan
+),
+g3 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t3 t, fg_chain_bound_in('__fg_rp_cands', (SELECT threshold FROM t3), n_edges, sign_pattern) b
+),
+found3 AS MATERIALIZED (
+    SELECT 3 AS level, *
+    FROM fg_chains_in('__fg_rp_cands', '__fg_rp_occs', (SELECT threshold FROM g3), n_edges, sign_pattern)
+),
+d3 AS MATERIALIZED (
+    SELECT (SELECT done FROM d2) OR ((SELECT threshold FROM g3) IS NOT NULL AND (SELECT count(*) FROM found3) >= top) AS done
+),
+t4 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d3) AND (SELECT threshold FROM t3) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 4))) END AS threshold FROM plan
+),
+g4 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t4 t, fg_chain_bound_in('__fg_rp_cands', (SELECT threshold FROM t4), n_edges, sign_pattern) b
+),
+found4 AS MATERIALIZED (
+    SELECT 4 AS level, *
+    FROM fg_chains_in('__fg_rp_cands', '__fg_rp_occs', (SELECT threshold FROM g4), n_edges, sign_pattern)
+),
+d4 AS MATERIALIZED (
+    SELECT (SELECT done FROM d3) OR ((SELECT threshold FROM g4) IS NOT NULL AND (SELECT count(*) FROM found4) >= top) AS done
+),
+t5 AS MATERIALIZED (
+    SELECT CASE WHEN descend AND NOT (SELECT done FROM d4) AND (SELECT threshold FROM t4) > floor_support
+                     THEN greatest(floor_support, floor(upper / pow(factor, 5))) END AS threshold FROM plan
+),
+g5 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t5 t, fg_chain_bound_in('__fg_rp_cands', (SELECT threshold FROM t5), n_edges, sign_pattern) b
+),
+found5 AS MATERIALIZED (
+    SELECT 5 AS level, *
+    FROM fg_chains_in('__fg_rp_cands', '__fg_rp_occs', (SELECT threshold FROM g5), n_edges, sign_pattern)
+),
+d5 AS MATERIALIZED (
+    SELECT (SELECT done FROM d4) OR ((SELECT threshold FROM g5) IS NOT NULL AND (SELECT count(*) FROM found5) >= top) AS done
+),
+t6 AS MATERIALIZED (
+    SELECT CASE WHEN NOT descend OR (NOT (SELECT done FROM d5) AND (SELECT threshold FROM t5) > floor_support)
+                     THEN floor_support END AS threshold FROM plan
+),
+g6 AS MATERIALIZED (
+    SELECT CASE WHEN t.threshold <= p.floor_support OR b.chains >= top THEN t.threshold END AS threshold
+    FROM plan p, t6 t, fg_chain_bound_in('__fg_rp_cands', (SELECT threshold FROM t6), n_edges, sign_pattern) b
+),
+found6 AS MATERIALIZED (
+    SELECT 6 AS level, *
+    FROM fg_chains_in('__fg_rp_cands', '__fg_rp_occs', (SELECT threshold FROM g6), n_edges, sign_pattern)
+),
+d6 AS MATERIALIZED (
+    SELECT (SELECT done FROM d5) OR ((SELECT threshold FROM g6) IS NOT NULL AND (SELECT count(*) FROM found6) >= top) AS done
+),
+found AS (
+    SELECT *, list_transform(list_zip(layers, features), lambda p: {'layer': p[1], 'feature': p[2]}) AS node_key
+    FROM (SELECT * FROM found0 WHERE (SELECT done FROM d0)
+    UNION ALL SELECT * FROM found1
+    UNION ALL SELECT * FROM found2
+    UNION ALL SELECT * FROM found3
+    UNION ALL SELECT * FROM found4
+    UNION ALL SELECT * FROM found5
+    UNION ALL SELECT * FROM found6
+)
+    QUALIFY level = max(level) OVER ()
+),
+ranked AS (
+    SELECT *, row_number() OVER (
+        ORDER BY CASE WHEN rank_by = 'strength' THEN strength END DESC NULLS LAST, support DESC, run_id, node_key, signs
+    ) AS rank
+    FROM found
+)
+SELECT run_id,
+       array_to_string(list_transform(features, lambda f, i: fg_node(layers[i], f)), ' -> ') AS path,
+       list_transform(features, lambda f, i: fg_node(layers[i], f)) AS nodes,
+       signs, support, support_any, mean_weights, layers[1] AS start_layer, features, layers, strength
+FROM ranked
+WHERE top IS NULL OR rank <= top
+ORDER BY rank;

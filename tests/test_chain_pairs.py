@@ -230,3 +230,22 @@ def test_migration_0017_leaves_an_older_database_exact_until_its_next_compaction
         optimize(db)
         assert db.fetchone(USABLE, {"t": 2})[0]
         check_rows(api.recurring_paths(db, 3, 2, top=20), want, top_chains(want, 20))
+
+
+def test_step_zero_answers_above_min_support_from_the_index(indexed):
+    """min_support below the floor, top := N: when N chains reach the floor the index alone
+    answers (step 0 of recurring_paths); one more and the full search does. Both are brute force."""
+    path, floor = indexed
+    for n_edges in (2, 3):
+        want = expected_chains(RANDOM, n_edges, 2)
+        at_floor = sum(1 for w in want.values() if w["support"] >= floor)
+        assert at_floor >= 1
+        with open_database(path, read_only=True) as db:
+            for top in (1, at_floor, at_floor + 1):
+                check_rows(api.recurring_paths(db, n_edges, 2, top=top), want, top_chains(want, top))
+                check_rows(api.recurring_paths(db, n_edges, 2, top=top, tag="a"), *_tagged("a", n_edges, top))
+
+
+def _tagged(tag, n_edges, top):
+    want = expected_chains({p: g for p, g in RANDOM.items() if g[0] == tag}, n_edges, 2)
+    return want, top_chains(want, top)
