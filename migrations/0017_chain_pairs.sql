@@ -88,6 +88,35 @@ CREATE MACRO fg_pair_index_usable(threshold, run) AS (
     FROM fg_pair_index_reach(run)
 );
 
+-- fg_path_edges (0011: the signed edges with n >= threshold, same columns and rows) read from
+-- the base and the delta tables rather than the edge_summary view, each behind the one-row
+-- relation g, which is empty for a NULL threshold. A query that does not need this branch (the
+-- pair index answers) then reads nothing at all: behind the view, the view's own joins (the
+-- delta aggregated, the base scanned for it) ran whatever the outer join held, tens of seconds
+-- with a large delta.
+CREATE MACRO fg_path_edges_gated(threshold, run, min_layer, max_layer) AS TABLE
+WITH
+g AS MATERIALIZED (
+    SELECT CAST(threshold AS INTEGER) AS at_least, CAST(-1 AS INTEGER) AS below_any WHERE threshold IS NOT NULL
+),
+base AS (
+    SELECT b.run_id, b.up_layer, b.up_feature, b.down_layer, b.down_feature, b.sign, b.n
+    FROM edge_summary_base b JOIN g ON b.up_feature > g.below_any
+    WHERE (run IS NULL OR b.run_id = run) AND (min_layer IS NULL OR b.up_layer >= min_layer)
+      AND (max_layer IS NULL OR b.down_layer <= max_layer)
+),
+delta AS (
+    SELECT d.run_id, d.up_layer, d.up_feature, d.down_layer, d.down_feature, d.sign, count(*) AS n
+    FROM edge_delta d JOIN g ON d.up_feature > g.below_any
+    WHERE (run IS NULL OR d.run_id = run) AND (min_layer IS NULL OR d.up_layer >= min_layer)
+      AND (max_layer IS NULL OR d.down_layer <= max_layer)
+    GROUP BY ALL
+)
+SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
+       CAST(coalesce(base.n, 0) + coalesce(delta.n, 0) AS INTEGER) AS n
+FROM base FULL JOIN delta USING (run_id, up_layer, up_feature, down_layer, down_feature, sign)
+WHERE coalesce(base.n, 0) + coalesce(delta.n, 0) >= (SELECT at_least FROM g);
+
 -- The candidate edges of a search at `threshold`, as in 0016 (numbered eid, ends as node
 -- numbers up_node / dest, n), plus from_index and pair_at_least. When fg_pair_index_usable
 -- (S: threshold, F: the run's floor, D: its delta bound), a chain that reaches S is made of
@@ -146,8 +175,8 @@ useful AS MATERIALIZED (
           FROM indexed
           UNION ALL
           SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, n, false, CAST(NULL AS BIGINT)
-          FROM fg_path_edges(CASE WHEN NOT (SELECT use_index FROM gate) THEN threshold END, run, min_layer,
-                             max_layer)) f
+          FROM fg_path_edges_gated(CASE WHEN NOT (SELECT use_index FROM gate) THEN threshold END, run,
+                                   min_layer, max_layer)) f
 ),
 nodes AS MATERIALIZED (
     SELECT run_id, layer, feature, row_number() OVER () AS node
@@ -196,6 +225,35 @@ __fg_key_rows AS (
 )
 SELECT * FROM fg_scored('__fg_key_rows', run, min_weight, min_rel_weight, max_p, experiment);
 
+-- The occurrences of the signed edges in the relation named `keys`, each in >= 2 prompts
+-- (candidates of a search: n >= threshold >= 2), as edge_occurrences lists them (the base's
+-- occurrences, an edge's first occurrence when the base saw it once, its delta rows), read
+-- from the tables behind the keys' runs: no keys, nothing read (see fg_path_edges_gated).
+CREATE MACRO fg_key_occurrences(keys) AS TABLE
+WITH
+key_runs AS MATERIALIZED (SELECT DISTINCT run_id FROM query_table(keys))
+SELECT k.*, o.prompt_id, o.weight, o.ablation_max_abs
+FROM edge_occurrences_base o
+SEMI JOIN key_runs g ON g.run_id = o.run_id
+JOIN query_table(keys) k
+  ON k.run_id = o.run_id AND k.up_layer = o.up_layer AND k.up_feature = o.up_feature
+ AND k.down_layer = o.down_layer AND k.down_feature = o.down_feature AND k.sign = o.sign
+UNION ALL
+SELECT k.*, b.first_prompt_id, b.sum_weight, b.first_ablation_max_abs
+FROM edge_summary_base b
+SEMI JOIN key_runs g ON g.run_id = b.run_id
+JOIN query_table(keys) k
+  ON k.run_id = b.run_id AND k.up_layer = b.up_layer AND k.up_feature = b.up_feature
+ AND k.down_layer = b.down_layer AND k.down_feature = b.down_feature AND k.sign = b.sign
+WHERE b.n = 1
+UNION ALL
+SELECT k.*, d.prompt_id, d.weight, d.ablation_max_abs
+FROM edge_delta d
+SEMI JOIN key_runs g ON g.run_id = d.run_id
+JOIN query_table(keys) k
+  ON k.run_id = d.run_id AND k.up_layer = d.up_layer AND k.up_feature = d.up_feature
+ AND k.down_layer = d.down_layer AND k.down_feature = d.down_feature AND k.sign = d.sign;
+
 -- The occurrences the search needs of the candidates in the relation named `cands`
 -- (fg_path_candidates), one row per occurrence, in the columns fg_chains_in reads. Candidates
 -- from the index: the edges' occurrences in the prompts of their indexed 2-chains with
@@ -239,8 +297,13 @@ __fg_index_rows AS (
     WHERE (prompt_tag IS NULL OR (d.run_id, d.prompt_id) IN (
             SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
 ),
+__fg_full_rows AS (
+    SELECT * FROM fg_key_occurrences('__fg_full_keys') o
+    WHERE (prompt_tag IS NULL OR (o.run_id, o.prompt_id) IN (
+            SELECT (p.run_id, p.prompt_id) FROM prompts p WHERE p.tag = prompt_tag))
+),
 __fg_all AS (
-    SELECT * FROM fg_occurrences_of('__fg_full_keys', run, prompt_tag, min_weight, min_rel_weight, max_p, experiment)
+    SELECT * FROM fg_scored('__fg_full_rows', run, min_weight, min_rel_weight, max_p, experiment)
     UNION ALL BY NAME
     SELECT * FROM fg_scored('__fg_index_rows', run, min_weight, min_rel_weight, max_p, experiment)
 )
