@@ -44,11 +44,11 @@ def timed(fn, repeat: int = 1):
 
 def queries(db, supports: list[int], check: set[int], label: str) -> None:
     for s in supports:
-        rows, times = timed(lambda: db.fetchall(TOP, [s]), 2)
+        rows, times = timed(lambda s=s: db.fetchall(TOP, [s]), 2)
         out = {"step": label, "support": s, "index_s": times, "rows": len(rows)}
         if s in check:
             db.execute(HIDE_INDEX)
-            full, full_times = timed(lambda: db.fetchall(TOP, [s]))
+            full, full_times = timed(lambda s=s: db.fetchall(TOP, [s]))
             db.execute(SHOW_INDEX)
             out.update(full_s=full_times[0], same=full == rows)
         out["load_avg"] = os.getloadavg()[0]

@@ -479,3 +479,14 @@ SELECT run_id,
 FROM ranked
 WHERE top IS NULL OR rank <= top
 ORDER BY rank;
+
+-- Z-order of a signed edge's features within its layer pair (store.summary.rebuild_summary sorts
+-- edge_summary_base by run, layers, then this): the bits of up_feature and down_feature
+-- interleaved, so that a row group covers a small square of (up, down) features. A feature's
+-- out-edges and its in-edges then each span about the square root of the layer pair's row
+-- groups, where a sort by up_feature made the out-edges one row group and the in-edges all of
+-- them (a feature's neighbourhood at 500 M edges read most of a 60 M-row segment for its
+-- in-edges). fg_spread_bits(x): the 32 low bits of x moved to the even bit positions.
+CREATE MACRO fg_spread_step(v, shift, mask) AS (v | (v << shift)) & mask;
+CREATE MACRO fg_spread_bits(x) AS fg_spread_step(fg_spread_step(fg_spread_step(fg_spread_step(fg_spread_step(CAST(x AS UBIGINT) & CAST(4294967295 AS UBIGINT), 16, CAST(281470681808895 AS UBIGINT)), 8, CAST(71777214294589695 AS UBIGINT)), 4, CAST(1085102592571150095 AS UBIGINT)), 2, CAST(3689348814741910323 AS UBIGINT)), 1, CAST(6148914691236517205 AS UBIGINT));
+CREATE MACRO fg_zorder(up_feature, down_feature) AS fg_spread_bits(up_feature) | (fg_spread_bits(down_feature) << 1);

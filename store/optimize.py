@@ -8,8 +8,10 @@ only the row groups that hold them, without any index:
   group or two (ingest already writes prompts in order; optimize restores it after resumes);
 - ``logit_effects`` and ``activations`` by (run, layer, feature, prompt): one feature's
   logit effects and contexts;
-- ``edge_summary_base`` by edge (a feature's neighbourhood) and ``edge_occurrences_base`` by
-  how many prompts each edge occurs in (recurring paths read a prefix), rebuilt from ``edges``;
+- ``edge_summary_base`` by layer pair, then the Z-order of its (up, down) features (a feature's
+  in- and out-edges each read a few row groups), ``edge_occurrences_base`` by how many prompts
+  each edge occurs in, and the pair index by how many prompts each 2-chain occurs in (recurring
+  paths read a prefix), rebuilt from ``edges``;
   the summary's delta (``edge_delta``, store/summary.py) is emptied.
 
 Rows written after an optimize are appended unsorted (and their edges kept in the delta until a

@@ -139,7 +139,7 @@ SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
        CASE WHEN count(*) >= 2 THEN count(*) END, arg_min(ablation_max_abs, prompt_id)
 FROM ({SIGNED_EDGES})
 GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, sign
-ORDER BY run_id, up_layer, up_feature, down_layer, down_feature, sign
+ORDER BY run_id, up_layer, down_layer, fg_zorder(up_feature, down_feature), sign
 """
 BUILD_OCCURRENCES = f"""
 INSERT INTO edge_occurrences_base

@@ -131,6 +131,12 @@ def db_rows(path: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def summary_before_0017(sql: str) -> str:
+    """store.summary's BUILD_SUMMARY as a database before migration 0017 can run it (sorted by
+    edge: fg_zorder does not exist yet)."""
+    return sql.replace("fg_zorder(up_feature, down_feature)", "up_feature, down_feature")
+
+
 def database_before(path: Path, version: int) -> Any:
     """A DuckDB connection to a new database at ``path`` built by every migration below ``version``
     and recorded as applied: an "old" database for upgrade tests."""

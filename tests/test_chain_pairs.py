@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import pytest
 from brute_paths import expected_chains, sign, top_chains
-from helpers import database_before, insert_run
+from helpers import database_before, insert_run, summary_before_0017
 from query_graphs import new_run, prompt_result
 from test_top_paths import LAYERS, RANDOM, check_rows, relative_strong
 
@@ -219,7 +219,7 @@ def test_migration_0017_leaves_an_older_database_exact_until_its_next_compaction
         con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
                     "ingested_at) VALUES (1, ?, 'p', 'h', ?, 2, 1, now())", [p, tag])  # fmt: skip
         con.executemany("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [[p, *e] for e in edges])
-    con.execute(BUILD_SUMMARY, {"run_id": None})
+    con.execute(summary_before_0017(BUILD_SUMMARY), {"run_id": None})
     con.execute(BUILD_OCCURRENCES, {"run_id": None})
     con.close()
     want = expected_chains(graph, 3, 2)
@@ -249,3 +249,25 @@ def test_step_zero_answers_above_min_support_from_the_index(indexed):
 def _tagged(tag, n_edges, top):
     want = expected_chains({p: g for p, g in RANDOM.items() if g[0] == tag}, n_edges, 2)
     return want, top_chains(want, top)
+
+
+def test_the_summary_base_is_sorted_in_z_order_of_its_features(tmp_path):
+    """fg_zorder interleaves the bits of (up_feature, down_feature); rebuild_summary sorts the
+    summary base by run, layers, then that key (a feature's in- and out-edges both stay local)."""
+
+    def interleave(a: int, b: int) -> int:
+        return sum(((a >> i) & 1) << (2 * i) | ((b >> i) & 1) << (2 * i + 1) for i in range(32))
+
+    path = tmp_path / "z.duckdb"
+    with open_database(path) as db:
+        pairs = [(0, 0), (1, 0), (0, 1), (3, 5), (24575, 123), (2**31 - 1, 2**31 - 1), (805306371, 1)]
+        for a, b in pairs:
+            assert db.fetchone("SELECT fg_zorder(CAST($a AS INTEGER), CAST($b AS INTEGER))", {"a": a, "b": b})[0] == (
+                interleave(a, b)
+            )
+        run = new_run(db, layers=range(LAYERS))
+        write(db, run, RANDOM, sorted(RANDOM))
+        optimize(db)
+        rows = db.fetchall("SELECT run_id, up_layer, down_layer, up_feature, down_feature, sign FROM edge_summary_base")
+    keys = [(r, ul, dl, interleave(uf, df), s) for r, ul, dl, uf, df, s in rows]
+    assert len(keys) > 100 and keys == sorted(keys)

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import pytest
 from brute_paths import expected_chains, sign, top_chains
-from helpers import all_rows, database_before, insert_run
+from helpers import all_rows, database_before, insert_run, summary_before_0017
 from test_top_paths import RANDOM, check_rows, database, relative_strong
 
 import featuregraph.query.api as api
@@ -123,7 +123,7 @@ def test_migration_0016_upgrades_a_database_at_0015(tmp_path):
         con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
                     "ingested_at) VALUES (1, ?, 'p', 'h', ?, 2, 1, now())", [p, tag])  # fmt: skip
         con.executemany("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [[p, *e] for e in edges])
-    con.execute(BUILD_SUMMARY, {"run_id": None})
+    con.execute(summary_before_0017(BUILD_SUMMARY), {"run_id": None})
     con.execute(BUILD_OCCURRENCES, {"run_id": None})
     before = all_rows(con)
     con.close()
