@@ -208,15 +208,12 @@ SELECT * EXCLUDE (ablation_max_abs, p_value),
        fg_strong(weight, ablation_max_abs, p_value, min_weight, min_rel_weight, max_p) AS strong
 FROM scored;
 
--- As in 0016 (same parameters and columns), on fg_scored. (The semi join on the keys' runs
--- comes first so that no keys, as when the pair index serves every candidate, read nothing: the
--- planner may otherwise build the join on the occurrences and scan them all.)
+-- As in 0016 (same parameters and columns), on fg_scored.
 CREATE OR REPLACE MACRO fg_occurrences_of(keys, run, prompt_tag, min_weight, min_rel_weight, max_p, experiment) AS TABLE
 WITH
 __fg_key_rows AS (
     SELECT k.*, o.prompt_id, o.weight, o.ablation_max_abs
     FROM edge_occurrences o
-    SEMI JOIN (SELECT DISTINCT run_id FROM query_table(keys)) g ON g.run_id = o.run_id
     JOIN query_table(keys) k
       ON k.run_id = o.run_id AND k.up_layer = o.up_layer AND k.up_feature = o.up_feature
      AND k.down_layer = o.down_layer AND k.down_feature = o.down_feature AND k.sign = o.sign

@@ -36,19 +36,18 @@ DELETE_PAIRS = "DELETE FROM chain_pairs_base WHERE run_id = $run_id"
 DELETE_FLOOR = "DELETE FROM chain_pair_floors WHERE run_id = $run_id"
 DELETE_ALL_PAIRS = "DELETE FROM chain_pairs_base"
 DELETE_ALL_FLOORS = "DELETE FROM chain_pair_floors"
-BASE_PROMPTS = """
-SELECT count(*) FROM prompts p
-WHERE p.run_id = $run_id AND p.prompt_id NOT IN (SELECT prompt_id FROM edge_delta WHERE run_id = $run_id)
-"""
+BASE_PROMPTS = "SELECT count(*) FROM prompts WHERE run_id = $run_id"  # the run's delta is empty here
 EDGE_ROWS = "SELECT coalesce(sum(n), 0) FROM edge_summary_base WHERE run_id = $run_id"
 RUNS_IN_BASE = "SELECT DISTINCT run_id FROM edge_summary_base ORDER BY run_id"
 
 # The edges that can be on a 2-chain in >= s0 prompts, numbered, and their occurrences.
 STAGE_EDGES = """
 CREATE OR REPLACE TEMP TABLE __fg_pair_edges AS
-SELECT row_number() OVER () AS eid, up_layer, up_feature, down_layer, down_feature, sign
+SELECT row_number() OVER () AS eid, up_layer, up_feature, down_layer, down_feature, sign, n
 FROM edge_summary_base WHERE run_id = $run_id AND n >= $s0
 """
+# Their occurrences: one per prompt each edge occurs in.
+OCCURRENCE_ROWS = "SELECT coalesce(sum(n), 0) FROM __fg_pair_edges"
 STAGE_OCCURRENCES = """
 CREATE OR REPLACE TEMP TABLE __fg_pair_occ AS
 SELECT o.prompt_id, e.eid, o.up_layer, o.up_feature, o.down_layer, o.down_feature, o.sign, o.weight,
@@ -60,7 +59,6 @@ JOIN __fg_pair_edges e
  AND e.down_feature = o.down_feature AND e.sign = o.sign
 WHERE o.run_id = $run_id
 """
-OCCURRENCE_ROWS = "SELECT count(*) FROM __fg_pair_occ"
 CREATE_COUNTS = "CREATE OR REPLACE TEMP TABLE __fg_pair_counts (ab BIGINT, bc BIGINT, n INTEGER)"
 # One part of the middle nodes: the 2-chains through them in >= s0 prompts.
 COUNT_PART = """
@@ -118,13 +116,9 @@ def rebuild_pairs(db: Database, run_id: int) -> int:
     budget = max(MIN_BUDGET_ROWS, int(BUDGET_FRACTION * int(db.fetchone(EDGE_ROWS, params)[0])))
     try:
         db.execute(STAGE_EDGES, {**params, "s0": s0})
-        # the parts hash the middle node: an estimate from the edges' occurrences, at least 1
-        first = {**params, "parts": 1}
-        db.execute(STAGE_OCCURRENCES, first)
         rows = int(db.fetchone(OCCURRENCE_ROWS)[0])
-        parts = max(1, math.ceil(rows / OCCURRENCES_PER_PART))
-        if parts > 1:
-            db.execute(STAGE_OCCURRENCES, {**params, "parts": parts})
+        parts = max(1, math.ceil(rows / OCCURRENCES_PER_PART))  # by a hash of the middle node
+        db.execute(STAGE_OCCURRENCES, {**params, "parts": parts})
         db.execute(CREATE_COUNTS)
         for part in range(parts):
             db.execute(COUNT_PART, {"part": part, "s0": s0})

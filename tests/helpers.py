@@ -137,6 +137,22 @@ def summary_before_0017(sql: str) -> str:
     return sql.replace("fg_zorder(up_feature, down_feature)", "up_feature, down_feature")
 
 
+def graph_database_before(path: Path, version: int, graph: dict) -> Any:
+    """database_before(path, version) holding ``graph`` (prompt -> (tag, edges)) as run 1, its
+    summary derived by the store's own statements as that version ran them."""
+    from featuregraph.store.summary import BUILD_OCCURRENCES, BUILD_SUMMARY
+
+    con = database_before(path, version)
+    insert_run(con, "old", "complete")
+    for p, (tag, edges) in graph.items():
+        con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
+                    "ingested_at) VALUES (1, ?, 'p', 'h', ?, 2, 1, now())", [p, tag])  # fmt: skip
+        con.executemany("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [[p, *e] for e in edges])
+    con.execute(summary_before_0017(BUILD_SUMMARY), {"run_id": None})
+    con.execute(BUILD_OCCURRENCES, {"run_id": None})
+    return con
+
+
 def database_before(path: Path, version: int) -> Any:
     """A DuckDB connection to a new database at ``path`` built by every migration below ``version``
     and recorded as applied: an "old" database for upgrade tests."""

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import pytest
 from brute_paths import expected_chains, sign, top_chains
-from helpers import database_before, insert_run, summary_before_0017
+from helpers import graph_database_before
 from query_graphs import new_run, prompt_result
 from test_top_paths import LAYERS, RANDOM, check_rows, relative_strong
 
@@ -21,7 +21,7 @@ from featuregraph.store import chain_pairs
 from featuregraph.store.db import open_database
 from featuregraph.store.optimize import optimize
 from featuregraph.store.runs import write_prompt_results
-from featuregraph.store.summary import BUILD_OCCURRENCES, BUILD_SUMMARY, COMPACT_ROWS_ENV, fold_delta
+from featuregraph.store.summary import COMPACT_ROWS_ENV, fold_delta
 
 USABLE = "SELECT fg_pair_index_usable($t, NULL)"
 FLOOR = "SELECT floor FROM chain_pair_floors WHERE run_id = $run"
@@ -213,14 +213,7 @@ def test_a_crash_during_compaction_keeps_index_and_base_together(tmp_path, monke
 def test_migration_0017_leaves_an_older_database_exact_until_its_next_compaction(tmp_path):
     graph = {p: RANDOM[p] for p in range(12)}
     path = tmp_path / "old.duckdb"
-    con = database_before(path, 17)
-    insert_run(con, "old", "complete")
-    for p, (tag, edges) in graph.items():
-        con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
-                    "ingested_at) VALUES (1, ?, 'p', 'h', ?, 2, 1, now())", [p, tag])  # fmt: skip
-        con.executemany("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [[p, *e] for e in edges])
-    con.execute(summary_before_0017(BUILD_SUMMARY), {"run_id": None})
-    con.execute(BUILD_OCCURRENCES, {"run_id": None})
+    con = graph_database_before(path, 17, graph)
     con.close()
     want = expected_chains(graph, 3, 2)
     with open_database(path) as db:

@@ -15,12 +15,11 @@ from collections import defaultdict
 
 import pytest
 from brute_paths import expected_chains, sign, top_chains
-from helpers import all_rows, database_before, insert_run, summary_before_0017
+from helpers import all_rows, graph_database_before
 from test_top_paths import RANDOM, check_rows, database, relative_strong
 
 import featuregraph.query.api as api
 from featuregraph.store.db import open_database, open_sandbox
-from featuregraph.store.summary import BUILD_OCCURRENCES, BUILD_SUMMARY
 
 
 def edge_supports(graph) -> dict[tuple, int]:
@@ -117,14 +116,7 @@ def test_migration_0016_upgrades_a_database_at_0015(tmp_path):
     own statements) is upgraded: its rows are unchanged and the new search answers as brute force."""
     graph = {p: RANDOM[p] for p in range(12)}
     path = tmp_path / "old.duckdb"
-    con = database_before(path, 16)
-    insert_run(con, "old", "complete")
-    for p, (tag, edges) in graph.items():
-        con.execute("INSERT INTO prompts (run_id, prompt_id, text, text_sha256, tag, n_tokens, n_ablations, "
-                    "ingested_at) VALUES (1, ?, 'p', 'h', ?, 2, 1, now())", [p, tag])  # fmt: skip
-        con.executemany("INSERT INTO edges VALUES (1, ?, ?, ?, ?, ?, ?)", [[p, *e] for e in edges])
-    con.execute(summary_before_0017(BUILD_SUMMARY), {"run_id": None})
-    con.execute(BUILD_OCCURRENCES, {"run_id": None})
+    con = graph_database_before(path, 16, graph)
     before = all_rows(con)
     con.close()
     with open_database(path) as db:
