@@ -71,11 +71,43 @@ def stored(db, run: int) -> tuple[dict, set]:
     return summary, set(occurrences)
 
 
-def check(db, run: int, graph: dict[int, list]) -> None:
+def neighbourhoods(graph: dict[int, list]) -> dict[str, dict]:
+    """Plain Python: per feature, per (direction, neighbour), (n, n_pos, n_neg, mean, std) over
+    every prompt's edges, both signs together, as feature_edges defines them."""
+    weights = defaultdict(list)
+    for edges in graph.values():
+        for ul, uf, dl, df, w in edges:
+            weights[(f"{ul}.{uf}", "out", f"{dl}.{df}")].append(w)
+            weights[(f"{dl}.{df}", "in", f"{ul}.{uf}")].append(w)
+    out: dict[str, dict] = defaultdict(dict)
+    for (node, direction, other), ws in weights.items():
+        n = len(ws)
+        std = float(np.std(ws, ddof=1)) if n > 1 else None
+        out[node][(direction, other)] = (n, sum(w > 0 for w in ws), sum(w < 0 for w in ws), sum(ws) / n, std)
+    return out
+
+
+def check_neighbourhoods(db, run: int, graph: dict[int, list]) -> None:
+    """feature_edges (base and delta tables, migration 0018) against :func:`neighbourhoods`."""
+    for node, want in neighbourhoods(graph).items():
+        rows = db.fetchall(
+            "SELECT direction, neighbour, n, n_pos, n_neg, mean_weight, std_weight "
+            "FROM feature_edges(?, run := ?, top := NULL)", [node, run])  # fmt: skip
+        got = {(d, nb): (n, pos, neg, mean, std) for d, nb, n, pos, neg, mean, std in rows}
+        assert got.keys() == want.keys(), node
+        for key, (n, pos, neg, mean, std) in want.items():
+            assert got[key][:3] == (n, pos, neg), (node, key)
+            assert got[key][3] == pytest.approx(mean, abs=1e-5), (node, key)
+            assert got[key][4] == (None if std is None else pytest.approx(std, abs=1e-4)), (node, key)
+
+
+def check(db, run: int, graph: dict[int, list], neighbourhoods: bool = False) -> None:
     want_summary, want_occ = reference(graph)
     got_summary, got_occ = stored(db, run)
     assert got_summary == want_summary
     assert got_occ == want_occ
+    if neighbourhoods:
+        check_neighbourhoods(db, run, graph)
 
 
 def test_the_summary_is_exact_after_every_commit_and_compaction(tmp_path, monkeypatch):
@@ -87,15 +119,15 @@ def test_the_summary_is_exact_after_every_commit_and_compaction(tmp_path, monkey
         for i, start in enumerate(range(0, 40, 4)):
             write_prompt_results(db, run, [prompt_result(p, graph[p]) for p in range(start, start + 4)])
             seen.update({p: graph[p] for p in range(start, start + 4)})
-            check(db, run, seen)
+            check(db, run, seen, neighbourhoods=True)  # base and delta both non-empty from i == 2 on
             if i % 3 == 1:
                 assert delta_rows(db) > 0
                 fold_delta(db)
                 assert delta_rows(db) == 0
-                check(db, run, seen)
+                check(db, run, seen, neighbourhoods=True)
             if i == 6:
                 rebuild_summary(db)
-                check(db, run, seen)
+                check(db, run, seen, neighbourhoods=True)
 
 
 def test_an_automatic_compaction_past_the_threshold(tmp_path, monkeypatch):
