@@ -27,7 +27,7 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from featuregraph.store.chain_pairs import rebuild_all_pairs
+from featuregraph.store.chain_pairs import rebuild_all_pairs, update_all_pairs
 from featuregraph.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -216,8 +216,8 @@ def _fold_statements(db: Database) -> None:
     db.execute(UPDATE_SUMMARY)
     db.execute(INSERT_SUMMARY)
     db.execute(DROP_STAGING)
+    update_all_pairs(db, runs)  # reads the delta's prompts: before it is emptied
     db.execute(EMPTY_DELTA, {"run_id": None})
-    rebuild_all_pairs(db, runs)
 
 
 def fold_delta(db: Database) -> int:

@@ -194,6 +194,7 @@ TABLES: tuple[Table, ...] = (
     _table(
         "chain_pair_floors", "summary",
         **RUN_KEY, floor=INTEGER.null, pairs=BIGINT, pair_rows=BIGINT, base_prompts=INTEGER, built_at=TIMESTAMP,
+        full_floor=INTEGER.null,  # 0018: the floor of the last full count (store/chain_pairs.py)
     ),  # fmt: skip
     # -- 0005_experiments -------------------------------------------------------------------
     _table(

@@ -1,5 +1,13 @@
 -- featuregraph schema, step 18: a feature's neighbourhood reads the base and the delta tables,
--- not the edge_summary view.
+-- not the edge_summary view; a compaction updates the pair index rather than counting it again.
+--
+-- chain_pair_floors.full_floor: the floor the run's last full count of 2-chains chose. A
+-- compaction now updates the index from its old rows and the delta's 2-chains
+-- (store/chain_pairs.py, update_pairs), and may raise the floor a little to keep that update
+-- cheap; it counts in full again once the floor would pass full_floor by a quarter. NULL on
+-- rows written before this step: their floor is the full count's.
+ALTER TABLE chain_pair_floors ADD COLUMN full_floor INTEGER;
+
 --
 -- feature_edges (0003) keeps its parameters, columns, rows and order. It adds up n, the sums
 -- and the sums of squares of every signed edge to or from `node`, per neighbour, and those
