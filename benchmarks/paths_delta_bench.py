@@ -10,8 +10,11 @@ index from the macros in this connection only), and whether both give the same r
 ``--new-prompts`` prompts drawn from the same generator and popularity as the database (the
 store's writer, 16 per commit, no automatic compaction): a pending delta; (3) the same queries
 with the delta pending (index and delta edges; full search again where ``--check`` asks);
-(4) one compaction, a CHECKPOINT, the pair index rebuilt once more alone, and the queries again.
-Prints one JSON line per step. The database is modified (prompts appended, then compacted).
+(4) one compaction (its pair index update timed apart), a CHECKPOINT, the pair index counted
+once more in full, alone, and whether the update's rows equal the full count's at the update's
+floor; then the queries again. ``--skip-queries``: steps 2 and 4 only (the compaction's cost
+for a delta of ``--new-prompts``). Prints one JSON line per step. The database is modified
+(prompts appended, then compacted).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ sys.path.insert(0, str(HERE))
 TOP = "SELECT path, signs, support, support_any, mean_weights FROM recurring_paths(n_edges := 3, min_support := ?, top := 100)"
 HIDE_INDEX = "CREATE OR REPLACE TEMP TABLE chain_pair_floors AS SELECT run_id, CAST(NULL AS INTEGER) AS floor FROM runs"
 SHOW_INDEX = "DROP TABLE temp.chain_pair_floors"
+# The run's index rows at or above a floor, as one fingerprint (count, rows' hash sum).
+INDEX_PRINT = """
+SELECT count(*), sum(hash(n, a_layer, a_feature, b_layer, b_feature, c_layer, c_feature, ab_sign, bc_sign,
+                          prompt_id, ab_weight, bc_weight, ab_ablation_max_abs, bc_ablation_max_abs))
+FROM chain_pairs_base WHERE run_id = 1 AND n >= ?
+"""
 
 
 def timed(fn, repeat: int = 1):
@@ -89,33 +98,53 @@ def main() -> None:
     parser.add_argument("--supports", default="6000,600,60")
     parser.add_argument("--check", default="600,60", help="supports also run by the full search")
     parser.add_argument("--memory-limit", default="6GB")
+    parser.add_argument("--skip-queries", action="store_true", help="only append and compact")
     args = parser.parse_args()
     os.environ["FEATUREGRAPH_COMPACT_ROWS"] = "0"
-    from featuregraph.store import chain_pairs
+    from featuregraph.store import chain_pairs, summary
     from featuregraph.store.db import open_database
     from featuregraph.store.summary import base_rows, delta_rows, fold_delta
 
-    supports = [int(s) for s in args.supports.split(",")]
+    supports = [] if args.skip_queries else [int(s) for s in args.supports.split(",")]
     check = {int(s) for s in args.check.split(",") if s}
+    update_s: list[float] = []
+    update = summary.update_all_pairs
+
+    def timed_update(db, runs):
+        start = time.perf_counter()
+        try:
+            return update(db, runs)
+        finally:
+            update_s.append(time.perf_counter() - start)
+
+    summary.update_all_pairs = timed_update
     with open_database(args.db) as db:
         db.execute(f"SET memory_limit = '{args.memory_limit}'")  # a benchmark argument, not user input
         queries(db, supports, check, "compacted")
+        floors = "SELECT run_id, floor, full_floor, pairs, pair_rows, base_prompts FROM chain_pair_floors"
+        before = db.fetchall(floors)
         if args.new_prompts:
             print(json.dumps(append_prompts(db, args.new_prompts, args.prompts)), flush=True)
-        print(json.dumps({"step": "pending", "delta_rows": delta_rows(db), "base_rows": base_rows(db)}), flush=True)
+        pending = {"step": "pending", "delta_rows": delta_rows(db), "base_rows": base_rows(db)}
+        print(json.dumps(pending), flush=True)
         queries(db, supports, check, "delta pending")
         _, fold_s = timed(lambda: fold_delta(db))
         _, checkpoint_s = timed(lambda: db.execute("CHECKPOINT"))
+        updated = db.fetchall(floors)
+        floor = int(db.fetchone("SELECT floor FROM chain_pair_floors WHERE run_id = 1")[0])
+        print_updated = db.fetchone(INDEX_PRINT, [floor])
 
         def rebuild() -> None:
             with db.transaction():
                 chain_pairs.rebuild_pairs(db, 1)
 
         _, pairs_s = timed(rebuild)
-        print(json.dumps({"step": "compaction", "fold_s": fold_s[0], "checkpoint_s": checkpoint_s[0],
+        print(json.dumps({"step": "compaction", "delta_rows": pending["delta_rows"], "fold_s": fold_s[0],
+                          "pair_update_s": update_s[0] if update_s else None, "checkpoint_s": checkpoint_s[0],
                           "pair_index_alone_s": pairs_s[0], "load_avg": os.getloadavg()[0],
-                          "floors": db.fetchall("SELECT run_id, floor, pairs, pair_rows, base_prompts FROM chain_pair_floors")}),
-              flush=True)  # fmt: skip
+                          "floors_before": before, "floors_updated": updated, "floors_full_count": db.fetchall(floors),
+                          "update_equals_full_count_at_its_floor": db.fetchone(INDEX_PRINT, [floor]) == print_updated},
+                         default=str), flush=True)  # fmt: skip
         queries(db, supports, set(), "after compaction")
 
 

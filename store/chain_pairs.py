@@ -233,7 +233,9 @@ def rebuild_pairs(db: Database, run_id: int) -> int:
             db.execute(COUNT_PART, {"part": part, "s0": s0})
         floor = int(db.fetchone(CHOOSE_FLOOR, {"s0": s0, "budget": budget})[0])
         db.execute(INSERT_PAIRS, {**params, "floor": floor})
-        db.execute(INSERT_FLOOR, {**params, "floor": floor, "base_prompts": base_prompts, "full_floor": floor})
+        db.execute(
+            INSERT_FLOOR, {**params, "floor": floor, "base_prompts": base_prompts, "full_floor": floor}
+        )
     finally:
         for sql in DROP_STAGING:
             db.execute(sql)
@@ -260,7 +262,9 @@ def update_pairs(db: Database, run_id: int) -> int:
         db.execute(STAGE_DELTA_PAIRS)
         db.execute(STAGE_OLD_PAIRS, params)
         db.execute(STAGE_CANDIDATES, {"old_floor": old_floor, "at_least": at_least})
-        target = int(db.fetchone(CHOOSE_UPDATE_FLOOR, {"at_least": at_least, "budget": UPDATE_COUNT_BUDGET})[0])
+        target = int(
+            db.fetchone(CHOOSE_UPDATE_FLOOR, {"at_least": at_least, "budget": UPDATE_COUNT_BUDGET})[0]
+        )
         if target > max(natural, math.floor(full_floor * (1 + DRIFT_FRACTION))):
             log.info("run %d: pair index floor would drift to %d; counting it again", run_id, target)
             full = True
