@@ -50,8 +50,12 @@ SELECT * FROM tag_specific_paths($tag, n_edges := $n_edges, min_support := $min_
     min_weight := $min_weight, min_rel_weight := $min_rel_weight, max_p := $max_p,
     experiment := $experiment, top := $top)
 """
-FEATURE_EDGES = "SELECT * FROM feature_edges($node, run := $run, top := $top, min_count := $min_count)"
-FEATURE_LOGITS = "SELECT * FROM feature_logits($node, run := $run, top := $top)"
+# The node as its layer and stored feature: the name is parsed here already, and planning its
+# parse in SQL cost more than the query (migration 0018).
+FEATURE_EDGES = (
+    "SELECT * FROM feature_edges_at($layer, $feature, run := $run, top := $top, min_count := $min_count)"
+)
+FEATURE_LOGITS = "SELECT * FROM feature_logits_at($layer, $feature, run := $run, top := $top)"
 TOP_CONTEXTS = "SELECT * FROM top_contexts($node, run := $run, top := $top)"
 COMPARE_PROMPTS = """
 SELECT * FROM compare_prompts($prompt_a, $prompt_b, run := $run, min_weight := $min_weight)
@@ -364,7 +368,8 @@ def feature_edges(
     node = parse_node(feature)
     check_node(db, node, run)
     params = {
-        "node": str(node),
+        "layer": node.layer,
+        "feature": node.feature,
         "run": run,
         "top": None if top is None else _positive("top", top),
         "min_count": _positive("min_count", min_count),
@@ -380,7 +385,10 @@ def feature_logits(
     limits: QueryLimits | None = None,
 ) -> pl.DataFrame:
     """Tokens that ablating ``feature`` promotes and suppresses most on average."""
-    return _feature_top(db, FEATURE_LOGITS, feature, run, top, limits)
+    node = parse_node(feature)
+    check_node(db, node, run)
+    params = {"layer": node.layer, "feature": node.feature, "run": run, "top": _positive("top", top)}
+    return fetch(db, FEATURE_LOGITS, params, limits)
 
 
 def neighbourhood(
