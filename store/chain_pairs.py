@@ -5,9 +5,10 @@ at least ``floor`` prompts of the summary base, with one row per such prompt. re
 reads it instead of every occurrence of every candidate edge when the support asked for is at
 least ``floor`` plus the run's prompts in the delta (the migration says why that is exact).
 
-It is derived from ``edge_summary_base`` / ``edge_occurrences_base`` and rebuilt with them in
-the same transaction (:func:`rebuild_pairs`, called by ``store.summary`` after a rebuild and
-after every compaction), so it never describes other prompts than the base.
+It is derived from ``edge_summary_base`` / ``edge_occurrences_base`` and changes with them in
+the same transaction (:func:`rebuild_pairs` after a rebuild of the base, :func:`update_pairs`
+after a compaction; both called by ``store.summary``), so it never describes other prompts
+than the base.
 
 The floor. Counting 2-chains costs a join of the occurrences of the edges with ``n >= s``
 with themselves, grouped by pair; at low ``s`` on dense data there are far more 2-chains
@@ -19,7 +20,7 @@ the budget binds) the ladder of recurring_paths rarely needs: there, many chains
 supports.
 
 A compaction updates the index instead of counting again (:func:`update_pairs`; the full count
-cost about a minute at 500 M edges however small the delta). The delta's prompts are new to the
+costs 40-66 s at 500 M edges however small the delta). The delta's prompts are new to the
 base, so an indexed 2-chain's count grows by its count in the delta, and a 2-chain outside the
 index (fewer than ``floor`` base prompts) can only reach the new floor if the delta lifts it
 there: its *reach*, the delta count plus the least of ``floor - 1`` and its edges' base counts,
