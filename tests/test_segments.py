@@ -104,6 +104,15 @@ def check_neighbourhoods(db, run: int, graph: dict[int, list]) -> None:
 def check(db, run: int, graph: dict[int, list], neighbourhoods: bool = False) -> None:
     want_summary, want_occ = reference(graph)
     got_summary, got_occ = stored(db, run)
+    # one base row per signed edge: a compaction deletes the rows it re-inserts with new totals
+    assert db.fetchone(
+        "SELECT count(*) - count(DISTINCT (run_id, up_layer, up_feature, down_layer, down_feature, sign)) "
+        "FROM edge_summary_base")[0] == 0  # fmt: skip
+    # and it keeps n_sorted, the count at the last rebuild, which its sorted occurrences carry too
+    assert db.fetchone(
+        "SELECT count(*) FROM edge_summary_base s JOIN edge_occurrences_base o "
+        "USING (run_id, up_layer, up_feature, down_layer, down_feature, sign) "
+        "WHERE o.n_sorted IS NOT NULL AND s.n_sorted IS DISTINCT FROM o.n_sorted")[0] == 0  # fmt: skip
     assert got_summary == want_summary
     assert got_occ == want_occ
     if neighbourhoods:
