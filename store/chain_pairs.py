@@ -215,15 +215,38 @@ def start_floor(base_prompts: int) -> int:
     return max(2, math.ceil(FLOOR_FRACTION * base_prompts))
 
 
+def _row_budget(db: Database, params: dict) -> int:
+    """The most rows the run's index may hold (module docstring: the floor)."""
+    return max(MIN_BUDGET_ROWS, int(BUDGET_FRACTION * int(db.fetchone(EDGE_ROWS, params)[0])))
+
+
+def _write_index(db: Database, params: dict, s0: int, base_prompts: int, full_floor: int | None) -> int:
+    """Replace the run's index by the staged counts from the floor that fits its row budget
+    (at least ``s0``) up; returns that floor. ``full_floor`` None: this is a full count."""
+    floor = int(db.fetchone(CHOOSE_FLOOR, {"s0": s0, "budget": _row_budget(db, params)})[0])
+    db.execute(DELETE_PAIRS, params)
+    db.execute(DELETE_FLOOR, params)
+    db.execute(INSERT_PAIRS, {**params, "floor": floor})
+    values = {
+        "floor": floor,
+        "base_prompts": base_prompts,
+        "full_floor": floor if full_floor is None else full_floor,
+    }
+    db.execute(INSERT_FLOOR, {**params, **values})
+    return floor
+
+
+def _drop_staging(db: Database) -> None:
+    for sql in DROP_STAGING:
+        db.execute(sql)
+
+
 def rebuild_pairs(db: Database, run_id: int) -> int:
     """Rebuild ``run_id``'s pair index from the summary base; returns its floor. Call it inside
     the transaction that changed the base (its delta rows folded or emptied)."""
     params = {"run_id": run_id}
-    db.execute(DELETE_PAIRS, params)
-    db.execute(DELETE_FLOOR, params)
     base_prompts = int(db.fetchone(BASE_PROMPTS, params)[0])
     s0 = start_floor(base_prompts)
-    budget = max(MIN_BUDGET_ROWS, int(BUDGET_FRACTION * int(db.fetchone(EDGE_ROWS, params)[0])))
     try:
         db.execute(STAGE_EDGES, {**params, "s0": s0})
         rows = int(db.fetchone(OCCURRENCE_ROWS)[0])
@@ -232,15 +255,9 @@ def rebuild_pairs(db: Database, run_id: int) -> int:
         db.execute(CREATE_COUNTS)
         for part in range(parts):
             db.execute(COUNT_PART, {"part": part, "s0": s0})
-        floor = int(db.fetchone(CHOOSE_FLOOR, {"s0": s0, "budget": budget})[0])
-        db.execute(INSERT_PAIRS, {**params, "floor": floor})
-        db.execute(
-            INSERT_FLOOR, {**params, "floor": floor, "base_prompts": base_prompts, "full_floor": floor}
-        )
+        return _write_index(db, params, s0, base_prompts, None)
     finally:
-        for sql in DROP_STAGING:
-            db.execute(sql)
-    return floor
+        _drop_staging(db)
 
 
 def update_pairs(db: Database, run_id: int) -> int:
@@ -256,36 +273,25 @@ def update_pairs(db: Database, run_id: int) -> int:
     base_prompts = int(db.fetchone(BASE_PROMPTS, params)[0])
     natural = start_floor(base_prompts)
     at_least = max(old_floor, natural)
-    budget = max(MIN_BUDGET_ROWS, int(BUDGET_FRACTION * int(db.fetchone(EDGE_ROWS, params)[0])))
     try:
         db.execute(STAGE_EDGES, {**params, "s0": at_least})
         db.execute(STAGE_DELTA_OCCURRENCES, params)
         db.execute(STAGE_DELTA_PAIRS)
         db.execute(STAGE_OLD_PAIRS, params)
         db.execute(STAGE_CANDIDATES, {"old_floor": old_floor, "at_least": at_least})
-        target = int(
-            db.fetchone(CHOOSE_UPDATE_FLOOR, {"at_least": at_least, "budget": UPDATE_COUNT_BUDGET})[0]
-        )
-        if target > max(natural, math.floor(full_floor * (1 + DRIFT_FRACTION))):
-            log.info("run %d: pair index floor would drift to %d; counting it again", run_id, target)
-            full = True
-        else:
-            full = False
+        choose = {"at_least": at_least, "budget": UPDATE_COUNT_BUDGET}
+        target = int(db.fetchone(CHOOSE_UPDATE_FLOOR, choose)[0])
+        if target <= max(natural, math.floor(full_floor * (1 + DRIFT_FRACTION))):
             db.execute(KEEP_NEEDED_EDGES, {"target": target})
             db.execute(STAGE_OCCURRENCES, {**params, "parts": 1})
             db.execute(CREATE_COUNTS)
             db.execute(COUNT_OLD_PAIRS, {"target": target})
             db.execute(COUNT_CANDIDATES, {"target": target})
-            floor = int(db.fetchone(CHOOSE_FLOOR, {"s0": target, "budget": budget})[0])
-            db.execute(DELETE_PAIRS, params)
-            db.execute(DELETE_FLOOR, params)
-            db.execute(INSERT_PAIRS, {**params, "floor": floor})
-            values = {"floor": floor, "base_prompts": base_prompts, "full_floor": full_floor}
-            db.execute(INSERT_FLOOR, {**params, **values})
+            return _write_index(db, params, target, base_prompts, full_floor)
     finally:
-        for sql in DROP_STAGING:
-            db.execute(sql)
-    return rebuild_pairs(db, run_id) if full else floor
+        _drop_staging(db)
+    log.info("run %d: pair index floor would drift to %d; counting it again", run_id, target)
+    return rebuild_pairs(db, run_id)
 
 
 def update_all_pairs(db: Database, run_ids: list[int]) -> dict[int, int]:

@@ -95,6 +95,9 @@ JOIN __fg_new_summary s ON {_ON}
 WHERE s.old_n + s.n >= 2
 """
 
+# The summary base's order: a rebuild sorts it so, and each compaction's batch (migration 0017).
+SUMMARY_ORDER = "run_id, up_layer, down_layer, fg_zorder(up_feature, down_feature), sign"
+
 # Known edges are deleted by row id (the lookup above already found them) and inserted again
 # with their new totals, next to the new edges, the whole batch sorted as a rebuild sorts the
 # base (each compaction leaves one more sorted run at the end of the table). An UPDATE in place
@@ -105,7 +108,7 @@ DELETE_FOLDED = """
 DELETE FROM edge_summary_base WHERE rowid IN (SELECT summary_row FROM __fg_new_summary WHERE summary_row IS NOT NULL)
 """
 
-INSERT_FOLDED = """
+INSERT_FOLDED = f"""
 INSERT INTO edge_summary_base
     (run_id, up_layer, up_feature, down_layer, down_feature, sign, n, sum_weight, sum_sq_weight,
      first_prompt_id, n_sorted, first_ablation_max_abs)
@@ -117,7 +120,7 @@ SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign, old_n + n,
        CASE WHEN old_first_prompt_id IS NULL OR first_prompt_id < old_first_prompt_id
             THEN first_ablation_max_abs ELSE old_first_ablation_max_abs END
 FROM __fg_new_summary
-ORDER BY run_id, up_layer, down_layer, fg_zorder(up_feature, down_feature), sign
+ORDER BY {SUMMARY_ORDER}
 """
 
 DROP_STAGING = "DROP TABLE IF EXISTS __fg_new_summary"
@@ -142,7 +145,7 @@ SELECT run_id, up_layer, up_feature, down_layer, down_feature, sign,
        CASE WHEN count(*) >= 2 THEN count(*) END, arg_min(ablation_max_abs, prompt_id)
 FROM ({SIGNED_EDGES})
 GROUP BY run_id, up_layer, up_feature, down_layer, down_feature, sign
-ORDER BY run_id, up_layer, down_layer, fg_zorder(up_feature, down_feature), sign
+ORDER BY {SUMMARY_ORDER}
 """
 BUILD_OCCURRENCES = f"""
 INSERT INTO edge_occurrences_base
